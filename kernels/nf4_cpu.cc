@@ -1,0 +1,1 @@
+int rigtune_probe() { return 0; }
