@@ -51,23 +51,41 @@ class Nf4Tensor {
   Nf4Tensor To(at::Device device) const;
 
   // Raw state, for sharding and serialization.
-  const at::Tensor& packed() const { return packed_; }          // uint8 [(n+1)/2]
-  const at::Tensor& absmax() const { return absmax_; }          // float32 [blocks] or uint8 when nested
+  const at::Tensor& packed() const { return packed_; }  // uint8 [(n+1)/2]
+  const at::Tensor& absmax() const { return absmax_; }  // float32 [blocks] or uint8 when nested
   const at::Tensor& nested_absmax() const { return nested_absmax_; }  // float32 [ceil(blocks/256)]
+  // The 256-entry 8-bit map the nested absmax codes index (float32; empty
+  // when not nested). Quantize uses kernels::DynamicMap8(); a loaded
+  // checkpoint keeps its own `nested_quant_map`.
+  const at::Tensor& nested_quant_map() const { return nested_map_; }
   float nested_offset() const { return offset_; }
-  int64_t bytes() const;  // packed + constants: the on-device footprint
+  int64_t bytes() const;  // packed + absmax + nested absmax and map: the on-device footprint
 
   // bitsandbytes' serialized layout under `prefix` ("model.layers.0.mlp.up_proj"):
   // prefix.weight, .weight.absmax, .weight.quant_map, .weight.nested_absmax,
-  // .weight.nested_quant_map, .weight.quant_state.bitsandbytes__nf4.
+  // .weight.nested_quant_map, .weight.quant_state.bitsandbytes__nf4 (an empty
+  // prefix gives "weight", "weight.absmax", ...: a bare Linear4bit's keys).
+  // `weight` is uint8 [(n+1)/2, 1] as bitsandbytes stores it; the JSON
+  // quant_state is a CPU uint8 tensor with bitsandbytes' exact bytes; the
+  // other tensors stay on device().
   std::map<std::string, at::Tensor> ToStateDict(const std::string& prefix) const;
+  // Reads the same layout, whatever device the tensors are on (they must all
+  // be on one device, except the JSON tensor). `weight` may be stored as uint8
+  // or as any dtype viewing the same bytes (bitsandbytes' quant_storage).
+  // Fails with INVALID_ARGUMENT naming the key on a missing or mis-sized
+  // tensor, a quant_type other than nf4, a blocksize other than 64, a
+  // quant_map other than the NF4 table, or unreadable JSON.
   static absl::StatusOr<Nf4Tensor> FromStateDict(const std::map<std::string, at::Tensor>& tensors,
                                                  const std::string& prefix);
 
-  // Builds from raw parts (used by FSDP gather and by loaders); validates sizes.
+  // Builds from raw parts (used by FSDP gather and by loaders); validates
+  // sizes, dtypes and devices. `absmax` is float32, or uint8 codes when
+  // nested; then `nested_absmax` holds the float32 scales and
+  // `nested_quant_map` the 256-entry map (empty: kernels::DynamicMap8()).
   static absl::StatusOr<Nf4Tensor> FromParts(std::vector<int64_t> shape, at::ScalarType dtype,
                                              at::Tensor packed, at::Tensor absmax,
-                                             at::Tensor nested_absmax, float offset);
+                                             at::Tensor nested_absmax, float offset,
+                                             at::Tensor nested_quant_map = {});
 
   Nf4Tensor() = default;
 
@@ -78,6 +96,7 @@ class Nf4Tensor {
   at::Tensor packed_;
   at::Tensor absmax_;
   at::Tensor nested_absmax_;
+  at::Tensor nested_map_;
   float offset_ = 0.f;
 };
 

@@ -1,0 +1,49 @@
+// The rigtune subcommands. Each returns the process exit code (ExitCode in
+// connection.h) and prints proto3 JSON instead of text when `json` is set.
+#ifndef RIGTUNE_CLIENT_COMMANDS_H_
+#define RIGTUNE_CLIENT_COMMANDS_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "client/connection.h"
+
+namespace rigtune::client {
+
+struct SubmitOptions {
+  std::string job_file;                // YAML or JSON JobSpec; may be empty
+  std::vector<std::string> overrides;  // key.path=value
+  std::string model;
+  std::string dataset;
+  std::string output_dir;
+  int gpus = -1;  // -1: from the file / the daemon's default
+  int priority = 0;
+  bool priority_set = false;
+  int64_t max_steps = -1;
+  std::vector<std::string> labels;  // key=value
+  std::string idempotency_key;
+  bool watch = false;
+};
+
+struct ListOptions {
+  std::string state;  // e.g. RUNNING
+  std::string label;  // key=value
+  int limit = 50;     // jobs to show, newest first
+};
+
+int Submit(Connection& connection, const SubmitOptions& options, bool json);
+int List(Connection& connection, const ListOptions& options, bool json);
+int Show(Connection& connection, const std::string& id, bool json);
+// Follows the job to its end (or PAUSED); the exit code is its outcome.
+int Watch(Connection& connection, const std::string& id, int64_t after_seq, bool json);
+int Logs(Connection& connection, const std::string& id, bool follow, bool json);
+// verb: cancel | pause | resume
+int Control(Connection& connection, const std::string& verb, const std::string& id,
+            const std::string& reason, bool json);
+int Checkpoints(Connection& connection, const std::string& id, bool json);
+int Health(Connection& connection, bool json);
+
+}  // namespace rigtune::client
+
+#endif  // RIGTUNE_CLIENT_COMMANDS_H_

@@ -1,0 +1,129 @@
+#include "server/metrics.h"
+
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "prometheus/text_serializer.h"
+#include "server/job_state.h"
+
+namespace rigtune::server {
+
+namespace {
+
+constexpr size_t kFinishedJobsKept = 20;
+
+prometheus::Family<prometheus::Gauge>& Gauges(prometheus::Registry& registry,
+                                              const std::string& name, const std::string& help) {
+  return prometheus::BuildGauge().Name(name).Help(help).Register(registry);
+}
+
+prometheus::Counter& Counter(prometheus::Registry& registry, const std::string& name,
+                             const std::string& help) {
+  return prometheus::BuildCounter().Name(name).Help(help).Register(registry).Add({});
+}
+
+}  // namespace
+
+ServiceMetrics::ServiceMetrics(const std::string& version)
+    : registry_(std::make_shared<prometheus::Registry>()),
+      jobs_(Gauges(*registry_, "rigtune_jobs", "Jobs by state.")),
+      queue_depth_(Gauges(*registry_, "rigtune_queue_depth", "Jobs waiting in QUEUED.").Add({})),
+      loss_(Gauges(*registry_, "rigtune_job_train_loss", "Latest training loss of a job.")),
+      learning_rate_(Gauges(*registry_, "rigtune_job_learning_rate",
+                            "Latest learning rate of a job.")),
+      tokens_per_second_(Gauges(*registry_, "rigtune_job_tokens_per_second",
+                                "Training throughput of a job's latest step, all ranks.")),
+      step_seconds_(Gauges(*registry_, "rigtune_job_step_seconds",
+                           "Wall time of a job's latest optimizer step.")),
+      checkpoint_time_(Gauges(*registry_, "rigtune_checkpoint_timestamp_seconds",
+                              "Unix time of a job's latest checkpoint.")),
+      gpu_memory_peak_(Gauges(*registry_, "rigtune_gpu_memory_peak_bytes",
+                              "CUDA allocator peak of the rank on a GPU.")),
+      tokens_total_(Counter(*registry_, "rigtune_train_tokens_total",
+                            "Tokens trained, all jobs.")),
+      steps_total_(Counter(*registry_, "rigtune_train_steps_total",
+                           "Optimizer steps taken, all jobs.")),
+      restarts_total_(Counter(*registry_, "rigtune_worker_restarts_total",
+                              "Worker group relaunches after a failure.")) {
+  Gauges(*registry_, "rigtune_build_info", "Build information; always 1.")
+      .Add({{"version", version}})
+      .Set(1);
+  for (int state = rigtune::v1::Job::QUEUED; state <= rigtune::v1::Job::FAILED; ++state) {
+    jobs_.Add({{"state", StateName(static_cast<State>(state))}}).Set(0);
+  }
+}
+
+std::string ServiceMetrics::Serialize() const {
+  std::ostringstream out;
+  prometheus::TextSerializer().Serialize(out, registry_->Collect());
+  return out.str();
+}
+
+void ServiceMetrics::SetJobCounts(const std::map<rigtune::v1::Job::State, int>& counts) {
+  for (int state = rigtune::v1::Job::QUEUED; state <= rigtune::v1::Job::FAILED; ++state) {
+    auto it = counts.find(static_cast<State>(state));
+    jobs_.Add({{"state", StateName(static_cast<State>(state))}})
+        .Set(it == counts.end() ? 0 : it->second);
+  }
+}
+
+void ServiceMetrics::SetQueueDepth(int depth) { queue_depth_.Set(depth); }
+
+ServiceMetrics::JobSeries& ServiceMetrics::SeriesLocked(const std::string& job_id) {
+  auto it = series_.find(job_id);
+  if (it != series_.end()) return it->second;
+  const prometheus::Labels labels = {{"job", job_id}};
+  JobSeries series;
+  series.loss = &loss_.Add(labels);
+  series.learning_rate = &learning_rate_.Add(labels);
+  series.tokens_per_second = &tokens_per_second_.Add(labels);
+  series.step_seconds = &step_seconds_.Add(labels);
+  return series_[job_id] = series;
+}
+
+void ServiceMetrics::OnStep(const std::string& job_id, int gpu,
+                            const rigtune::v1::StepMetrics& metrics) {
+  if (gpu >= 0 && metrics.gpu_memory_peak_bytes() > 0) {
+    gpu_memory_peak_.Add({{"gpu", absl::StrCat(gpu)}})
+        .Set(static_cast<double>(metrics.gpu_memory_peak_bytes()));
+  }
+  if (metrics.rank() != 0) return;
+  absl::MutexLock lock(&mu_);
+  JobSeries& series = SeriesLocked(job_id);
+  series.loss->Set(metrics.loss());
+  series.learning_rate->Set(metrics.learning_rate());
+  series.tokens_per_second->Set(metrics.tokens_per_second());
+  series.step_seconds->Set(metrics.step_seconds());
+  tokens_total_.Increment(static_cast<double>(metrics.tokens()));
+  steps_total_.Increment();
+}
+
+void ServiceMetrics::OnCheckpoint(const std::string& job_id, double unix_seconds) {
+  absl::MutexLock lock(&mu_);
+  JobSeries& series = SeriesLocked(job_id);
+  if (series.checkpoint_time == nullptr) {
+    series.checkpoint_time = &checkpoint_time_.Add({{"job", job_id}});
+  }
+  series.checkpoint_time->Set(unix_seconds);
+}
+
+void ServiceMetrics::OnWorkerRestart() { restarts_total_.Increment(); }
+
+void ServiceMetrics::OnJobFinished(const std::string& job_id) {
+  absl::MutexLock lock(&mu_);
+  if (!series_.count(job_id)) return;
+  finished_.push_back(job_id);
+  while (finished_.size() > kFinishedJobsKept) {
+    auto it = series_.find(finished_.front());
+    finished_.pop_front();
+    if (it == series_.end()) continue;
+    loss_.Remove(it->second.loss);
+    learning_rate_.Remove(it->second.learning_rate);
+    tokens_per_second_.Remove(it->second.tokens_per_second);
+    step_seconds_.Remove(it->second.step_seconds);
+    if (it->second.checkpoint_time) checkpoint_time_.Remove(it->second.checkpoint_time);
+    series_.erase(it);
+  }
+}
+
+}  // namespace rigtune::server

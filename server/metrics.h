@@ -1,0 +1,86 @@
+// ServiceMetrics: the daemon's Prometheus metrics, served as text on the
+// HTTP port's /metrics (prometheus-cpp registry + TextSerializer; no
+// separate exposer port).
+//
+//   rigtune_jobs{state}                       jobs per state (gauge)
+//   rigtune_queue_depth                       QUEUED jobs
+//   rigtune_job_train_loss{job}               latest loss of a job
+//   rigtune_job_learning_rate{job}
+//   rigtune_job_tokens_per_second{job}
+//   rigtune_job_step_seconds{job}
+//   rigtune_checkpoint_timestamp_seconds{job} unix time of the latest checkpoint
+//   rigtune_train_tokens_total                tokens trained, all jobs
+//   rigtune_train_steps_total                 optimizer steps, all jobs
+//   rigtune_gpu_memory_peak_bytes{gpu}        allocator peak of the rank on that GPU
+//   rigtune_worker_restarts_total             relaunches after worker failures
+//   rigtune_build_info{version}               always 1
+//
+// Per-job series are kept for the 20 most recently finished jobs and every
+// unfinished one, which bounds the label cardinality. Thread-safe.
+#ifndef RIGTUNE_SERVER_METRICS_H_
+#define RIGTUNE_SERVER_METRICS_H_
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "prometheus/counter.h"
+#include "prometheus/family.h"
+#include "prometheus/gauge.h"
+#include "prometheus/registry.h"
+#include "rigtune/v1/job_service.pb.h"
+
+namespace rigtune::server {
+
+class ServiceMetrics {
+ public:
+  explicit ServiceMetrics(const std::string& version);
+
+  // Prometheus text exposition format of every metric.
+  std::string Serialize() const;
+
+  void SetJobCounts(const std::map<rigtune::v1::Job::State, int>& counts);
+  void SetQueueDepth(int depth);
+  // A step report of `job_id` from the rank on `gpu` (-1: CPU rank). Only
+  // rank 0's report feeds the per-job and total series.
+  void OnStep(const std::string& job_id, int gpu, const rigtune::v1::StepMetrics& metrics);
+  void OnCheckpoint(const std::string& job_id, double unix_seconds);
+  void OnWorkerRestart();
+  // The job reached a terminal state; its series may be dropped later.
+  void OnJobFinished(const std::string& job_id);
+
+ private:
+  struct JobSeries {
+    prometheus::Gauge* loss = nullptr;
+    prometheus::Gauge* learning_rate = nullptr;
+    prometheus::Gauge* tokens_per_second = nullptr;
+    prometheus::Gauge* step_seconds = nullptr;
+    prometheus::Gauge* checkpoint_time = nullptr;
+  };
+  JobSeries& SeriesLocked(const std::string& job_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  std::shared_ptr<prometheus::Registry> registry_;
+  prometheus::Family<prometheus::Gauge>& jobs_;
+  prometheus::Gauge& queue_depth_;
+  prometheus::Family<prometheus::Gauge>& loss_;
+  prometheus::Family<prometheus::Gauge>& learning_rate_;
+  prometheus::Family<prometheus::Gauge>& tokens_per_second_;
+  prometheus::Family<prometheus::Gauge>& step_seconds_;
+  prometheus::Family<prometheus::Gauge>& checkpoint_time_;
+  prometheus::Family<prometheus::Gauge>& gpu_memory_peak_;
+  prometheus::Counter& tokens_total_;
+  prometheus::Counter& steps_total_;
+  prometheus::Counter& restarts_total_;
+
+  absl::Mutex mu_;
+  std::map<std::string, JobSeries> series_ ABSL_GUARDED_BY(mu_);
+  std::deque<std::string> finished_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace rigtune::server
+
+#endif  // RIGTUNE_SERVER_METRICS_H_

@@ -1,0 +1,121 @@
+// engine_golden_tool: runs rigtune's engine on inputs prepared by
+// test_engine.py and writes what the Python reference (transformers + PEFT)
+// is compared against.
+//
+//   engine_golden_tool SPEC.json
+//
+// SPEC: {"model_dir", "adapter_dir" (PEFT adapter with the initial LoRA
+// weights), "batches" (safetensors: input_ids_K, labels_K), "out"
+// (safetensors written here), "lora": {...}, "optim": {...},
+// "activation_checkpointing", "steps", "grad_accum"}.
+// Outputs: logits (batch 0, before training), loss, grad.<peft key> for the
+// first step's gradients, losses (one per step), and the final adapter.
+#include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
+
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include "nlohmann/json.hpp"
+#include "worker/model/model_builder.h"
+#include "worker/model/safetensors.h"
+#include "worker/train/adapter_export.h"
+#include "worker/train/trainer.h"
+
+namespace {
+
+using rigtune::train::TrainBatch;
+
+int Fail(const std::string& what) {
+  std::cerr << "engine_golden_tool: " << what << "\n";
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 2) return Fail("usage: engine_golden_tool SPEC.json");
+  std::ifstream in(argv[1]);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  nlohmann::json spec = nlohmann::json::parse(ss.str());
+
+  rigtune::model::BuildOptions build;
+  build.dtype = at::kFloat;
+  build.lora.r = spec["lora"]["r"];
+  build.lora.alpha = spec["lora"]["alpha"];
+  build.lora.target_modules = spec["lora"]["target_modules"].get<std::vector<std::string>>();
+  build.lora.use_rslora = spec["lora"].value("use_rslora", false);
+  auto model = rigtune::model::LoadHfModel(spec["model_dir"], build);
+  if (!model.ok()) return Fail(model.status().ToString());
+  if (auto s = rigtune::train::LoadAdapter(spec["adapter_dir"], &*model); !s.ok()) {
+    return Fail(s.ToString());
+  }
+
+  auto batches_file = rigtune::model::SafetensorsFile::Open(spec["batches"]);
+  if (!batches_file.ok()) return Fail(batches_file.status().ToString());
+  std::vector<TrainBatch> batches;
+  for (int k = 0;; ++k) {
+    const std::string ids = "input_ids_" + std::to_string(k);
+    if (!batches_file->Contains(ids)) break;
+    auto input = batches_file->Read(ids);
+    auto labels = batches_file->Read("labels_" + std::to_string(k));
+    if (!input.ok() || !labels.ok()) return Fail("cannot read batch " + std::to_string(k));
+    batches.push_back(TrainBatch{*input, *labels, at::Tensor(), at::Tensor()});
+  }
+  if (batches.empty()) return Fail("no batches");
+
+  rigtune::train::TrainerOptions topts;
+  topts.activation_checkpointing = spec.value("activation_checkpointing", true);
+  const auto& optim = spec["optim"];
+  topts.max_grad_norm = optim.value("max_grad_norm", 1.0);
+  topts.adamw.beta1 = optim.value("beta1", 0.9);
+  topts.adamw.beta2 = optim.value("beta2", 0.999);
+  topts.adamw.eps = optim.value("eps", 1e-8);
+  topts.adamw.weight_decay = optim.value("weight_decay", 0.0);
+  rigtune::train::Trainer trainer(&*model, topts);
+
+  std::map<std::string, at::Tensor> out;
+  out["logits"] = trainer.Logits(batches[0]).contiguous();
+  // The dequantized base weights the engine computes with.
+  for (int64_t i = 0; i < static_cast<int64_t>(model->layers.size()); ++i) {
+    for (int p = 0; p < rigtune::model::kNumProj; ++p) {
+      auto w = model->layers[i].proj[p].weight().Dequantize(at::kFloat);
+      if (!w.ok()) return Fail(w.status().ToString());
+      out["base.model.layers." + std::to_string(i) + "." + rigtune::model::ProjPath(p) +
+          ".weight"] = *w;
+    }
+  }
+
+  const int64_t accum = spec.value("grad_accum", 1);
+  auto window = [&](int64_t step) {
+    std::vector<TrainBatch> w;
+    for (int64_t k = 0; k < accum; ++k) w.push_back(batches[(step * accum + k) % batches.size()]);
+    return w;
+  };
+  // Step 0's gradients, before any update.
+  rigtune::train::StepStats first = trainer.ForwardBackward(window(0));
+  out["loss"] = at::tensor({first.loss}, at::kDouble);
+  for (int64_t i = 0; i < static_cast<int64_t>(model->layers.size()); ++i) {
+    for (int p = 0; p < rigtune::model::kNumProj; ++p) {
+      const auto& lin = model->layers[i].proj[p];
+      if (!lin.has_adapter()) continue;
+      out["grad." + rigtune::train::PeftKey(i, p, false)] = lin.lora_a().grad().contiguous();
+      out["grad." + rigtune::train::PeftKey(i, p, true)] = lin.lora_b().grad().contiguous();
+    }
+  }
+  trainer.ZeroGrad();
+
+  const int64_t steps = spec.value("steps", 0);
+  const double lr = optim.value("lr", 1e-3);
+  std::vector<double> losses;
+  for (int64_t s = 0; s < steps; ++s) losses.push_back(trainer.Step(window(s), lr).loss);
+  out["losses"] = at::tensor(losses, at::kDouble);
+  for (auto& [key, t] : rigtune::train::AdapterTensors(*model)) out["final." + key] = t;
+
+  if (auto s = rigtune::model::WriteSafetensors(spec["out"], out, {}); !s.ok()) {
+    return Fail(s.ToString());
+  }
+  return 0;
+}

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The test command: set up what is missing, build, run every test.
+#
+#   tests/run.sh              everything ctest knows (unit, golden, e2e; gpu tests skip without a GPU)
+#   tests/run.sh -L unit      any ctest arguments pass through
+#
+# When the CUDA toolkit is present (even without a GPU) the cuda preset is
+# compiled too, so CUDA code cannot rot on CPU-only machines.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+jobs=$(nproc)
+
+deploy/setup.sh
+cmake --preset cpu >/dev/null
+cmake --build --preset cpu -j "$jobs"
+
+if [ -x /usr/local/cuda/bin/nvcc ] && [ -z "${RIGTUNE_SKIP_CUDA_BUILD:-}" ]; then
+  echo "== compiling the cuda preset (nvcc found; nothing CUDA runs here) =="
+  cmake --preset cuda -DRIGTUNE_WITH_SERVICE=OFF >/dev/null
+  cmake --build --preset cuda -j "$jobs"
+fi
+
+echo "== ctest =="
+ctest --preset cpu -j "$jobs" --timeout 1500 "$@"

@@ -1,0 +1,354 @@
+// The Coordinator with real worker processes: the fake-rigtune-worker (the
+// real worker/main.cc over a stand-in engine) or tiny shell scripts.
+#include "server/coordinator.h"
+
+#include <stdlib.h>
+#include <sys/stat.h>
+
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <thread>
+
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "server/job_service.h"
+#include "server/worker_service.h"
+
+namespace rigtune::server {
+namespace {
+
+namespace fs = std::filesystem;
+using rigtune::v1::Job;
+
+class CoordinatorTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::path(::testing::TempDir()) /
+           ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    for (const char* knob : {"RIGTUNE_FAKE_STEP_MS", "RIGTUNE_FAKE_CRASH_AT_STEP",
+                             "RIGTUNE_FAKE_FAIL"}) {
+      unsetenv(knob);
+    }
+    options_.state_dir = (dir_ / "state").string();
+    options_.worker_binary = RIGTUNE_FAKE_WORKER;
+    options_.grace_period = absl::Seconds(5);
+    options_.tick = absl::Milliseconds(20);
+  }
+
+  void TearDown() override { Stop(); }
+
+  void Start() {
+    auto coordinator = Coordinator::Create(options_);
+    ASSERT_TRUE(coordinator.ok()) << coordinator.status();
+    coordinator_ = *std::move(coordinator);
+    jobs_ = std::make_unique<JobServiceImpl>(coordinator_.get(), &auth_);
+    workers_ = std::make_unique<WorkerServiceImpl>(coordinator_.get(), &auth_);
+    grpc::ServerBuilder builder;
+    int port = 0;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+    builder.RegisterService(jobs_.get());
+    builder.RegisterService(workers_.get());
+    server_ = builder.BuildAndStart();
+    ASSERT_NE(port, 0);
+    address_ = "127.0.0.1:" + std::to_string(port);
+    ASSERT_TRUE(coordinator_->Start(address_).ok());
+  }
+
+  void Stop() {
+    if (coordinator_) coordinator_->Shutdown();
+    if (server_) server_->Shutdown(std::chrono::system_clock::now());
+    server_.reset();
+    coordinator_.reset();
+  }
+
+  std::string Script(const std::string& body) {
+    fs::path path = dir_ / "worker.sh";
+    std::ofstream(path) << "#!/bin/sh\n" << body << "\n";
+    chmod(path.c_str(), 0755);
+    return path.string();
+  }
+
+  Job Submit(int64_t max_steps, int64_t every_steps = 0, const std::string& key = "") {
+    rigtune::v1::CreateJobRequest request;
+    request.mutable_spec()->set_model("random:tiny");
+    request.mutable_spec()->mutable_train()->set_max_steps(max_steps);
+    if (every_steps > 0) request.mutable_spec()->mutable_checkpoint()->set_every_steps(every_steps);
+    request.set_idempotency_key(key);
+    auto job = coordinator_->CreateJob(request);
+    EXPECT_TRUE(job.ok()) << job.status();
+    return job.value_or(Job());
+  }
+
+  Job WaitFor(const std::string& id, Job::State state, absl::Duration limit = absl::Seconds(20)) {
+    absl::Time deadline = absl::Now() + limit;
+    Job job;
+    while (absl::Now() < deadline) {
+      job = *coordinator_->GetJob(id);
+      if (job.state() == state) return job;
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+    ADD_FAILURE() << "job " << id << " is " << Job::State_Name(job.state()) << ", wanted "
+                  << Job::State_Name(state);
+    return job;
+  }
+
+  std::vector<rigtune::v1::JobEvent> Events(const std::string& id) {
+    rigtune::v1::ListJobEventsRequest request;
+    request.set_id(id);
+    request.set_page_size(5000);
+    auto response = coordinator_->ListJobEvents(request);
+    EXPECT_TRUE(response.ok()) << response.status();
+    return {response->events().begin(), response->events().end()};
+  }
+
+  fs::path dir_;
+  CoordinatorOptions options_;
+  TokenAuth auth_{""};
+  std::unique_ptr<Coordinator> coordinator_;
+  std::unique_ptr<JobServiceImpl> jobs_;
+  std::unique_ptr<WorkerServiceImpl> workers_;
+  std::unique_ptr<grpc::Server> server_;
+  std::string address_;
+};
+
+TEST_F(CoordinatorTest, RunsAJobToSuccessWithMetricsAndCheckpoints) {
+  Start();
+  Job job = Submit(6, 2);
+  Job done = WaitFor(job.id(), Job::SUCCEEDED);
+  EXPECT_EQ(done.result().steps(), 6);
+  EXPECT_EQ(done.result().tokens_trained(), 6 * 128);
+  EXPECT_FALSE(done.result().adapter_path().empty());
+  EXPECT_EQ(done.latest_metrics().step(), 6);
+  EXPECT_EQ(done.attempt(), 1);
+  auto events = Events(job.id());
+  std::set<Job::State> states;
+  int metrics = 0;
+  for (size_t i = 0; i < events.size(); ++i) {
+    EXPECT_EQ(events[i].seq(), static_cast<int64_t>(i + 1));
+    if (events[i].has_state_change()) states.insert(events[i].state_change().to());
+    metrics += events[i].has_metrics();
+  }
+  EXPECT_EQ(metrics, 6);
+  EXPECT_EQ(states, (std::set<Job::State>{Job::QUEUED, Job::STARTING, Job::RUNNING,
+                                          Job::SUCCEEDED}));
+  auto checkpoints = coordinator_->ListCheckpoints(job.id());
+  ASSERT_TRUE(checkpoints.ok());
+  EXPECT_EQ(checkpoints->checkpoints_size(), 3);
+  EXPECT_TRUE(fs::exists(fs::path(done.log_dir()) / "rank0.log"));
+  EXPECT_NE(coordinator_->metrics().Serialize().find("rigtune_job_train_loss{job=\"" + job.id()),
+            std::string::npos);
+}
+
+TEST_F(CoordinatorTest, WatchReplaysHistoryAndEndsAtTheTerminalState) {
+  Start();
+  Job job = Submit(4);
+  std::vector<rigtune::v1::JobEvent> seen;
+  rigtune::v1::WatchJobRequest request;
+  request.set_id(job.id());
+  absl::Status status = coordinator_->WatchJob(
+      request, [&](const rigtune::v1::JobEvent& e) { seen.push_back(e); return true; }, nullptr);
+  ASSERT_TRUE(status.ok()) << status;
+  ASSERT_FALSE(seen.empty());
+  EXPECT_EQ(seen.back().state_change().to(), Job::SUCCEEDED);
+  for (size_t i = 0; i < seen.size(); ++i) EXPECT_EQ(seen[i].seq(), static_cast<int64_t>(i + 1));
+  // Resuming after event 3 yields exactly the rest.
+  std::vector<rigtune::v1::JobEvent> rest;
+  request.set_after_seq(3);
+  ASSERT_TRUE(coordinator_->WatchJob(
+      request, [&](const rigtune::v1::JobEvent& e) { rest.push_back(e); return true; }, nullptr)
+                  .ok());
+  ASSERT_EQ(rest.size(), seen.size() - 3);
+  EXPECT_EQ(rest.front().seq(), 4);
+}
+
+TEST_F(CoordinatorTest, CrashedWorkerIsRetriedFromItsLatestCheckpoint) {
+  setenv("RIGTUNE_FAKE_CRASH_AT_STEP", "5", 1);
+  Start();
+  Job job = Submit(8, 2);
+  Job done = WaitFor(job.id(), Job::SUCCEEDED);
+  EXPECT_EQ(done.restarts(), 1);
+  EXPECT_EQ(done.attempt(), 2);
+  bool retried_from_checkpoint = false;
+  for (const auto& event : Events(job.id())) {
+    const std::string& reason = event.state_change().reason();
+    if (reason.find("restart 1 of 2 from") != std::string::npos &&
+        reason.find("checkpoint-4") != std::string::npos) {
+      retried_from_checkpoint = true;
+    }
+  }
+  EXPECT_TRUE(retried_from_checkpoint);
+  EXPECT_NE(coordinator_->metrics().Serialize().find("rigtune_worker_restarts_total 1"),
+            std::string::npos);
+}
+
+TEST_F(CoordinatorTest, FailsWithTheWorkersErrorAfterMaxRestarts) {
+  setenv("RIGTUNE_FAKE_FAIL", "1", 1);
+  options_.max_restarts = 1;
+  Start();
+  Job job = Submit(5);
+  Job failed = WaitFor(job.id(), Job::FAILED);
+  EXPECT_EQ(failed.restarts(), 1);
+  EXPECT_EQ(failed.error().code(), "WORKER_FAILED");
+  EXPECT_NE(failed.error().message().find("asked to fail at step 2"), std::string::npos)
+      << failed.error().message();
+}
+
+TEST_F(CoordinatorTest, PauseCheckpointsAndResumeFinishesTheJob) {
+  setenv("RIGTUNE_FAKE_STEP_MS", "100", 1);
+  Start();
+  Job job = Submit(30);
+  WaitFor(job.id(), Job::RUNNING);
+  absl::SleepFor(absl::Milliseconds(400));
+  auto pausing = coordinator_->PauseJob(job.id());
+  ASSERT_TRUE(pausing.ok()) << pausing.status();
+  EXPECT_EQ(pausing->state(), Job::PAUSING);
+  Job paused = WaitFor(job.id(), Job::PAUSED);
+  ASSERT_FALSE(paused.resume_from().empty());
+  setenv("RIGTUNE_FAKE_STEP_MS", "10", 1);
+  ASSERT_TRUE(coordinator_->ResumeJob(job.id()).ok());
+  Job done = WaitFor(job.id(), Job::SUCCEEDED);
+  EXPECT_EQ(done.result().steps(), 30);
+  EXPECT_EQ(done.restarts(), 0);
+  EXPECT_EQ(done.attempt(), 2);
+}
+
+TEST_F(CoordinatorTest, CancelPauseResumeInQueuedAndPaused) {
+  options_.cpu_slots = 0;  // nothing ever starts
+  Start();
+  Job a = Submit(5);
+  EXPECT_EQ(a.queue_position(), 1);
+  EXPECT_EQ(coordinator_->ResumeJob(a.id())->state(), Job::QUEUED);  // no change
+  EXPECT_EQ(coordinator_->PauseJob(a.id())->state(), Job::PAUSED);
+  EXPECT_EQ(coordinator_->PauseJob(a.id())->state(), Job::PAUSED);  // no change
+  EXPECT_EQ(coordinator_->ResumeJob(a.id())->state(), Job::QUEUED);
+  EXPECT_EQ(coordinator_->CancelJob(a.id(), "")->state(), Job::CANCELLED);
+  Job b = Submit(5);
+  ASSERT_TRUE(coordinator_->PauseJob(b.id()).ok());
+  EXPECT_EQ(coordinator_->CancelJob(b.id(), "not needed")->state(), Job::CANCELLED);
+  // Terminal: every control call is refused and nothing changes.
+  for (const std::string& id : {a.id(), b.id()}) {
+    EXPECT_EQ(coordinator_->CancelJob(id, "").status().code(),
+              absl::StatusCode::kFailedPrecondition);
+    EXPECT_EQ(coordinator_->PauseJob(id).status().code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_EQ(coordinator_->ResumeJob(id).status().code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_EQ(coordinator_->GetJob(id)->state(), Job::CANCELLED);
+  }
+}
+
+TEST_F(CoordinatorTest, ControlWhileStartingPausingAndCancelling) {
+  // This worker never registers (STARTING forever) and ignores SIGTERM, so
+  // PAUSING and CANCELLING last until the SIGKILL after the grace period.
+  options_.worker_binary = Script("trap '' TERM; while true; do sleep 0.05; done");
+  options_.grace_period = absl::Seconds(2);
+  Start();
+  Job job = Submit(5);
+  WaitFor(job.id(), Job::STARTING);
+  EXPECT_EQ(coordinator_->ResumeJob(job.id())->state(), Job::STARTING);  // no change
+  EXPECT_EQ(coordinator_->PauseJob(job.id())->state(), Job::PAUSING);
+  EXPECT_EQ(coordinator_->PauseJob(job.id())->state(), Job::PAUSING);  // no change
+  EXPECT_EQ(coordinator_->ResumeJob(job.id()).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(coordinator_->CancelJob(job.id(), "")->state(), Job::CANCELLING);
+  EXPECT_EQ(coordinator_->CancelJob(job.id(), "")->state(), Job::CANCELLING);  // no change
+  EXPECT_EQ(coordinator_->PauseJob(job.id()).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(coordinator_->ResumeJob(job.id()).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  WaitFor(job.id(), Job::CANCELLED);
+
+  Job second = Submit(5);
+  WaitFor(second.id(), Job::STARTING);
+  EXPECT_EQ(coordinator_->CancelJob(second.id(), "")->state(), Job::CANCELLING);
+  WaitFor(second.id(), Job::CANCELLED);
+}
+
+TEST_F(CoordinatorTest, CancelWhileRunningStopsTheWorkers) {
+  setenv("RIGTUNE_FAKE_STEP_MS", "100", 1);
+  Start();
+  Job job = Submit(1000);
+  WaitFor(job.id(), Job::RUNNING);
+  EXPECT_EQ(coordinator_->ResumeJob(job.id())->state(), Job::RUNNING);  // no change
+  EXPECT_EQ(coordinator_->CancelJob(job.id(), "wrong data")->state(), Job::CANCELLING);
+  Job cancelled = WaitFor(job.id(), Job::CANCELLED);
+  EXPECT_TRUE(cancelled.has_end_time());
+}
+
+TEST_F(CoordinatorTest, ConcurrentCreatesWithRepeatedKeysMakeExactlyTheRightJobs) {
+  options_.cpu_slots = 0;
+  Start();
+  auto channel = grpc::CreateChannel(address_, grpc::InsecureChannelCredentials());
+  auto client = rigtune::v1::JobService::NewStub(channel);
+  constexpr int kCalls = 200;
+  std::vector<std::string> ids(kCalls);
+  std::vector<grpc::Status> statuses(kCalls);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kCalls; ++i) {
+    threads.emplace_back([&, i] {
+      rigtune::v1::CreateJobRequest request;
+      request.mutable_spec()->set_model("random:tiny");
+      // Calls 100..199 repeat the keys of calls 0..99.
+      request.set_idempotency_key("key-" + std::to_string(i % 100));
+      grpc::ClientContext context;
+      Job job;
+      statuses[i] = client->CreateJob(&context, request, &job);
+      ids[i] = job.id();
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  for (int i = 0; i < kCalls; ++i) ASSERT_TRUE(statuses[i].ok()) << statuses[i].error_message();
+  for (int i = 0; i < 100; ++i) EXPECT_EQ(ids[i], ids[i + 100]) << "key-" << i;
+  EXPECT_EQ(std::set<std::string>(ids.begin(), ids.end()).size(), 100u);
+  rigtune::v1::ListJobsRequest list;
+  list.set_page_size(1000);
+  EXPECT_EQ(coordinator_->ListJobs(list)->jobs_size(), 100);
+}
+
+TEST_F(CoordinatorTest, ShutdownLeavesRunningJobsToTheNextStart) {
+  setenv("RIGTUNE_FAKE_STEP_MS", "50", 1);
+  Start();
+  Job job = Submit(40, 5);
+  WaitFor(job.id(), Job::RUNNING);
+  absl::SleepFor(absl::Milliseconds(700));
+  Stop();  // the worker checkpoints on its way out
+  {
+    auto store = JobStore::Open((dir_ / "state" / "rigtune.db").string());
+    ASSERT_TRUE(store.ok());
+    auto stored = (*store)->GetJob(job.id());
+    EXPECT_EQ(stored->state(), Job::RUNNING);
+    EXPECT_FALSE(stored->resume_from().empty());
+  }
+  setenv("RIGTUNE_FAKE_STEP_MS", "5", 1);
+  Start();
+  Job done = WaitFor(job.id(), Job::SUCCEEDED);
+  EXPECT_EQ(done.result().steps(), 40);
+  EXPECT_EQ(done.restarts(), 0);
+  auto events = Events(job.id());
+  for (size_t i = 0; i < events.size(); ++i) {
+    EXPECT_EQ(events[i].seq(), static_cast<int64_t>(i + 1));
+  }
+}
+
+TEST_F(CoordinatorTest, RecoveryFailsAJobWhoseCheckpointVanished) {
+  setenv("RIGTUNE_FAKE_STEP_MS", "50", 1);
+  Start();
+  Job job = Submit(1000, 2);
+  WaitFor(job.id(), Job::RUNNING);
+  absl::SleepFor(absl::Milliseconds(500));
+  Stop();
+  auto store = JobStore::Open((dir_ / "state" / "rigtune.db").string());
+  ASSERT_TRUE(store.ok());
+  std::string checkpoint = (*store)->GetJob(job.id())->resume_from();
+  ASSERT_FALSE(checkpoint.empty());
+  store->reset();
+  fs::remove_all(checkpoint);
+  Start();
+  Job failed = WaitFor(job.id(), Job::FAILED);
+  EXPECT_EQ(failed.error().code(), "CHECKPOINT_MISSING");
+  EXPECT_NE(failed.error().message().find(checkpoint), std::string::npos);
+}
+
+}  // namespace
+}  // namespace rigtune::server

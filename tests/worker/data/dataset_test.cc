@@ -1,0 +1,92 @@
+#include "worker/data/dataset.h"
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace rigtune::data {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+
+TEST(DatasetTest, ParsesFormatNames) {
+  EXPECT_EQ(*ParseDatasetFormat("messages"), DatasetFormat::kMessages);
+  EXPECT_THAT(ParseDatasetFormat("chat").status().ToString(), HasSubstr("dataset.format"));
+}
+
+TEST(DatasetTest, AlpacaUsesTheStanfordPrompt) {
+  DatasetStats stats;
+  auto ex = ParseDataset(R"({"instruction": "Add", "input": "1 2", "output": "3"})", "d.jsonl",
+                         DatasetFormat::kAlpaca, &stats);
+  ASSERT_TRUE(ex.ok()) << ex.status();
+  EXPECT_THAT((*ex)[0].prompt,
+              StartsWith("Below is an instruction that describes a task, paired with an input"));
+  EXPECT_THAT((*ex)[0].prompt, ::testing::EndsWith("### Input:\n1 2\n\n### Response:\n"));
+  EXPECT_EQ((*ex)[0].completion, "3");
+}
+
+TEST(DatasetTest, MalformedLineNamesFileAndLine) {
+  DatasetStats stats;
+  auto ex = ParseDataset("{\"text\": \"a\"}\n\n{\"text\": oops}\n", "train.jsonl",
+                         DatasetFormat::kText, &stats);
+  ASSERT_FALSE(ex.ok());
+  EXPECT_THAT(ex.status().ToString(), HasSubstr("train.jsonl:3:"));
+}
+
+TEST(DatasetTest, MissingFieldNamesTheField) {
+  DatasetStats stats;
+  auto ex = ParseDataset(R"({"instruction": "x"})", "a.jsonl", DatasetFormat::kAlpaca, &stats);
+  EXPECT_THAT(ex.status().ToString(), HasSubstr("a.jsonl:1: missing field \"output\""));
+}
+
+TEST(DatasetTest, EmptyExamplesAreCountedAndSkipped) {
+  DatasetStats stats;
+  auto ex = ParseDataset("{\"text\": \"\"}\n{\"text\": \"b\"}\n", "t.jsonl", DatasetFormat::kText,
+                         &stats);
+  ASSERT_TRUE(ex.ok());
+  EXPECT_EQ(ex->size(), 1u);
+  EXPECT_EQ(stats.records, 2);
+  EXPECT_EQ(stats.empty, 1);
+}
+
+TEST(DatasetTest, ShareGptRolesAreMapped) {
+  DatasetStats stats;
+  auto ex = ParseDataset(
+      R"({"conversations": [{"from": "system", "value": "s"}, {"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]})",
+      "s.jsonl", DatasetFormat::kMessages, &stats);
+  ASSERT_TRUE(ex.ok()) << ex.status();
+  EXPECT_EQ((*ex)[0].messages[1].role, "user");
+  EXPECT_EQ((*ex)[0].messages[2].role, "assistant");
+}
+
+TEST(DatasetTest, UnknownRoleIsAnError) {
+  DatasetStats stats;
+  auto ex = ParseDataset(R"({"messages": [{"role": "tool", "content": "x"}]})", "m.jsonl",
+                         DatasetFormat::kMessages, &stats);
+  EXPECT_THAT(ex.status().ToString(), HasSubstr("m.jsonl:1: messages[0]: unknown role \"tool\""));
+}
+
+TEST(DatasetTest, ReadsJsonArrays) {
+  DatasetStats stats;
+  auto ex =
+      ParseDataset(R"([{"text": "a"}, {"text": "b"}])", "a.json", DatasetFormat::kText, &stats);
+  ASSERT_TRUE(ex.ok());
+  EXPECT_EQ(ex->size(), 2u);
+  EXPECT_EQ((*ex)[1].line, 2);
+}
+
+TEST(DatasetTest, JsonArrayElementErrorsNameTheElement) {
+  DatasetStats stats;
+  auto ex =
+      ParseDataset(R"([{"text": "a"}, {"txt": "b"}])", "a.json", DatasetFormat::kText, &stats);
+  EXPECT_THAT(ex.status().ToString(), HasSubstr("a.json: element 2:"));
+}
+
+TEST(DatasetTest, MissingFileIsNotFound) {
+  DatasetStats stats;
+  EXPECT_EQ(ReadDataset("/nonexistent.jsonl", DatasetFormat::kText, &stats).status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace rigtune::data

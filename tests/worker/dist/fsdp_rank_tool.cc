@@ -1,0 +1,35 @@
+// fsdp_rank_tool: one rank of a training job, for the multi-process FSDP
+// tests. Runs RunJob with the job file and the torchrun variables of its
+// environment, and (rank 0) writes the loss of every step to LOSSES.json.
+//
+//   RANK=0 WORLD_SIZE=2 MASTER_PORT=... fsdp_rank_tool JOB.json LOSSES.json
+#include <fstream>
+#include <iostream>
+
+#include "nlohmann/json.hpp"
+#include "worker/train/run_job.h"
+
+int main(int argc, char** argv) {
+  if (argc != 3) {
+    std::cerr << "usage: fsdp_rank_tool JOB.json LOSSES.json\n";
+    return 2;
+  }
+  auto config = rigtune::train::LoadJobConfig(argv[1]);
+  if (!config.ok()) {
+    std::cerr << config.status() << "\n";
+    return 2;
+  }
+  std::vector<double> losses;
+  rigtune::train::RunCallbacks cb;
+  cb.on_step = [&](const rigtune::train::StepMetrics& m) {
+    losses.push_back(m.loss);
+    std::cerr << "step " << m.step << " loss " << m.loss << "\n";
+  };
+  auto result = rigtune::train::RunJob(*config, cb);
+  if (!result.ok()) {
+    std::cerr << "error: " << result.status().message() << "\n";
+    return 1;
+  }
+  std::ofstream(argv[2]) << nlohmann::json{{"losses", losses}}.dump();
+  return 0;
+}

@@ -1,0 +1,108 @@
+#include "worker/lora/qlora_linear.h"
+
+#include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
+#include <gtest/gtest.h>
+
+namespace rigtune::lora {
+namespace {
+
+quant::Nf4Tensor RandomNf4(int64_t out, int64_t in, uint64_t seed) {
+  at::manual_seed(seed);
+  auto q = quant::Nf4Tensor::Quantize(at::randn({out, in}) * 0.1);
+  EXPECT_TRUE(q.ok()) << q.status();
+  return *q;
+}
+
+at::Tensor Dense(const quant::Nf4Tensor& w) { return *w.Dequantize(at::kFloat); }
+
+double RelErr(const at::Tensor& a, const at::Tensor& b) {
+  return ((a - b).norm() / b.norm()).item<double>();
+}
+
+TEST(Nf4MatmulTest, ForwardAndInputGradientMatchDenseWeight) {
+  quant::Nf4Tensor w = RandomNf4(48, 80, 1);
+  DequantWorkspace ws;
+  at::Tensor x = at::randn({3, 5, 80}).requires_grad_(true);
+  at::Tensor y = Nf4Matmul(x, w, ws);
+  at::Tensor g = at::randn_like(y);
+  y.backward(g);
+
+  at::Tensor x_ref = x.detach().clone().requires_grad_(true);
+  at::Tensor y_ref = at::matmul(x_ref, Dense(w).t());
+  y_ref.backward(g);
+  EXPECT_LT(RelErr(y, y_ref), 1e-6);
+  EXPECT_LT(RelErr(x.grad(), x_ref.grad()), 1e-6);
+}
+
+TEST(Nf4MatmulTest, WorkspaceIsSharedAcrossShapes) {
+  quant::Nf4Tensor big = RandomNf4(64, 64, 2), small = RandomNf4(8, 16, 3);
+  DequantWorkspace ws;
+  at::Tensor x1 = at::randn({2, 64}), x2 = at::randn({2, 16});
+  at::Tensor y1 = Nf4Matmul(x1, big, ws);
+  const int64_t bytes = ws.bytes();
+  at::Tensor y2 = Nf4Matmul(x2, small, ws);
+  EXPECT_EQ(ws.bytes(), bytes);  // the smaller weight reuses the buffer
+  EXPECT_LT(RelErr(y1, at::matmul(x1, Dense(big).t())), 1e-6);
+  EXPECT_LT(RelErr(y2, at::matmul(x2, Dense(small).t())), 1e-6);
+}
+
+TEST(QLoraLinearTest, FreshAdapterLeavesOutputUnchanged) {
+  quant::Nf4Tensor w = RandomNf4(32, 40, 4);
+  QLoraLinear lin(w, at::Tensor(), LoraSpec{8, 2.0, 0.0}, 7);
+  DequantWorkspace ws;
+  at::Tensor x = at::randn({4, 40});
+  EXPECT_TRUE(at::equal(lin.lora_b(), at::zeros({32, 8})));
+  EXPECT_LT(RelErr(lin.Forward(x, ws, true, 0), at::matmul(x, Dense(w).t())), 1e-6);
+}
+
+TEST(QLoraLinearTest, KaimingUniformInitOfA) {
+  QLoraLinear lin(RandomNf4(16, 400, 5), at::Tensor(), LoraSpec{64, 1.0, 0.0}, 9);
+  const double bound = 1.0 / std::sqrt(400.0);
+  EXPECT_LE(lin.lora_a().abs().max().item<double>(), bound);
+  EXPECT_GT(lin.lora_a().abs().max().item<double>(), 0.9 * bound);
+  QLoraLinear same(RandomNf4(16, 400, 5), at::Tensor(), LoraSpec{64, 1.0, 0.0}, 9);
+  EXPECT_TRUE(at::equal(lin.lora_a(), same.lora_a()));  // seeded
+}
+
+TEST(QLoraLinearTest, GradientsMatchDenseLora) {
+  quant::Nf4Tensor w = RandomNf4(24, 32, 6);
+  at::Tensor bias = at::randn({24});
+  QLoraLinear lin(w, bias, LoraSpec{4, 0.5, 0.0}, 11);
+  {
+    c10::NoGradGuard no_grad;
+    lin.lora_b().normal_();
+  }
+  DequantWorkspace ws;
+  at::Tensor x = at::randn({6, 32});
+  at::Tensor y = lin.Forward(x, ws, true, 0);
+  at::Tensor g = at::randn_like(y);
+  y.backward(g);
+
+  at::Tensor a = lin.lora_a().detach().clone().requires_grad_(true);
+  at::Tensor b = lin.lora_b().detach().clone().requires_grad_(true);
+  at::Tensor y_ref = at::matmul(x, Dense(w).t()) + bias + at::matmul(at::matmul(x, a.t()), b.t()) * 0.5;
+  y_ref.backward(g);
+  EXPECT_LT(RelErr(y, y_ref), 1e-6);
+  EXPECT_LT(RelErr(lin.lora_a().grad(), a.grad()), 1e-6);
+  EXPECT_LT(RelErr(lin.lora_b().grad(), b.grad()), 1e-6);
+}
+
+TEST(QLoraLinearTest, DropoutMaskIsAFunctionOfTheSeed) {
+  QLoraLinear lin(RandomNf4(16, 16, 7), at::Tensor(), LoraSpec{4, 1.0, 0.5}, 3);
+  {
+    c10::NoGradGuard no_grad;
+    lin.lora_b().normal_();
+  }
+  DequantWorkspace ws;
+  at::Tensor x = at::randn({8, 16});
+  c10::NoGradGuard no_grad;
+  at::Tensor a = lin.Forward(x, ws, true, 123), b = lin.Forward(x, ws, true, 123);
+  at::Tensor c = lin.Forward(x, ws, true, 124), eval = lin.Forward(x, ws, false, 123);
+  EXPECT_TRUE(at::equal(a, b));
+  EXPECT_FALSE(at::equal(a, c));
+  EXPECT_FALSE(at::equal(a, eval));  // no dropout outside training
+}
+
+}  // namespace
+}  // namespace rigtune::lora

@@ -1,0 +1,80 @@
+#include "worker/train/job_config.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+namespace rigtune::train {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::string Job(const std::string& extra) {
+  return R"({"model": "random:tiny", "output_dir": "/tmp/out")" + extra + "}";
+}
+
+TEST(JobConfigTest, DefaultsFollowTheHeader) {
+  auto c = ParseJobConfig(Job(""));
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->lora.r, 64);
+  EXPECT_EQ(c->lora.target_modules.size(), 7u);
+  EXPECT_EQ(c->optim.schedule, "cosine");
+  EXPECT_TRUE(c->train.activation_checkpointing);
+  EXPECT_EQ(c->dist.sharding, "full_shard");
+}
+
+TEST(JobConfigTest, RoundTripsThroughJson) {
+  auto c = ParseJobConfig(Job(R"(, "lora": {"r": 8, "alpha": 16, "target_modules": ["q_proj"]},
+      "train": {"max_steps": 7, "dtype": "fp32"}, "optim": {"lr": 0.001})"));
+  ASSERT_TRUE(c.ok()) << c.status();
+  auto again = ParseJobConfig(JobConfigToJson(*c));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(JobConfigToJson(*again), JobConfigToJson(*c));
+  EXPECT_EQ(again->lora.r, 8);
+  EXPECT_EQ(again->train.max_steps, 7);
+}
+
+struct BadCase {
+  const char* extra;
+  const char* field;
+};
+
+class JobConfigErrorTest : public ::testing::TestWithParam<BadCase> {};
+
+TEST_P(JobConfigErrorTest, ErrorNamesTheField) {
+  auto c = ParseJobConfig(Job(GetParam().extra));
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(c.status().message(), HasSubstr(GetParam().field));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Fields, JobConfigErrorTest,
+    ::testing::Values(BadCase{R"(, "lora": {"r": 0})", "lora.r"},
+                      BadCase{R"(, "optim": {"lr": -0.1})", "optim.lr"},
+                      BadCase{R"(, "optim": {"schedule": "step"})", "optim.schedule"},
+                      BadCase{R"(, "train": {"batch_size": 0})", "train.batch_size"},
+                      BadCase{R"(, "train": {"bacth_size": 2})", "train.bacth_size"},
+                      BadCase{R"(, "train": {"max_steps": "ten"})", "train.max_steps"},
+                      BadCase{R"(, "dist": {"sharding": "zero3"})", "dist.sharding"},
+                      BadCase{R"(, "lora": {"dropout": 1.5})", "lora.dropout"},
+                      BadCase{R"(, "lora": [])", "lora"},
+                      BadCase{R"(, "colour": "blue")", "colour"}));
+
+TEST(JobConfigTest, MissingModelIsNamed) {
+  auto c = ParseJobConfig(R"({"output_dir": "x"})");
+  ASSERT_FALSE(c.ok());
+  EXPECT_THAT(c.status().message(), HasSubstr("model"));
+}
+
+TEST(JobConfigTest, InvalidJsonIsReported) {
+  EXPECT_FALSE(ParseJobConfig("{not json").ok());
+}
+
+TEST(JobConfigTest, MissingFileNamesThePath) {
+  auto c = LoadJobConfig("/nonexistent/job.json");
+  ASSERT_FALSE(c.ok());
+  EXPECT_THAT(c.status().message(), HasSubstr("/nonexistent/job.json"));
+}
+
+}  // namespace
+}  // namespace rigtune::train

@@ -1,0 +1,206 @@
+#include "worker/dist/fsdp.h"
+
+#include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
+
+#include <stdexcept>
+
+#include "absl/strings/str_cat.h"
+#include "worker/train/adapter_export.h"
+
+namespace rigtune::dist {
+namespace {
+
+std::array<lora::LoraSpec, model::kNumProj> Specs(const model::LoraOptions& lora) {
+  std::array<lora::LoraSpec, model::kNumProj> specs;
+  for (int p = 0; p < model::kNumProj; ++p) specs[p] = model::LoraSpecFor(lora, p);
+  return specs;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<FsdpLayers>> FsdpLayers::Create(model::ModelSource& source,
+                                                               const model::BuildOptions& build,
+                                                               Communicator* comm,
+                                                               const FsdpOptions& options) {
+  const DistEnv& env = comm->env();
+  if (options.sharding == "hybrid" && env.num_nodes() > 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "dist.sharding: hybrid across ", env.num_nodes(),
+        " nodes needs one process group per node, which this worker does not set up; use "
+        "full_shard (or hybrid on a single node)"));
+  }
+  const int64_t shards = options.sharding == "no_shard" ? 1 : comm->world_size();
+  std::unique_ptr<FsdpLayers> f(new FsdpLayers(comm, options, shards, build.device));
+  const model::ModelConfig& config = source.config();
+  const int64_t n = config.num_layers, rank = comm->rank(), world = comm->world_size();
+  c10::NoGradGuard no_grad;
+  const auto dev = at::TensorOptions().device(build.device);
+
+  // Whether absmax is double-quantized: rigtune's quantizer always does it;
+  // a bnb-4bit checkpoint says. Rank 0 (which builds layer 0) decides.
+  model::DecoderLayer first;
+  at::Tensor nested = at::zeros({1}, dev.dtype(at::kInt));
+  if (rank == 0) {
+    auto layer = source.LoadLayer(0);
+    if (!layer.ok()) return layer.status();
+    first = *std::move(layer);
+    nested.fill_(first.proj[0].weight().double_quant() ? 1 : 0);
+  }
+  if (auto s = comm->Broadcast(nested, 0); !s.ok()) return s;
+  const LayerLayout base = LayerLayout::ForConfig(config, Specs(build.lora), build.dtype,
+                                                  nested.item<int>() != 0, shards);
+
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t owner = i % world;
+    LayerLayout layout = base;
+    at::Tensor frozen, trainable;
+    at::Tensor offsets = at::zeros({model::kNumProj}, dev.dtype(at::kFloat));
+    if (rank == owner) {
+      model::DecoderLayer layer;
+      if (i == 0) {
+        layer = std::move(first);
+      } else {
+        auto loaded = source.LoadLayer(i);
+        if (!loaded.ok()) return loaded.status();
+        layer = *std::move(loaded);
+      }
+      if (auto s = layout.Check(layer); !s.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat("layer ", i, ": ", s.message()));
+      }
+      frozen = layout.FlattenFrozen(layer);
+      trainable = layout.FlattenTrainable(layer);
+      std::vector<float> o = layout.NestedOffsets(layer);
+      offsets.copy_(at::tensor(o, at::kFloat));
+    } else {
+      frozen = at::empty({layout.frozen_bytes}, dev.dtype(at::kByte));
+      trainable = at::empty({layout.trainable_floats}, dev.dtype(at::kFloat));
+    }
+    for (at::Tensor* t : {&frozen, &trainable, &offsets}) {
+      if (world > 1) {
+        if (auto s = comm->Broadcast(*t, owner); !s.ok()) return s;
+      }
+    }
+    at::Tensor o = offsets.to(at::kCPU);
+    layout.SetNestedOffsets(std::vector<float>(o.data_ptr<float>(), o.data_ptr<float>() + o.numel()));
+    const int64_t part = shards == 1 ? 0 : rank;
+    const int64_t fb = layout.frozen_shard_bytes(shards), tf = layout.trainable_shard_floats(shards);
+    at::Tensor my_frozen = frozen.narrow(0, part * fb, fb).clone();
+    if (options.cpu_offload && build.device.is_cuda()) {
+      my_frozen = my_frozen.to(at::TensorOptions().device(at::kCPU)).pin_memory();
+    }
+    f->frozen_shards_.push_back(my_frozen);
+    f->lora_shards_.push_back(trainable.narrow(0, part * tf, tf).clone());
+    f->grad_shards_.push_back(at::zeros({tf}, dev.dtype(at::kFloat)));
+    f->layouts_.push_back(std::move(layout));
+  }
+  return f;
+}
+
+void FsdpLayers::Fail(const absl::Status& status) const {
+  // The trainer's loop is not Status-based inside a step: a failed
+  // collective unwinds it, and RunJob turns the exception back into a Status.
+  throw std::runtime_error(std::string(status.message()));
+}
+
+void FsdpLayers::StartGather(int64_t i) {
+  if (gathered_.count(i)) return;
+  auto g = std::make_unique<Gathered>();
+  const LayerLayout& layout = layouts_[i];
+  at::Tensor frozen_shard = frozen_shards_[i];
+  if (frozen_shard.device() != device_) frozen_shard = frozen_shard.to(device_, /*non_blocking=*/true);
+  // The float32 masters are updated in place by AdamW; the gathered copy is
+  // what the layer computes with, so a rank's own slice is copied too.
+  if (shards_ == 1) {
+    g->frozen = frozen_shard;
+    g->trainable = lora_shards_[i].detach().clone();
+  } else {
+    auto opts = at::TensorOptions().device(device_);
+    g->frozen = at::empty({layout.frozen_bytes}, opts.dtype(at::kByte));
+    g->trainable = at::empty({layout.trainable_floats}, opts.dtype(at::kFloat));
+    g->frozen_pending = comm_->AllGather(g->frozen, frozen_shard);
+    g->trainable_pending = comm_->AllGather(g->trainable, lora_shards_[i].detach());
+  }
+  gathered_[i] = std::move(g);
+}
+
+const model::DecoderLayer& FsdpLayers::Acquire(int64_t i, bool backward) {
+  StartGather(i);
+  const int64_t next = backward ? i - 1 : i + 1;
+  if (next >= 0 && next < static_cast<int64_t>(layouts_.size())) StartGather(next);
+  Gathered& g = *gathered_[i];
+  if (!g.layer) {
+    if (auto s = g.frozen_pending.Wait(); !s.ok()) Fail(s);
+    if (auto s = g.trainable_pending.Wait(); !s.ok()) Fail(s);
+    auto layer = layouts_[i].Unflatten(g.frozen, g.trainable);
+    if (!layer.ok()) Fail(layer.status());
+    g.layer = std::make_unique<model::DecoderLayer>(*std::move(layer));
+  }
+  return *g.layer;
+}
+
+void FsdpLayers::Release(int64_t i, bool backward) {
+  auto it = gathered_.find(i);
+  if (it == gathered_.end()) return;
+  if (!backward) {
+    // Keep the layer when backward needs it next (the last layer), or always
+    // under shard_grad_op; otherwise it is re-gathered in backward.
+    const bool last = i + 1 == static_cast<int64_t>(layouts_.size());
+    if (last || options_.sharding == "shard_grad_op") return;
+    gathered_.erase(it);
+    return;
+  }
+  c10::NoGradGuard no_grad;
+  at::Tensor grads = layouts_[i].FlattenGradients(*it->second->layer);
+  if (shards_ == 1) {
+    if (comm_->world_size() > 1) {
+      if (auto s = comm_->AllReduceSum(grads); !s.ok()) Fail(s);
+    }
+    grad_shards_[i].add_(grads);
+  } else {
+    at::Tensor mine = at::empty_like(grad_shards_[i]);
+    if (auto s = comm_->ReduceScatterSum(mine, grads).Wait(); !s.ok()) Fail(s);
+    grad_shards_[i].add_(mine);
+  }
+  gathered_.erase(it);
+}
+
+void FsdpLayers::ZeroGradients() {
+  for (at::Tensor& g : grad_shards_) g.zero_();
+}
+
+absl::StatusOr<std::map<std::string, at::Tensor>> FsdpLayers::GatherAdapterTensors() {
+  c10::NoGradGuard no_grad;
+  std::map<std::string, at::Tensor> out;
+  for (int64_t i = 0; i < static_cast<int64_t>(layouts_.size()); ++i) {
+    const LayerLayout& layout = layouts_[i];
+    at::Tensor full = lora_shards_[i];
+    if (shards_ > 1) {
+      full = at::empty({layout.trainable_floats}, lora_shards_[i].options());
+      if (auto s = comm_->AllGather(full, lora_shards_[i]).Wait(); !s.ok()) return s;
+    }
+    full = full.to(at::kCPU);
+    for (int p = 0; p < model::kNumProj; ++p) {
+      const LinearLayout& lin = layout.linears[p];
+      if (lin.spec.r == 0) continue;
+      const int64_t r = lin.spec.r, out_f = lin.shape[0], in_f = lin.shape[1];
+      out[train::PeftKey(i, p, false)] = full.narrow(0, lin.lora_a, r * in_f).view({r, in_f}).clone();
+      out[train::PeftKey(i, p, true)] = full.narrow(0, lin.lora_b, out_f * r).view({out_f, r}).clone();
+    }
+  }
+  return out;
+}
+
+int64_t FsdpLayers::frozen_shard_bytes() const {
+  int64_t total = 0;
+  for (const at::Tensor& t : frozen_shards_) total += t.numel();
+  return total;
+}
+
+int64_t FsdpLayers::trainable_shard_floats() const {
+  int64_t total = 0;
+  for (const at::Tensor& t : lora_shards_) total += t.numel();
+  return total;
+}
+
+}  // namespace rigtune::dist

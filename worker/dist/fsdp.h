@@ -1,0 +1,95 @@
+// FsdpLayers: fully sharded data parallel for QLoRA, as a LayerSource.
+//
+// Each decoder layer is one FSDP unit. Every rank keeps 1/world of the
+// layer's frozen bytes (NF4 codes with their quant constants, norms, biases)
+// and 1/world of its LoRA weights in float32 with the AdamW moments beside
+// them. The trainer's loop drives it:
+//   Acquire(i)  wait for layer i's all-gather (issued one layer ahead on the
+//               communication stream), rebuild the layer as views of the
+//               gathered buffers, and start gathering the next layer;
+//   Release(i)  forward: free the gathered layer (full_shard) or keep it for
+//               backward (shard_grad_op); backward: reduce-scatter the LoRA
+//               gradients to their owners and free the layer.
+// Strategies: full_shard (default), shard_grad_op, no_shard (plain data
+// parallel: every rank holds everything, gradients are all-reduced), hybrid
+// (shard within a node, replicate across nodes; on one node it is full_shard).
+//
+// Loading: layer i is built (read + quantized, or drawn from a seed) by rank
+// i % world on its own device and broadcast; each rank keeps only its slice,
+// so no rank ever holds more than one whole layer. With cpu_offload the
+// frozen shards live in pinned host memory and are copied up just before
+// their all-gather.
+#ifndef RIGTUNE_WORKER_DIST_FSDP_H_
+#define RIGTUNE_WORKER_DIST_FSDP_H_
+
+#include <ATen/core/Tensor.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "worker/dist/communicator.h"
+#include "worker/dist/layer_layout.h"
+#include "worker/model/model_builder.h"
+#include "worker/train/trainer.h"
+
+namespace rigtune::dist {
+
+struct FsdpOptions {
+  std::string sharding = "full_shard";  // full_shard | shard_grad_op | no_shard | hybrid
+  bool cpu_offload = false;
+};
+
+class FsdpLayers : public train::LayerSource {
+ public:
+  // Builds this rank's shards of every layer of `source`. Collective: every
+  // rank must call it. `comm` must outlive the result.
+  static absl::StatusOr<std::unique_ptr<FsdpLayers>> Create(model::ModelSource& source,
+                                                            const model::BuildOptions& build,
+                                                            Communicator* comm,
+                                                            const FsdpOptions& options);
+
+  const model::DecoderLayer& Acquire(int64_t i, bool backward) override;
+  void Release(int64_t i, bool backward) override;
+  std::vector<at::Tensor> Parameters() override { return lora_shards_; }
+  std::vector<at::Tensor> Gradients() override { return grad_shards_; }
+  void ZeroGradients() override;
+  double SumOverRanks(double v) override { return comm_->SumOverRanks(v); }
+
+  // Every layer's full LoRA weights by PEFT key (collective; float32, CPU):
+  // for adapter export and checkpoints.
+  absl::StatusOr<std::map<std::string, at::Tensor>> GatherAdapterTensors();
+  int64_t frozen_shard_bytes() const;   // this rank's frozen bytes, all layers
+  int64_t trainable_shard_floats() const;
+  const LayerLayout& layout(int64_t i) const { return layouts_[i]; }
+  int64_t shards() const { return shards_; }
+
+ private:
+  struct Gathered {
+    at::Tensor frozen;     // full uint8 buffer
+    at::Tensor trainable;  // full float32 buffer
+    Pending frozen_pending, trainable_pending;
+    std::unique_ptr<model::DecoderLayer> layer;
+  };
+
+  FsdpLayers(Communicator* comm, FsdpOptions options, int64_t shards, at::Device device)
+      : comm_(comm), options_(std::move(options)), shards_(shards), device_(device) {}
+  void StartGather(int64_t i);
+  void Fail(const absl::Status& status) const;
+
+  Communicator* comm_;
+  FsdpOptions options_;
+  int64_t shards_;  // 1 for no_shard
+  at::Device device_;
+  std::vector<LayerLayout> layouts_;
+  std::vector<at::Tensor> frozen_shards_;  // uint8, device or pinned host
+  std::vector<at::Tensor> lora_shards_;    // float32 masters, device
+  std::vector<at::Tensor> grad_shards_;    // float32, device
+  std::map<int64_t, std::unique_ptr<Gathered>> gathered_;
+};
+
+}  // namespace rigtune::dist
+
+#endif  // RIGTUNE_WORKER_DIST_FSDP_H_

@@ -1,0 +1,172 @@
+#include "worker/dist/layer_layout.h"
+
+#include <ATen/ATen.h>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/nf4.h"
+#include "worker/model/model_builder.h"
+
+namespace rigtune::dist {
+namespace {
+
+constexpr int64_t kAlign = 16;
+
+int64_t RoundUp(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
+// Appends a segment of `numel` elements of `dtype` at the next aligned offset.
+Segment Take(int64_t* cursor, at::ScalarType dtype, std::vector<int64_t> shape) {
+  int64_t numel = 1;
+  for (int64_t d : shape) numel *= d;
+  Segment s;
+  s.offset = RoundUp(*cursor, kAlign);
+  s.bytes = numel * static_cast<int64_t>(c10::elementSize(dtype));
+  s.dtype = dtype;
+  s.shape = std::move(shape);
+  *cursor = s.offset + s.bytes;
+  return s;
+}
+
+void Put(at::Tensor& flat, const Segment& s, const at::Tensor& t) {
+  if (s.bytes == 0) return;
+  flat.narrow(0, s.offset, s.bytes).copy_(t.contiguous().view({-1}).view(at::kByte));
+}
+
+at::Tensor View(const at::Tensor& flat, const Segment& s) {
+  if (s.bytes == 0) return at::Tensor();
+  return flat.narrow(0, s.offset, s.bytes).view(s.dtype).view(s.shape);
+}
+
+}  // namespace
+
+LayerLayout LayerLayout::ForConfig(const model::ModelConfig& config,
+                                   const std::array<lora::LoraSpec, model::kNumProj>& specs,
+                                   at::ScalarType dtype, bool nested, int64_t shards) {
+  LayerLayout l;
+  int64_t cursor = 0, floats = 0;
+  for (int p = 0; p < model::kNumProj; ++p) {
+    LinearLayout& lin = l.linears[p];
+    lin.shape = model::ProjShape(config, p);
+    lin.weight_dtype = dtype;
+    const int64_t n = lin.shape[0] * lin.shape[1];
+    const int64_t blocks = kernels::Nf4NumBlocks(n);
+    lin.packed = Take(&cursor, at::kByte, {kernels::Nf4PackedBytes(n)});
+    if (nested) {
+      lin.absmax = Take(&cursor, at::kByte, {blocks});
+      lin.nested_absmax = Take(&cursor, at::kFloat, {kernels::Nf4NumNestedBlocks(blocks)});
+      lin.nested_map = Take(&cursor, at::kFloat, {256});
+    } else {
+      lin.absmax = Take(&cursor, at::kFloat, {blocks});
+    }
+    if (model::ProjHasBias(config, p)) lin.bias = Take(&cursor, dtype, {lin.shape[0]});
+    lin.spec = specs[p];
+    if (lin.spec.r > 0) {
+      lin.lora_a = floats;
+      floats += lin.spec.r * lin.shape[1];
+      lin.lora_b = floats;
+      floats += lin.shape[0] * lin.spec.r;
+    }
+  }
+  l.input_norm = Take(&cursor, dtype, {config.hidden_size});
+  l.post_norm = Take(&cursor, dtype, {config.hidden_size});
+  l.frozen_bytes = RoundUp(cursor, kAlign * shards);
+  l.trainable_floats = RoundUp(std::max<int64_t>(floats, 1), shards);
+  return l;
+}
+
+absl::Status LayerLayout::Check(const model::DecoderLayer& layer) const {
+  for (int p = 0; p < model::kNumProj; ++p) {
+    const LinearLayout& lin = linears[p];
+    const lora::QLoraLinear& q = layer.proj[p];
+    const bool nested = lin.nested_absmax.bytes > 0;
+    if (q.weight().shape() != lin.shape || q.weight().double_quant() != nested ||
+        q.has_adapter() != (lin.spec.r > 0) || q.bias().defined() != (lin.bias.bytes > 0)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(model::ProjPath(p), ": layer does not match the sharding layout (shape, ",
+                       "double quantization, adapter or bias differ between layers)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+at::Tensor LayerLayout::FlattenFrozen(const model::DecoderLayer& layer) const {
+  at::Tensor flat = at::zeros({frozen_bytes}, layer.input_layernorm.options().dtype(at::kByte));
+  for (int p = 0; p < model::kNumProj; ++p) {
+    const LinearLayout& lin = linears[p];
+    const quant::Nf4Tensor& w = layer.proj[p].weight();
+    Put(flat, lin.packed, w.packed());
+    Put(flat, lin.absmax, w.absmax());
+    Put(flat, lin.nested_absmax, w.nested_absmax());
+    Put(flat, lin.nested_map, w.nested_quant_map());
+    Put(flat, lin.bias, layer.proj[p].bias());
+  }
+  Put(flat, input_norm, layer.input_layernorm);
+  Put(flat, post_norm, layer.post_attention_layernorm);
+  return flat;
+}
+
+at::Tensor LayerLayout::FlattenTrainable(const model::DecoderLayer& layer) const {
+  at::Tensor flat =
+      at::zeros({trainable_floats}, layer.input_layernorm.options().dtype(at::kFloat));
+  for (int p = 0; p < model::kNumProj; ++p) {
+    const LinearLayout& lin = linears[p];
+    if (lin.spec.r == 0) continue;
+    const lora::QLoraLinear& q = layer.proj[p];
+    flat.narrow(0, lin.lora_a, q.lora_a().numel()).copy_(q.lora_a().detach().view({-1}));
+    flat.narrow(0, lin.lora_b, q.lora_b().numel()).copy_(q.lora_b().detach().view({-1}));
+  }
+  return flat;
+}
+
+at::Tensor LayerLayout::FlattenGradients(const model::DecoderLayer& layer) const {
+  at::Tensor flat =
+      at::zeros({trainable_floats}, layer.input_layernorm.options().dtype(at::kFloat));
+  for (int p = 0; p < model::kNumProj; ++p) {
+    const LinearLayout& lin = linears[p];
+    if (lin.spec.r == 0) continue;
+    const lora::QLoraLinear& q = layer.proj[p];
+    if (q.lora_a().grad().defined()) {
+      flat.narrow(0, lin.lora_a, q.lora_a().numel()).copy_(q.lora_a().grad().view({-1}));
+    }
+    if (q.lora_b().grad().defined()) {
+      flat.narrow(0, lin.lora_b, q.lora_b().numel()).copy_(q.lora_b().grad().view({-1}));
+    }
+  }
+  return flat;
+}
+
+absl::StatusOr<model::DecoderLayer> LayerLayout::Unflatten(const at::Tensor& frozen,
+                                                           const at::Tensor& trainable) const {
+  model::DecoderLayer layer;
+  for (int p = 0; p < model::kNumProj; ++p) {
+    const LinearLayout& lin = linears[p];
+    auto w = quant::Nf4Tensor::FromParts(lin.shape, lin.weight_dtype, View(frozen, lin.packed),
+                                         View(frozen, lin.absmax), View(frozen, lin.nested_absmax),
+                                         lin.nested_offset, View(frozen, lin.nested_map));
+    if (!w.ok()) return w.status();
+    at::Tensor a, b;
+    if (lin.spec.r > 0) {
+      a = trainable.narrow(0, lin.lora_a, lin.spec.r * lin.shape[1])
+              .view({lin.spec.r, lin.shape[1]})
+              .requires_grad_(true);
+      b = trainable.narrow(0, lin.lora_b, lin.shape[0] * lin.spec.r)
+              .view({lin.shape[0], lin.spec.r})
+              .requires_grad_(true);
+    }
+    layer.proj[p] = lora::QLoraLinear(*std::move(w), View(frozen, lin.bias), lin.spec, a, b);
+  }
+  layer.input_layernorm = View(frozen, input_norm);
+  layer.post_attention_layernorm = View(frozen, post_norm);
+  return layer;
+}
+
+std::vector<float> LayerLayout::NestedOffsets(const model::DecoderLayer& layer) const {
+  std::vector<float> out;
+  for (const lora::QLoraLinear& q : layer.proj) out.push_back(q.weight().nested_offset());
+  return out;
+}
+
+void LayerLayout::SetNestedOffsets(const std::vector<float>& offsets) {
+  for (int p = 0; p < model::kNumProj; ++p) linears[p].nested_offset = offsets[p];
+}
+
+}  // namespace rigtune::dist

@@ -1,0 +1,81 @@
+// LayerLayout: how one decoder layer's state is laid out as flat buffers, so
+// that FSDP can shard bytes rather than dtypes.
+//
+// Frozen state (a uint8 buffer): for each projection its packed NF4 codes,
+// absmax (uint8 codes when double-quantized, else float32), nested absmax and
+// nested map, and bias; then the two RMSNorm weights. Every segment starts on
+// a 16-byte boundary; the total is padded to a multiple of 16 x shards, so
+// each rank's shard is the same size. The quant constants travel with the
+// codes: nothing is replicated per rank except a few scalars (nested offsets
+// and shapes) that live in the layout itself.
+//
+// Trainable state (a float32 buffer): each adapted projection's A then B,
+// padded to a multiple of the shard count.
+#ifndef RIGTUNE_WORKER_DIST_LAYER_LAYOUT_H_
+#define RIGTUNE_WORKER_DIST_LAYER_LAYOUT_H_
+
+#include <ATen/core/Tensor.h>
+
+#include <array>
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/status/status.h"
+#include "worker/model/llama.h"
+
+namespace rigtune::dist {
+
+struct Segment {
+  int64_t offset = 0;  // bytes into the frozen buffer
+  int64_t bytes = 0;   // 0: absent
+  at::ScalarType dtype = at::kByte;
+  std::vector<int64_t> shape;
+};
+
+struct LinearLayout {
+  std::vector<int64_t> shape;  // [out, in]
+  at::ScalarType weight_dtype = at::kBFloat16;
+  float nested_offset = 0.f;
+  Segment packed, absmax, nested_absmax, nested_map, bias;
+  lora::LoraSpec spec;
+  int64_t lora_a = 0, lora_b = 0;  // float offsets into the trainable buffer
+};
+
+struct LayerLayout {
+  std::array<LinearLayout, model::kNumProj> linears;
+  Segment input_norm, post_norm;
+  int64_t frozen_bytes = 0;     // padded
+  int64_t trainable_floats = 0;  // padded
+
+  // The layout every layer of `config` has (all ranks compute the same one
+  // without loading anything), for `shards` equal shards. `nested`: absmax
+  // is double-quantized (rigtune's default; bnb-4bit checkpoints say).
+  static LayerLayout ForConfig(const model::ModelConfig& config,
+                               const std::array<lora::LoraSpec, model::kNumProj>& specs,
+                               at::ScalarType dtype, bool nested, int64_t shards);
+  // Fails when `layer` does not fit this layout (shapes, dtypes, nesting).
+  absl::Status Check(const model::DecoderLayer& layer) const;
+  int64_t frozen_shard_bytes(int64_t shards) const { return frozen_bytes / shards; }
+  int64_t trainable_shard_floats(int64_t shards) const { return trainable_floats / shards; }
+
+  // The layer's frozen state as one uint8 buffer, and its adapters as one
+  // float32 buffer (both on the layer's device).
+  at::Tensor FlattenFrozen(const model::DecoderLayer& layer) const;
+  at::Tensor FlattenTrainable(const model::DecoderLayer& layer) const;
+  // Gradients of the adapters in the trainable layout (zeros where none).
+  at::Tensor FlattenGradients(const model::DecoderLayer& layer) const;
+
+  // A layer whose tensors are views into `frozen` and `trainable` (full,
+  // gathered buffers that must outlive it); adapters are leaves requiring grad.
+  absl::StatusOr<model::DecoderLayer> Unflatten(const at::Tensor& frozen,
+                                                const at::Tensor& trainable) const;
+
+  // The per-layer scalars that are not in the buffers (nested offsets).
+  std::vector<float> NestedOffsets(const model::DecoderLayer& layer) const;
+  void SetNestedOffsets(const std::vector<float>& offsets);
+};
+
+}  // namespace rigtune::dist
+
+#endif  // RIGTUNE_WORKER_DIST_LAYER_LAYOUT_H_

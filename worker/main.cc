@@ -1,0 +1,155 @@
+// rigtune-worker: trains one rank of one job.
+//
+//   rigtune-worker --job job.json                  standalone: progress on stdout
+//   rigtune-worker --job job.json --coordinator 127.0.0.1:50051 --job-id job-1a2b3c4d
+//
+// The rank comes from the environment (RANK, WORLD_SIZE, LOCAL_RANK,
+// MASTER_ADDR, MASTER_PORT), as rigtuned, torchrun, Slurm or Kubernetes set
+// it. With a coordinator, metrics, log lines and checkpoints stream to it and
+// its stop requests (pause, cancel, shutdown) end the run at the next step
+// boundary with a checkpoint. SIGTERM and SIGINT do the same.
+//
+// Exit status: 0 the run finished or stopped cleanly on request; 1 the run
+// failed; 2 bad usage or job file; 3 the coordinator could not be reached or
+// refused this rank.
+//
+// Note [Two protobufs]: this file sees LibTorch (through the engine) but no
+// generated protobuf code; the coordinator link hides it behind
+// worker/coord/coordinator_link.h.
+#include <signal.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "worker/coord/coordinator_link.h"
+#include "worker/train/job_config.h"
+#include "worker/train/run_job.h"
+
+namespace {
+
+std::atomic<bool> g_stop_signal{false};
+
+void OnStopSignal(int) { g_stop_signal = true; }
+
+struct Args {
+  std::string job_file;
+  std::string coordinator;
+  std::string job_id;
+};
+
+void Usage() {
+  std::fprintf(stderr,
+               "usage: rigtune-worker --job FILE [--coordinator HOST:PORT --job-id ID]\n"
+               "  --job FILE          the job file (JSON, see worker/train/job_config.h)\n"
+               "  --coordinator ADDR  rigtuned's gRPC address (default: $RIGTUNE_COORDINATOR)\n"
+               "  --job-id ID         the job's id (default: the job file's, or $RIGTUNE_JOB_ID)\n");
+}
+
+bool ParseArgs(int argc, char** argv, Args& args) {
+  if (const char* env = std::getenv("RIGTUNE_COORDINATOR")) args.coordinator = env;
+  for (int i = 1; i < argc; ++i) {
+    std::string flag = argv[i];
+    if (flag == "--help" || flag == "-h") return false;
+    if (i + 1 >= argc) return false;
+    if (flag == "--job") {
+      args.job_file = argv[++i];
+    } else if (flag == "--coordinator") {
+      args.coordinator = argv[++i];
+    } else if (flag == "--job-id") {
+      args.job_id = argv[++i];
+    } else {
+      std::fprintf(stderr, "rigtune-worker: unknown flag %s\n", flag.c_str());
+      return false;
+    }
+  }
+  return !args.job_file.empty();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Args args;
+  if (!ParseArgs(argc, argv, args)) {
+    Usage();
+    return 2;
+  }
+  struct sigaction action {};
+  action.sa_handler = OnStopSignal;
+  sigaction(SIGTERM, &action, nullptr);
+  sigaction(SIGINT, &action, nullptr);
+
+  absl::StatusOr<rigtune::train::JobConfig> config = rigtune::train::LoadJobConfig(args.job_file);
+  if (!config.ok()) {
+    std::fprintf(stderr, "rigtune-worker: %s\n", std::string(config.status().message()).c_str());
+    return 2;
+  }
+  rigtune::worker::LinkIdentity identity = rigtune::worker::LinkIdentityFromEnv();
+  if (!args.job_id.empty()) config->job_id = args.job_id;
+  if (config->job_id.empty()) config->job_id = identity.job_id;
+  identity.job_id = config->job_id;
+  const bool rank0 = identity.rank == 0;
+
+  std::unique_ptr<rigtune::worker::CoordinatorLink> link;
+  if (!args.coordinator.empty()) {
+    const char* token = std::getenv("RIGTUNE_TOKEN");
+    auto connected = rigtune::worker::CoordinatorLink::Connect(args.coordinator, identity,
+                                                               token ? token : "");
+    if (!connected.ok()) {
+      std::fprintf(stderr, "rigtune-worker: %s\n",
+                   std::string(connected.status().message()).c_str());
+      return 3;
+    }
+    link = *std::move(connected);
+  }
+
+  rigtune::train::RunCallbacks callbacks;
+  callbacks.on_step = [&](const rigtune::train::StepMetrics& m) {
+    if (rank0) {
+      std::printf("step %lld/%lld  loss %.4f  lr %.3g  %.0f tok/s  %.2f s/step\n",
+                  static_cast<long long>(m.step), static_cast<long long>(m.total_steps), m.loss,
+                  m.learning_rate, m.tokens_per_second, m.step_seconds);
+      std::fflush(stdout);
+    }
+    if (link) link->ReportStep(m);
+  };
+  callbacks.on_log = [&](const std::string& line) {
+    std::printf("%s\n", line.c_str());
+    std::fflush(stdout);
+    if (link) link->ReportLog(line);
+  };
+  callbacks.on_checkpoint = [&](const rigtune::train::CheckpointInfo& checkpoint) {
+    std::printf("checkpoint step %lld -> %s\n", static_cast<long long>(checkpoint.step),
+                checkpoint.path.c_str());
+    std::fflush(stdout);
+    if (link) {
+      if (absl::Status s = link->ReportCheckpoint(checkpoint); !s.ok()) {
+        std::fprintf(stderr, "rigtune-worker: %s\n", std::string(s.message()).c_str());
+      }
+    }
+  };
+  callbacks.should_stop = [&] { return g_stop_signal.load() || (link && link->StopRequested()); };
+
+  absl::StatusOr<rigtune::train::RunResult> result = rigtune::train::RunJob(*config, callbacks);
+  if (result.ok()) {
+    std::printf("%s after %lld steps, %lld tokens, final loss %.4f; adapter: %s\n",
+                result->stopped_early ? "stopped" : "finished",
+                static_cast<long long>(result->steps),
+                static_cast<long long>(result->tokens_trained), result->final_loss,
+                result->adapter_path.c_str());
+  } else {
+    std::fprintf(stderr, "rigtune-worker: %s\n", result.status().ToString().c_str());
+  }
+  std::fflush(stdout);
+  if (link) {
+    if (absl::Status s = link->Finish(result); !s.ok()) {
+      std::fprintf(stderr, "rigtune-worker: %s\n", std::string(s.message()).c_str());
+      return 3;
+    }
+  }
+  return result.ok() ? 0 : 1;
+}

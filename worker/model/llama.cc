@@ -1,0 +1,121 @@
+#include "worker/model/llama.h"
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+
+namespace rigtune::model {
+
+const char* ProjName(int proj) {
+  static const char* kNames[kNumProj] = {"q_proj",    "k_proj",  "v_proj",   "o_proj",
+                                         "gate_proj", "up_proj", "down_proj"};
+  return kNames[proj];
+}
+
+std::string ProjPath(int proj) {
+  return std::string(proj <= kO ? "self_attn." : "mlp.") + ProjName(proj);
+}
+
+std::vector<at::Tensor> LlamaModel::LoraParameters() const {
+  std::vector<at::Tensor> params;
+  for (const DecoderLayer& layer : layers) {
+    for (const lora::QLoraLinear& p : layer.proj) {
+      if (!p.has_adapter()) continue;
+      params.push_back(p.lora_a());
+      params.push_back(p.lora_b());
+    }
+  }
+  return params;
+}
+
+at::Tensor RopeInverseFrequencies(const ModelConfig& config) {
+  const int64_t dim = config.head_dim;
+  at::Tensor exponents = at::arange(0, dim, 2, at::kLong).to(at::kFloat) / static_cast<double>(dim);
+  at::Tensor inv_freq = 1.0 / at::pow(config.rope.theta, exponents);
+  const RopeConfig& rope = config.rope;
+  if (rope.type == "linear") return inv_freq / rope.factor;
+  if (rope.type != "llama3") return inv_freq;
+  // Llama 3.1: long wavelengths are slowed by `factor`, short ones kept, and
+  // the band between them interpolated smoothly.
+  const double old_len = static_cast<double>(rope.original_max_position_embeddings);
+  const double low_wavelen = old_len / rope.low_freq_factor;
+  const double high_wavelen = old_len / rope.high_freq_factor;
+  at::Tensor wavelen = 2 * M_PI / inv_freq;
+  at::Tensor scaled = at::where(wavelen > low_wavelen, inv_freq / rope.factor, inv_freq);
+  at::Tensor smooth =
+      (old_len / wavelen - rope.low_freq_factor) / (rope.high_freq_factor - rope.low_freq_factor);
+  at::Tensor smoothed = (1 - smooth) * scaled / rope.factor + smooth * scaled;
+  at::Tensor medium = at::logical_not(wavelen < high_wavelen) & at::logical_not(wavelen > low_wavelen);
+  return at::where(medium, smoothed, scaled);
+}
+
+AttentionInputs MakeAttentionInputs(const ModelConfig& config, const at::Tensor& position_ids,
+                                    at::ScalarType dtype, const at::Tensor& mask) {
+  at::Tensor inv_freq = RopeInverseFrequencies(config).to(position_ids.device());
+  at::Tensor freqs = position_ids.to(at::kFloat).unsqueeze(-1) * inv_freq;  // [B, T, hd/2]
+  at::Tensor emb = at::cat({freqs, freqs}, -1);
+  return AttentionInputs{emb.cos().to(dtype), emb.sin().to(dtype), mask};
+}
+
+at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+  at::Tensor h = x.to(at::kFloat);
+  at::Tensor variance = h.pow(2).mean(-1, /*keepdim=*/true);
+  h = h * at::rsqrt(variance + eps);
+  return weight * h.to(x.scalar_type());
+}
+
+namespace {
+
+at::Tensor RotateHalf(const at::Tensor& x) {
+  const int64_t half = x.size(-1) / 2;
+  return at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+}
+
+// q, k: [B, heads, T, hd]; cos, sin: [B, T, hd].
+at::Tensor ApplyRope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+  return x * cos.unsqueeze(1) + RotateHalf(x) * sin.unsqueeze(1);
+}
+
+at::Tensor Attention(const DecoderLayer& layer, const ModelConfig& c, const at::Tensor& x,
+                     const AttentionInputs& attn, lora::DequantWorkspace& ws, bool training,
+                     uint64_t seed) {
+  const int64_t batch = x.size(0), seq = x.size(1), hd = c.head_dim;
+  auto project = [&](int p, int64_t heads) {
+    return layer.proj[p].Forward(x, ws, training, seed + p).view({batch, seq, heads, hd}).transpose(1, 2);
+  };
+  at::Tensor q = ApplyRope(project(kQ, c.num_heads), attn.cos, attn.sin);
+  at::Tensor k = ApplyRope(project(kK, c.num_kv_heads), attn.cos, attn.sin);
+  at::Tensor v = project(kV, c.num_kv_heads);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
+  const bool gqa = c.num_kv_heads != c.num_heads;
+  at::Tensor out;
+  if (attn.mask.defined()) {
+    out = at::scaled_dot_product_attention(q, k, v, attn.mask, 0.0, false, scale, gqa);
+  } else {
+    out = at::scaled_dot_product_attention(q, k, v, {}, 0.0, true, scale, gqa);
+  }
+  out = out.transpose(1, 2).reshape({batch, seq, c.num_heads * hd});
+  return layer.proj[kO].Forward(out, ws, training, seed + kO);
+}
+
+at::Tensor Mlp(const DecoderLayer& layer, const at::Tensor& x, lora::DequantWorkspace& ws,
+               bool training, uint64_t seed) {
+  at::Tensor gate = layer.proj[kGate].Forward(x, ws, training, seed + kGate);
+  at::Tensor up = layer.proj[kUp].Forward(x, ws, training, seed + kUp);
+  return layer.proj[kDown].Forward(at::silu(gate) * up, ws, training, seed + kDown);
+}
+
+}  // namespace
+
+at::Tensor DecoderLayerForward(const DecoderLayer& layer, const ModelConfig& config,
+                               const at::Tensor& hidden, const AttentionInputs& attn,
+                               lora::DequantWorkspace& workspace, bool training,
+                               uint64_t dropout_seed) {
+  const double eps = config.rms_norm_eps;
+  at::Tensor h = hidden + Attention(layer, config, RmsNorm(hidden, layer.input_layernorm, eps),
+                                    attn, workspace, training, dropout_seed);
+  return h + Mlp(layer, RmsNorm(h, layer.post_attention_layernorm, eps), workspace, training,
+                 dropout_seed + kNumProj);
+}
+
+}  // namespace rigtune::model

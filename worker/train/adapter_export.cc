@@ -1,0 +1,88 @@
+#include "worker/train/adapter_export.h"
+
+#include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
+
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "nlohmann/json.hpp"
+#include "worker/model/safetensors.h"
+
+namespace rigtune::train {
+
+std::string PeftKey(int64_t layer, int proj, bool lora_b) {
+  return absl::StrCat("base_model.model.model.layers.", layer, ".", model::ProjPath(proj),
+                      lora_b ? ".lora_B.weight" : ".lora_A.weight");
+}
+
+std::map<std::string, at::Tensor> AdapterTensors(const model::LlamaModel& m) {
+  std::map<std::string, at::Tensor> out;
+  for (int64_t i = 0; i < static_cast<int64_t>(m.layers.size()); ++i) {
+    for (int p = 0; p < model::kNumProj; ++p) {
+      const lora::QLoraLinear& lin = m.layers[i].proj[p];
+      if (!lin.has_adapter()) continue;
+      out[PeftKey(i, p, false)] = lin.lora_a().detach().to(at::kCPU, at::kFloat).contiguous();
+      out[PeftKey(i, p, true)] = lin.lora_b().detach().to(at::kCPU, at::kFloat).contiguous();
+    }
+  }
+  return out;
+}
+
+std::string AdapterConfigJson(const LoraConfig& lora, const std::string& base_model) {
+  nlohmann::json j = {
+      {"peft_type", "LORA"},
+      {"task_type", "CAUSAL_LM"},
+      {"base_model_name_or_path", base_model},
+      {"r", lora.r},
+      {"lora_alpha", lora.alpha},
+      {"lora_dropout", lora.dropout},
+      {"target_modules", lora.target_modules},
+      {"use_rslora", lora.use_rslora},
+      {"bias", "none"},
+      {"fan_in_fan_out", false},
+      {"inference_mode", true},
+      {"init_lora_weights", true},
+      {"modules_to_save", nullptr},
+  };
+  return j.dump(2);
+}
+
+absl::Status SaveAdapter(const std::map<std::string, at::Tensor>& tensors, const LoraConfig& lora,
+                         const std::string& base_model, const std::string& dir) {
+  if (auto s = model::CreateDirectories(dir); !s.ok()) return s;
+  if (auto s = model::WriteSafetensors(dir + "/adapter_model.safetensors", tensors,
+                                       {{"format", "pt"}});
+      !s.ok()) {
+    return s;
+  }
+  return model::WriteFileAtomically(dir + "/adapter_config.json",
+                                    AdapterConfigJson(lora, base_model));
+}
+
+absl::Status LoadAdapter(const std::string& dir, model::LlamaModel* m) {
+  auto file = model::SafetensorsFile::Open(dir + "/adapter_model.safetensors");
+  if (!file.ok()) return file.status();
+  c10::NoGradGuard no_grad;
+  for (int64_t i = 0; i < static_cast<int64_t>(m->layers.size()); ++i) {
+    for (int p = 0; p < model::kNumProj; ++p) {
+      lora::QLoraLinear& lin = m->layers[i].proj[p];
+      if (!lin.has_adapter()) continue;
+      for (bool is_b : {false, true}) {
+        const std::string key = PeftKey(i, p, is_b);
+        auto t = file->Read(key);
+        if (!t.ok()) return t.status();
+        at::Tensor& dst = is_b ? lin.lora_b() : lin.lora_a();
+        if (t->sizes() != dst.sizes()) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              dir, ": ", key, " has shape ", c10::str(t->sizes()), ", the model expects ",
+              c10::str(dst.sizes()), " (was the adapter trained with another lora.r?)"));
+        }
+        dst.copy_(*t);
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace rigtune::train

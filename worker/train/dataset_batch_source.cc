@@ -1,0 +1,104 @@
+// DatasetBatchSource: worker/data's loader behind the engine's BatchSource.
+#include <ATen/ATen.h>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "worker/data/loader.h"
+#include "worker/data/tokenizer.h"
+#include "worker/model/config.h"
+#include "worker/train/batch_source.h"
+
+namespace rigtune::train {
+namespace {
+
+at::Tensor ToTensor(const std::vector<int32_t>& v, int64_t rows, int64_t cols) {
+  return at::tensor(v, at::kInt).view({rows, cols}).to(at::kLong);
+}
+
+// Note [Packed attention mask]
+// Rows with several examples, or with padding, get an explicit boolean mask:
+// token i may attend to token j when both belong to the same example and
+// j <= i (block-diagonal causal). A padding position attends only to itself,
+// so no row of the softmax is empty (which would give NaN); its label is
+// -100 and nobody attends to it, so it changes nothing else. Rows that are
+// one unpadded example keep the plain causal path (no mask: flash attention
+// on CUDA).
+at::Tensor AttentionMask(const data::Batch& b) {
+  bool needed = false;
+  for (int64_t i = 0; i < b.rows && !needed; ++i) needed = b.cu_seqlens[i].size() > 2;
+  for (int32_t m : b.attention_mask) needed |= m == 0;
+  if (!needed) return at::Tensor();
+  at::Tensor seg = ToTensor(b.segment_ids, b.rows, b.seq_len);
+  at::Tensor same = seg.unsqueeze(2) == seg.unsqueeze(1);                // [B, T, T]
+  at::Tensor causal = at::ones({b.seq_len, b.seq_len}, at::kBool).tril();
+  at::Tensor real = (seg >= 0).unsqueeze(2);
+  at::Tensor eye = at::eye(b.seq_len, at::kBool);
+  return (same.logical_and(causal).logical_and(real)).logical_or(eye).unsqueeze(1);
+}
+
+class DatasetBatchSource : public BatchSource {
+ public:
+  DatasetBatchSource(std::unique_ptr<data::Tokenizer> tokenizer,
+                     std::unique_ptr<data::DataLoader> loader)
+      : tokenizer_(std::move(tokenizer)), loader_(std::move(loader)) {}
+
+  absl::StatusOr<TrainBatch> Next(at::Device device) override {
+    auto b = loader_->Next();
+    if (!b.ok()) return b.status();
+    TrainBatch t;
+    t.input_ids = ToTensor(b->input_ids, b->rows, b->seq_len).to(device);
+    t.labels = ToTensor(b->labels, b->rows, b->seq_len).to(device);
+    t.position_ids = ToTensor(b->position_ids, b->rows, b->seq_len).to(device);
+    at::Tensor mask = AttentionMask(*b);
+    if (mask.defined()) t.attention_mask = mask.to(device);
+    return t;
+  }
+
+  int64_t BatchesPerEpoch() const override { return loader_->batches_per_epoch(); }
+  int64_t epoch() const override { return loader_->epoch(); }
+  std::string Position() const override { return loader_->position().ToJson(); }
+  absl::Status Restore(const std::string& position) override {
+    auto p = data::LoaderPosition::FromJson(position);
+    if (!p.ok()) return p.status();
+    return loader_->Restore(*p);
+  }
+  std::string Summary() const override { return loader_->stats().ToString(); }
+
+ private:
+  std::unique_ptr<data::Tokenizer> tokenizer_;
+  std::unique_ptr<data::DataLoader> loader_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<BatchSource>> MakeDatasetBatchSource(const JobConfig& config,
+                                                                    const std::string& model_dir,
+                                                                    int64_t rank,
+                                                                    int64_t world_size) {
+  if (model::IsRandomSource(model_dir)) {
+    return absl::InvalidArgumentError(
+        "dataset.path: a random: model has no tokenizer; leave dataset.path empty for "
+        "synthetic tokens, or give a model folder with tokenizer.json");
+  }
+  auto tokenizer = data::Tokenizer::Load(model_dir);
+  if (!tokenizer.ok()) return tokenizer.status();
+  auto format = data::ParseDatasetFormat(config.dataset.format);
+  if (!format.ok()) return format.status();
+  data::LoaderOptions o;
+  o.dataset_path = config.dataset.path;
+  o.format = *format;
+  o.train_on_prompt = config.dataset.train_on_prompt;
+  o.packing = config.dataset.packing;
+  o.context_length = config.train.context_length;
+  o.batch_size = config.train.batch_size;
+  o.seed = config.train.seed;
+  o.epochs = config.train.epochs;
+  o.rank = rank;
+  o.world_size = world_size;
+  auto loader = data::DataLoader::Create(o, **tokenizer);
+  if (!loader.ok()) return loader.status();
+  return std::unique_ptr<BatchSource>(
+      std::make_unique<DatasetBatchSource>(*std::move(tokenizer), *std::move(loader)));
+}
+
+}  // namespace rigtune::train

@@ -1,0 +1,63 @@
+#include "worker/train/device_memory.h"
+
+#include "absl/strings/str_format.h"
+
+#ifdef RIGTUNE_WITH_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAFunctions.h>
+#include <cuda_runtime_api.h>
+#endif
+
+namespace rigtune::train {
+
+#ifdef RIGTUNE_WITH_CUDA
+namespace alloc = c10::cuda::CUDACachingAllocator;
+
+absl::Status ApplyMemoryCap(const c10::Device& device, double gib) {
+  if (!device.is_cuda() || gib <= 0) return absl::OkStatus();
+  size_t free_bytes = 0, total = 0;
+  cudaMemGetInfo(&free_bytes, &total);
+  const double cap = gib * (1ull << 30);
+  if (cap > static_cast<double>(total)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "dist.max_gpu_memory_gib: %.1f GiB exceeds the device's %.1f GiB", gib,
+        total / double(1ull << 30)));
+  }
+  alloc::setMemoryFraction(cap / static_cast<double>(total), device.index());
+  return absl::OkStatus();
+}
+
+void ResetPeakMemory(const c10::Device& device) {
+  if (device.is_cuda()) alloc::resetPeakStats(device.index());
+}
+
+MemoryStats ReadMemoryStats(const c10::Device& device) {
+  MemoryStats m;
+  if (!device.is_cuda()) return m;
+  auto stats = alloc::getDeviceStats(device.index());
+  constexpr size_t kAll = static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE);
+  m.allocated = stats.allocated_bytes[kAll].current;
+  m.peak_allocated = stats.allocated_bytes[kAll].peak;
+  m.peak_reserved = stats.reserved_bytes[kAll].peak;
+  size_t free_bytes = 0, total = 0;
+  cudaMemGetInfo(&free_bytes, &total);
+  m.total = static_cast<int64_t>(total);
+  return m;
+}
+
+void SynchronizeDevice(const c10::Device& device) {
+  if (device.is_cuda()) c10::cuda::device_synchronize();
+}
+#else
+absl::Status ApplyMemoryCap(const c10::Device& device, double gib) {
+  if (device.is_cuda()) {
+    return absl::FailedPreconditionError("this build has no CUDA support (use the cuda preset)");
+  }
+  return absl::OkStatus();
+}
+void ResetPeakMemory(const c10::Device&) {}
+MemoryStats ReadMemoryStats(const c10::Device&) { return {}; }
+void SynchronizeDevice(const c10::Device&) {}
+#endif
+
+}  // namespace rigtune::train

@@ -1,0 +1,32 @@
+// Device memory accounting and limits for a training process: the CUDA
+// caching allocator's peaks (what the step metrics report) and the
+// `max_gpu_memory_gib` cap that proves a configuration fits a smaller card.
+// On CPU every call is a no-op and the stats read zero.
+#ifndef RIGTUNE_WORKER_TRAIN_DEVICE_MEMORY_H_
+#define RIGTUNE_WORKER_TRAIN_DEVICE_MEMORY_H_
+
+#include <c10/core/Device.h>
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+
+namespace rigtune::train {
+
+struct MemoryStats {
+  int64_t allocated = 0;
+  int64_t peak_allocated = 0;
+  int64_t peak_reserved = 0;
+  int64_t total = 0;  // the device's memory
+};
+
+// Caps the caching allocator at `gib` GiB (0 = no cap). Fails when the cap
+// exceeds the device's memory.
+absl::Status ApplyMemoryCap(const c10::Device& device, double gib);
+void ResetPeakMemory(const c10::Device& device);
+MemoryStats ReadMemoryStats(const c10::Device& device);
+void SynchronizeDevice(const c10::Device& device);
+
+}  // namespace rigtune::train
+
+#endif  // RIGTUNE_WORKER_TRAIN_DEVICE_MEMORY_H_

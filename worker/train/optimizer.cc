@@ -1,0 +1,90 @@
+#include "worker/train/optimizer.h"
+
+#include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
+
+#include <cmath>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+
+namespace rigtune::train {
+namespace {
+enum ScheduleKind { kConstant = 0, kLinear = 1, kCosine = 2 };
+}  // namespace
+
+AdamW::AdamW(std::vector<at::Tensor> params, AdamWOptions options)
+    : params_(std::move(params)), options_(options) {
+  for (const at::Tensor& p : params_) {
+    exp_avg_.push_back(at::zeros_like(p, at::MemoryFormat::Contiguous));
+    exp_avg_sq_.push_back(at::zeros_like(p, at::MemoryFormat::Contiguous));
+  }
+}
+
+void AdamW::Step(const std::vector<at::Tensor>& grads, double lr) {
+  c10::NoGradGuard no_grad;
+  ++step_;
+  const double bc1 = 1.0 - std::pow(options_.beta1, static_cast<double>(step_));
+  const double bc2_sqrt = std::sqrt(1.0 - std::pow(options_.beta2, static_cast<double>(step_)));
+  const double step_size = lr / bc1;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    at::Tensor& p = params_[i];
+    const at::Tensor& g = grads[i];
+    if (!g.defined()) continue;
+    if (options_.weight_decay != 0) p.mul_(1.0 - lr * options_.weight_decay);
+    exp_avg_[i].lerp_(g, 1.0 - options_.beta1);
+    exp_avg_sq_[i].mul_(options_.beta2).addcmul_(g, g, 1.0 - options_.beta2);
+    at::Tensor denom = (exp_avg_sq_[i].sqrt() / bc2_sqrt).add_(options_.eps);
+    p.addcdiv_(exp_avg_[i], denom, -step_size);
+  }
+}
+
+absl::StatusOr<LrSchedule> LrSchedule::Create(const std::string& kind, double base_lr,
+                                              int64_t warmup_steps, int64_t total_steps) {
+  int k;
+  if (kind == "constant") k = kConstant;
+  else if (kind == "linear") k = kLinear;
+  else if (kind == "cosine") k = kCosine;
+  else {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "optim.schedule: unknown schedule '", kind, "' (use constant, linear or cosine)"));
+  }
+  return LrSchedule(k, base_lr, warmup_steps, total_steps);
+}
+
+double LrSchedule::LearningRate(int64_t s) const {
+  if (warmup_ > 0 && s < warmup_) return base_lr_ * static_cast<double>(s) / warmup_;
+  if (kind_ == kConstant) return base_lr_;
+  const double span = std::max<int64_t>(1, total_ - warmup_);
+  const double progress = static_cast<double>(s - warmup_) / span;
+  if (kind_ == kLinear) return base_lr_ * std::max(0.0, 1.0 - progress);
+  return base_lr_ * std::max(0.0, 0.5 * (1.0 + std::cos(M_PI * progress)));
+}
+
+double ClipGradNorm(const std::vector<at::Tensor>& grads, double max_norm,
+                    const std::function<double(double)>& squared_norm_reducer) {
+  c10::NoGradGuard no_grad;
+  std::vector<at::Tensor> norms;
+  for (const at::Tensor& g : grads) {
+    if (g.defined()) norms.push_back(at::linalg_vector_norm(g.to(at::kFloat), 2).reshape({1}));
+  }
+  double squared = 0;
+  if (!norms.empty()) {
+    at::Tensor total = at::linalg_vector_norm(at::cat(norms), 2);
+    const double n = total.item<double>();
+    squared = n * n;
+  }
+  if (squared_norm_reducer) squared = squared_norm_reducer(squared);
+  const double total_norm = std::sqrt(squared);
+  if (max_norm > 0) {
+    const double coef = std::min(1.0, max_norm / (total_norm + 1e-6));
+    if (coef < 1.0) {
+      for (const at::Tensor& g : grads) {
+        if (g.defined()) const_cast<at::Tensor&>(g).mul_(coef);
+      }
+    }
+  }
+  return total_norm;
+}
+
+}  // namespace rigtune::train

@@ -1,0 +1,219 @@
+#include "worker/train/run_job.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Context.h>
+
+#include <chrono>
+#include <exception>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "worker/dist/communicator.h"
+#include "worker/dist/fsdp.h"
+#include "worker/model/model_builder.h"
+#include "worker/train/adapter_export.h"
+#include "worker/train/batch_source.h"
+#include "worker/train/device_memory.h"
+
+namespace rigtune::train {
+namespace {
+
+absl::StatusOr<at::Device> PickDevice(const TrainConfig& t, const dist::DistEnv& env) {
+#ifdef RIGTUNE_WITH_CUDA
+  const bool cuda = at::hasCUDA();
+#else
+  const bool cuda = false;  // a CPU build trains on the CPU even where a GPU exists
+#endif
+  if (t.device == "cuda" && !cuda) {
+    return absl::FailedPreconditionError(
+        "train.device: cuda requested but no CUDA device is usable (check CUDA_VISIBLE_DEVICES, "
+        "the driver and that this is the cuda build; or set train.device to cpu)");
+  }
+  if (t.device == "cpu" || !cuda) return at::Device(at::kCPU);
+  // Under rigtuned each rank sees one GPU (CUDA_VISIBLE_DEVICES); under a
+  // launcher that exposes all of them, LOCAL_RANK picks ours.
+  const int64_t visible = static_cast<int64_t>(at::getNumGPUs());
+  return at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(visible > 1 ? env.local_rank : 0));
+}
+
+at::ScalarType PickDtype(const std::string& name) {
+  if (name == "fp32") return at::kFloat;
+  if (name == "fp16") return at::kHalf;
+  return at::kBFloat16;
+}
+
+void Log(const RunCallbacks& cb, const std::string& line) {
+  if (cb.on_log) cb.on_log(line);
+}
+
+// Everything one rank needs for the loop, built from the job.
+struct Run {
+  dist::DistEnv env;
+  at::Device device = at::kCPU;
+  std::unique_ptr<dist::Communicator> comm;
+  model::LlamaModel model;  // the whole model, or (FSDP) its shell
+  std::unique_ptr<dist::FsdpLayers> fsdp;
+  std::unique_ptr<BatchSource> data;
+};
+
+absl::Status Setup(const JobConfig& config, const RunCallbacks& callbacks, Run& run) {
+  auto env = dist::DistEnv::FromEnvironment();
+  if (!env.ok()) return env.status();
+  run.env = *env;
+  auto device = PickDevice(config.train, run.env);
+  if (!device.ok()) return device.status();
+  run.device = *device;
+  if (auto s = ApplyMemoryCap(run.device, config.dist.max_gpu_memory_gib); !s.ok()) return s;
+
+  model::BuildOptions build;
+  build.dtype = PickDtype(config.train.dtype);
+  build.device = run.device;
+  build.lora = model::LoraOptions{config.lora.r, config.lora.alpha, config.lora.dropout,
+                                  config.lora.use_rslora, config.lora.target_modules};
+  build.seed = config.train.seed;
+  Log(callbacks, absl::StrCat("rank ", run.env.rank, "/", run.env.world_size, ": loading ",
+                              config.model, " on ", run.device.str()));
+  auto source = model::ModelSource::Open(config.model, build);
+  if (!source.ok()) return source.status();
+  if (config.train.context_length > (*source)->config().max_position_embeddings) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "train.context_length: ", config.train.context_length,
+        " exceeds the model's max_position_embeddings (",
+        (*source)->config().max_position_embeddings, ")"));
+  }
+  if (run.env.world_size == 1) {
+    auto m = model::BuildModel(**source, build);
+    if (!m.ok()) return m.status();
+    run.model = *std::move(m);
+  } else {
+    auto comm = dist::Communicator::Create(run.env, run.device, config.dist.timeout_seconds);
+    if (!comm.ok()) return comm.status();
+    run.comm = *std::move(comm);
+    auto shell = (*source)->LoadShell();
+    if (!shell.ok()) return shell.status();
+    run.model = *std::move(shell);
+    auto fsdp = dist::FsdpLayers::Create(
+        **source, build, run.comm.get(),
+        dist::FsdpOptions{config.dist.sharding, config.dist.cpu_offload});
+    if (!fsdp.ok()) return fsdp.status();
+    run.fsdp = *std::move(fsdp);
+    Log(callbacks, absl::StrFormat("rank %d holds %.2f GiB of frozen shards (%s)",
+                                   run.env.rank, run.fsdp->frozen_shard_bytes() / double(1 << 30),
+                                   config.dist.sharding));
+  }
+
+  if (config.dataset.path.empty()) {
+    if (!model::IsRandomSource(config.model)) {
+      return absl::InvalidArgumentError("dataset.path: required for a model folder");
+    }
+    const int64_t per_epoch =
+        std::max<int64_t>(1, config.train.max_steps) * config.train.grad_accum;
+    run.data = MakeSyntheticBatchSource(run.model.config.vocab_size, config.train.batch_size,
+                                        config.train.context_length, per_epoch,
+                                        config.train.epochs, config.train.seed, run.env.rank,
+                                        run.env.world_size);
+  } else {
+    auto ds = MakeDatasetBatchSource(config, config.model, run.env.rank, run.env.world_size);
+    if (!ds.ok()) return ds.status();
+    run.data = *std::move(ds);
+  }
+  Log(callbacks, run.data->Summary());
+  return absl::OkStatus();
+}
+
+absl::StatusOr<RunResult> Train(const JobConfig& config, const RunCallbacks& callbacks, Run& run) {
+  const int64_t accum = config.train.grad_accum;
+  int64_t total_steps =
+      config.train.epochs * std::max<int64_t>(1, run.data->BatchesPerEpoch() / accum);
+  if (config.train.max_steps > 0) total_steps = std::min(total_steps, config.train.max_steps);
+  const int64_t warmup = config.optim.warmup_steps > 0
+                             ? config.optim.warmup_steps
+                             : static_cast<int64_t>(config.optim.warmup_ratio * total_steps);
+  auto schedule = LrSchedule::Create(config.optim.schedule, config.optim.lr, warmup, total_steps);
+  if (!schedule.ok()) return schedule.status();
+
+  TrainerOptions topts;
+  topts.activation_checkpointing = config.train.activation_checkpointing;
+  topts.max_grad_norm = config.optim.max_grad_norm;
+  topts.adamw = AdamWOptions{config.optim.beta1, config.optim.beta2, config.optim.eps,
+                             config.optim.weight_decay};
+  topts.seed = config.train.seed;
+  Trainer trainer(&run.model, topts, run.fsdp.get());
+
+  RunResult result;
+  Log(callbacks, absl::StrFormat("training %d steps (batch %d x %d tokens per rank, %d ranks, "
+                                 "grad_accum %d)",
+                                 total_steps, config.train.batch_size,
+                                 config.train.context_length, run.env.world_size, accum));
+  while (trainer.steps_done() < total_steps) {
+    if (callbacks.should_stop && callbacks.should_stop()) {
+      result.stopped_early = true;
+      break;
+    }
+    std::vector<TrainBatch> micro;
+    for (int64_t k = 0; k < accum; ++k) {
+      auto b = run.data->Next(run.device);
+      if (absl::IsNotFound(b.status())) break;
+      if (!b.ok()) return b.status();
+      micro.push_back(*std::move(b));
+    }
+    if (micro.empty()) break;
+    ResetPeakMemory(run.device);
+    const auto t0 = std::chrono::steady_clock::now();
+    StepStats stats = trainer.Step(micro, schedule->LearningRate(trainer.steps_done()));
+    SynchronizeDevice(run.device);
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    StepMetrics m;
+    m.step = trainer.steps_done();
+    m.total_steps = total_steps;
+    m.epoch = run.data->epoch();
+    m.loss = stats.loss;
+    m.learning_rate = stats.learning_rate;
+    m.grad_norm = stats.grad_norm;
+    m.tokens = stats.input_tokens;
+    m.step_seconds = seconds;
+    m.tokens_per_second = seconds > 0 ? stats.input_tokens / seconds : 0;
+    MemoryStats mem = ReadMemoryStats(run.device);
+    m.gpu_memory_peak_bytes = mem.peak_allocated;
+    m.gpu_memory_reserved_bytes = mem.peak_reserved;
+    result.tokens_trained += stats.input_tokens;
+    result.final_loss = stats.loss;
+    if (callbacks.on_step) callbacks.on_step(m);
+  }
+  result.steps = trainer.steps_done();
+
+  std::map<std::string, at::Tensor> adapter;
+  if (run.fsdp) {
+    auto gathered = run.fsdp->GatherAdapterTensors();
+    if (!gathered.ok()) return gathered.status();
+    adapter = *std::move(gathered);
+  } else {
+    adapter = AdapterTensors(run.model);
+  }
+  result.adapter_path = config.output_dir + "/adapter";
+  if (run.env.rank == 0) {
+    if (auto s = SaveAdapter(adapter, config.lora, config.model, result.adapter_path); !s.ok()) {
+      return s;
+    }
+    Log(callbacks, absl::StrCat("adapter written to ", result.adapter_path));
+  }
+  return result;
+}
+
+}  // namespace
+
+absl::StatusOr<RunResult> RunJob(const JobConfig& config, const RunCallbacks& callbacks) {
+  Run run;
+  try {
+    if (auto s = Setup(config, callbacks, run); !s.ok()) return s;
+    return Train(config, callbacks, run);
+  } catch (const std::exception& e) {
+    // LibTorch and c10d report failures (out of memory, a dead peer) by
+    // throwing; the job ends with the message instead of a crash.
+    return absl::InternalError(absl::StrCat("rank ", run.env.rank, ": ", e.what()));
+  }
+}
+
+}  // namespace rigtune::train

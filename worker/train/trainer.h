@@ -1,0 +1,125 @@
+// Trainer: the explicit QLoRA training step on one process.
+//
+// With activation checkpointing (the default) a micro-step is a loop you can
+// read: embed; run every layer under no-grad keeping only its input; compute
+// the loss and its gradient through the final norm and a chunked LM head;
+// then walk the layers backwards: recompute layer i with grad from its saved
+// input, backpropagate, hand the input gradient to layer i-1. LoRA gradients
+// accumulate in float32 on the adapters. After the last micro-batch of a step
+// the gradients are clipped by global norm and AdamW updates the adapters.
+//
+// Layers are reached through a LayerSource so that FSDP can gather a layer
+// just before use and free it afterwards; the single-device source just hands
+// out the model's own layers.
+#ifndef RIGTUNE_WORKER_TRAIN_TRAINER_H_
+#define RIGTUNE_WORKER_TRAIN_TRAINER_H_
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "worker/lora/qlora_linear.h"
+#include "worker/model/llama.h"
+#include "worker/train/optimizer.h"
+
+namespace rigtune::train {
+
+// One micro-batch. Labels follow the Hugging Face convention: labels[b, t] is
+// the token at t; the loss compares the prediction made at t-1 with it, and
+// -100 marks positions that are not trained on.
+struct TrainBatch {
+  at::Tensor input_ids;     // int64 [B, T]
+  at::Tensor labels;        // int64 [B, T]
+  at::Tensor position_ids;  // int64 [B, T]; undefined = 0..T-1 per row
+  at::Tensor attention_mask;  // bool [B, 1, T, T]; undefined = causal
+};
+
+struct TrainerOptions {
+  bool activation_checkpointing = true;
+  double max_grad_norm = 1.0;
+  AdamWOptions adamw;
+  uint64_t seed = 42;  // dropout masks
+  // Rows of the LM head evaluated at once (bounds the float32 logits buffer).
+  int64_t head_chunk_tokens = 0;  // 0 = choose from the vocabulary size
+};
+
+struct StepStats {
+  double loss = 0;             // mean over trained target tokens
+  int64_t target_tokens = 0;   // positions that carried a label
+  int64_t input_tokens = 0;    // non-padding input positions
+  double grad_norm = 0;
+  double learning_rate = 0;
+};
+
+// Where the trainer gets layer i from, what the optimizer updates, and how
+// numbers are summed across data-parallel ranks. The single-process source
+// hands out the model's own layers and adapters; FSDP (worker/dist) gathers
+// a layer's shards before use, frees them after, and reduce-scatters LoRA
+// gradients so that each rank updates only its shard.
+class LayerSource {
+ public:
+  virtual ~LayerSource() = default;
+  // Called before layer i runs; `backward` marks the recompute+backward visit.
+  virtual const model::DecoderLayer& Acquire(int64_t i, bool backward) = 0;
+  // Called after the visit; in backward, the layer's LoRA gradients are final.
+  virtual void Release(int64_t i, bool backward) = 0;
+  // What AdamW updates (float32), and their gradients once a step's
+  // micro-batches are done (same order).
+  virtual std::vector<at::Tensor> Parameters() = 0;
+  virtual std::vector<at::Tensor> Gradients() = 0;
+  virtual void ZeroGradients() = 0;
+  // Sum over data-parallel ranks (identity for one process).
+  virtual double SumOverRanks(double v) { return v; }
+};
+
+class Trainer {
+ public:
+  // `model` must outlive the trainer. `layers` may be null: the model's own
+  // layers and adapters are used.
+  Trainer(model::LlamaModel* model, TrainerOptions options, LayerSource* layers = nullptr);
+
+  // Forward + backward over `micro_batches` (gradient accumulation: the loss
+  // is the mean over all their target tokens, on all ranks), then clip by
+  // global norm and AdamW at `lr`.
+  StepStats Step(const std::vector<TrainBatch>& micro_batches, double lr);
+
+  // Forward + backward only; gradients stay on the adapters (tests, FSDP).
+  StepStats ForwardBackward(const std::vector<TrainBatch>& micro_batches);
+
+  // float32 logits [B, T, vocab] without gradients (evaluation, tests).
+  at::Tensor Logits(const TrainBatch& batch);
+
+  AdamW& optimizer() { return *optimizer_; }
+  void ZeroGrad();
+  int64_t steps_done() const { return optimizer_->step(); }
+  lora::DequantWorkspace& workspace() { return workspace_; }
+  model::LlamaModel& model() { return *model_; }
+
+ private:
+  // Returns the summed loss of one micro-batch, backpropagated with 1/denominator.
+  double MicroStep(const TrainBatch& batch, double denominator, uint64_t micro_index);
+  at::Tensor Embed(const at::Tensor& input_ids) const;
+  model::AttentionInputs Attention(const TrainBatch& batch) const;
+  // Loss sum of the head over `hidden` ([B,T,H], final layer output) and its
+  // gradient scaled by 1/denominator.
+  std::pair<double, at::Tensor> HeadLossAndGrad(const at::Tensor& hidden, const at::Tensor& labels,
+                                                double denominator);
+
+  model::LlamaModel* model_;
+  TrainerOptions options_;
+  LayerSource* layers_;
+  std::unique_ptr<LayerSource> own_layers_;
+  std::unique_ptr<AdamW> optimizer_;
+  lora::DequantWorkspace workspace_;
+};
+
+// Number of positions whose label is trained on (labels[:, 1:] != -100).
+int64_t CountTargets(const at::Tensor& labels);
+
+}  // namespace rigtune::train
+
+#endif  // RIGTUNE_WORKER_TRAIN_TRAINER_H_
