@@ -135,6 +135,7 @@ absl::StatusOr<RunResult> Train(const JobConfig& config, const RunCallbacks& cal
 
   TrainerOptions topts;
   topts.activation_checkpointing = config.train.activation_checkpointing;
+  topts.activation_offload = config.dist.activation_offload;
   topts.max_grad_norm = config.optim.max_grad_norm;
   topts.adamw = AdamWOptions{config.optim.beta1, config.optim.beta2, config.optim.eps,
                              config.optim.weight_decay};

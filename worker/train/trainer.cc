@@ -103,6 +103,13 @@ std::pair<double, at::Tensor> Trainer::HeadLossAndGrad(const at::Tensor& hidden,
   return {loss_sum, x.grad()};
 }
 
+at::Tensor Trainer::Offload(const at::Tensor& t) const {
+  if (!t.is_cuda()) return t;
+  at::Tensor host = at::empty(t.sizes(), t.options().device(at::kCPU).pinned_memory(true));
+  host.copy_(t, /*non_blocking=*/true);
+  return host;
+}
+
 double Trainer::MicroStep(const TrainBatch& batch, double denominator, uint64_t micro_index) {
   const model::ModelConfig& cfg = model_->config;
   const int64_t n = cfg.num_layers;
@@ -117,7 +124,7 @@ double Trainer::MicroStep(const TrainBatch& batch, double denominator, uint64_t 
     {
       c10::NoGradGuard no_grad;
       for (int64_t i = 0; i < n; ++i) {
-        inputs[i] = h;
+        inputs[i] = options_.activation_offload ? Offload(h) : h;
         const model::DecoderLayer& layer = layers_->Acquire(i, false);
         h = model::DecoderLayerForward(layer, cfg, h, attn, workspace_, true, seed_of(i));
         layers_->Release(i, false);
@@ -126,7 +133,8 @@ double Trainer::MicroStep(const TrainBatch& batch, double denominator, uint64_t 
     auto [loss_sum, grad] = HeadLossAndGrad(h, batch.labels, denominator);
     for (int64_t i = n - 1; i >= 0; --i) {
       const model::DecoderLayer& layer = layers_->Acquire(i, true);
-      at::Tensor x = inputs[i].detach();
+      at::Tensor x = inputs[i].device() == h.device() ? inputs[i].detach()
+                                                      : inputs[i].to(h.device(), true);
       if (i > 0) x.requires_grad_(true);
       {
         c10::AutoGradMode grad_mode(true);

@@ -40,6 +40,9 @@ struct TrainBatch {
 
 struct TrainerOptions {
   bool activation_checkpointing = true;
+  // With checkpointing on a GPU: keep each layer's saved input in pinned
+  // host memory instead of on the device (copied back for its backward).
+  bool activation_offload = false;
   double max_grad_norm = 1.0;
   AdamWOptions adamw;
   uint64_t seed = 42;  // dropout masks
@@ -103,6 +106,7 @@ class Trainer {
   // Returns the summed loss of one micro-batch, backpropagated with 1/denominator.
   double MicroStep(const TrainBatch& batch, double denominator, uint64_t micro_index);
   at::Tensor Embed(const at::Tensor& input_ids) const;
+  at::Tensor Offload(const at::Tensor& t) const;  // to pinned host memory
   model::AttentionInputs Attention(const TrainBatch& batch) const;
   // Loss sum of the head over `hidden` ([B,T,H], final layer output) and its
   // gradient scaled by 1/denominator.

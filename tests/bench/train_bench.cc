@@ -1,0 +1,100 @@
+// train_bench: tokens/s and peak memory of the QLoRA training step.
+//
+//   train_bench --model random:llama2-7b --batch 4 --seq 2048 --steps 6 [--r 64]
+//               [--no-checkpointing] [--dtype bf16] [--device cuda]
+//               [--sharding full_shard] [--cpu-offload] [--activation-offload]
+//               [--max-gpu-memory-gib 22]
+//
+// Runs RunJob on synthetic tokens (so FSDP applies when launched with RANK /
+// WORLD_SIZE / MASTER_PORT per process). The first step is a warm-up and is
+// left out of the averages. Prints one markdown table row on rank 0:
+//   | model | ranks | batch x seq | ckpt | offload | tok/s/GPU | step s | peak alloc GiB | peak reserved GiB |
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_format.h"
+#include "worker/train/run_job.h"
+
+namespace {
+
+const char* Arg(int argc, char** argv, const char* name, const char* fallback) {
+  for (int i = 1; i + 1 < argc; ++i) {
+    if (std::strcmp(argv[i], name) == 0) return argv[i + 1];
+  }
+  return fallback;
+}
+
+bool Flag(int argc, char** argv, const char* name) {
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], name) == 0) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (Flag(argc, argv, "--help")) {
+    std::cout << "usage: train_bench --model random:<shape> [--batch N] [--seq N] [--steps N] "
+                 "[--r N] [--no-checkpointing] [--dtype bf16|fp32] [--device cuda|cpu] "
+                 "[--sharding S] [--cpu-offload] [--activation-offload] [--max-gpu-memory-gib G]\n";
+    return 0;
+  }
+  rigtune::train::JobConfig c;
+  c.model = Arg(argc, argv, "--model", "random:small");
+  c.output_dir = Arg(argc, argv, "--out", "/tmp/rigtune-train-bench");
+  c.train.batch_size = std::atoll(Arg(argc, argv, "--batch", "4"));
+  c.train.context_length = std::atoll(Arg(argc, argv, "--seq", "2048"));
+  c.train.max_steps = std::atoll(Arg(argc, argv, "--steps", "6"));
+  c.train.activation_checkpointing = !Flag(argc, argv, "--no-checkpointing");
+  c.train.dtype = Arg(argc, argv, "--dtype", "bf16");
+  c.train.device = Arg(argc, argv, "--device", "auto");
+  c.lora.r = std::atoll(Arg(argc, argv, "--r", "64"));
+  c.lora.alpha = 16;
+  c.optim.schedule = "constant";
+  c.optim.lr = 1e-4;
+  c.dist.sharding = Arg(argc, argv, "--sharding", "full_shard");
+  c.dist.cpu_offload = Flag(argc, argv, "--cpu-offload");
+  c.dist.activation_offload = Flag(argc, argv, "--activation-offload");
+  c.dist.max_gpu_memory_gib = std::atof(Arg(argc, argv, "--max-gpu-memory-gib", "0"));
+  const int world = std::atoi(std::getenv("WORLD_SIZE") ? std::getenv("WORLD_SIZE") : "1");
+  const int rank = std::atoi(std::getenv("RANK") ? std::getenv("RANK") : "0");
+
+  double seconds = 0, tokens = 0;
+  int64_t peak = 0, reserved = 0, measured = 0;
+  rigtune::train::RunCallbacks cb;
+  cb.on_log = [&](const std::string& line) {
+    if (rank == 0) std::cerr << line << "\n";
+  };
+  cb.on_step = [&](const rigtune::train::StepMetrics& m) {
+    if (rank == 0) {
+      std::cerr << absl::StrFormat("step %d/%d loss %.4f %.0f tok/s %.2f s peak %.2f GiB\n",
+                                   m.step, m.total_steps, m.loss, m.tokens_per_second,
+                                   m.step_seconds, m.gpu_memory_peak_bytes / double(1 << 30));
+    }
+    peak = std::max(peak, m.gpu_memory_peak_bytes);
+    reserved = std::max(reserved, m.gpu_memory_reserved_bytes);
+    if (m.step == 1) return;  // warm-up
+    seconds += m.step_seconds;
+    tokens += m.tokens;
+    ++measured;
+  };
+  auto result = rigtune::train::RunJob(c, cb);
+  if (!result.ok()) {
+    std::cerr << "rank " << rank << ": " << result.status().message() << "\n";
+    return 1;
+  }
+  if (rank == 0 && measured > 0) {
+    std::cout << absl::StrFormat(
+        "| %s | %d | %d x %d | %s | %s | %.0f | %.3f | %.2f | %.2f |\n", c.model, world,
+        c.train.batch_size, c.train.context_length, c.train.activation_checkpointing ? "on" : "off",
+        c.dist.cpu_offload ? (c.dist.activation_offload ? "weights+act" : "weights")
+                           : (c.dist.activation_offload ? "act" : "off"),
+        tokens / seconds / world, seconds / measured,
+        peak / double(1 << 30), reserved / double(1 << 30));
+  }
+  return 0;
+}

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# GPU checks and benchmarks, on a machine with NVIDIA GPUs.
+#
+#   tests/gpu/run.sh [STAGE...]      stages: build tests nf4 engine peer fsdp daemon (default: build tests)
+#   BUILD_TARGETS="a b" tests/gpu/run.sh build ...   build only those targets
+#
+# Builds the cuda preset (kernels for sm_80/86/89/90, NCCL) into $BUILD
+# (default /tmp/rigtune-cuda), runs what the stages ask for, writes full logs
+# to $OUT (default /tmp/rigtune-gpu-out) and prints a summary table last.
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+root=$(pwd)
+OUT=${OUT:-/tmp/rigtune-gpu-out}
+BUILD=${BUILD:-/tmp/rigtune-cuda}
+mkdir -p "$OUT"
+stages=("$@")
+[ ${#stages[@]} -eq 0 ] && stages=(build tests)
+summary=()
+note() { summary+=("$1"); echo "== $1"; }
+
+if [ -f .device/device-env.sh ]; then source .device/device-env.sh .device/debs; fi
+py=$(command -v python3)
+gpus=$(nvidia-smi -L 2>/dev/null | wc -l)
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$OUT/gpus.txt" 2>&1
+
+for stage in "${stages[@]}"; do
+  case $stage in
+    build)
+      start=$(date +%s)
+      cmake --preset cuda -B "$BUILD" -DRIGTUNE_PYTHON="$py" >"$OUT/configure.log" 2>&1 &&
+        cmake --build "$BUILD" -j "$(nproc)" ${BUILD_TARGETS:+--target $BUILD_TARGETS} \
+          >"$OUT/build.log" 2>&1
+      rc=$?
+      [ $rc -ne 0 ] && { tail -40 "$OUT/configure.log" "$OUT/build.log"; note "build: FAILED"; break; }
+      note "build: ok in $(( $(date +%s) - start )) s" ;;
+    tests)
+      ctest --test-dir "$BUILD" -L gpu --output-on-failure >"$OUT/gpu-tests.log" 2>&1
+      note "gpu tests: $(grep -E 'tests passed|tests failed' "$OUT/gpu-tests.log" | tail -1)"
+      grep -E "Failed|\*\*\*" "$OUT/gpu-tests.log" | head -20 ;;
+    nf4)
+      "$BUILD/tests/bench/nf4_dequant_bench" --iters 100 >"$OUT/nf4-bench.md" 2>&1
+      note "nf4 dequantize bandwidth:"; cat "$OUT/nf4-bench.md" ;;
+    engine)
+      for shape in llama2-7b llama3-8b; do
+        "$BUILD/tests/bench/train_bench" --model random:$shape --batch 4 --seq 2048 --steps 6 \
+          >>"$OUT/engine-bench.md" 2>>"$OUT/engine-bench.log"
+      done
+      note "engine (1 GPU):"; cat "$OUT/engine-bench.md" ;;
+    peer)
+      for shape in llama2-7b llama3-8b; do
+        "$py" tests/bench/hf_peft_bench.py --shape $shape --batch 4 --seq 2048 --steps 6 \
+          2>>"$OUT/peer-bench.log" | grep '^|' >>"$OUT/peer-bench.md"
+      done
+      note "HF transformers + PEFT (1 GPU):"; cat "$OUT/peer-bench.md" ;;
+    fsdp)
+      run2() {  # two ranks of train_bench with the given flags
+        local port=$((29600 + RANDOM % 1000)) pids=()
+        for r in 0 1; do
+          RANK=$r LOCAL_RANK=$r WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port \
+            "$BUILD/tests/bench/train_bench" "$@" >>"$OUT/fsdp-bench.md" 2>>"$OUT/fsdp-bench-rank$r.log" &
+          pids+=($!)
+        done
+        wait "${pids[@]}"
+      }
+      m=random:llama2-70b
+      run2 --model $m --batch 2 --seq 2048 --steps 4 --cpu-offload --activation-offload --max-gpu-memory-gib 22
+      run2 --model $m --batch 2 --seq 2048 --steps 4 --cpu-offload --max-gpu-memory-gib 22
+      run2 --model $m --batch 1 --seq 2048 --steps 4 --max-gpu-memory-gib 22
+      run2 --model $m --batch 4 --seq 2048 --steps 4
+      note "FSDP 2 GPUs:"; cat "$OUT/fsdp-bench.md" ;;
+    daemon)  # one job through rigtuned on the GPU, its loss streamed to `rigtune watch`
+      state=$(mktemp -d)
+      "$BUILD/server/rigtuned" --state-dir "$state" --gpus auto --grpc-listen 127.0.0.1:50151 \
+        --http-listen 127.0.0.1:8181 --worker-binary "$BUILD/worker/rigtune-worker" \
+        >"$OUT/rigtuned.log" 2>&1 &
+      daemon=$!
+      sleep 2
+      "$BUILD/client/rigtune" --server 127.0.0.1:50151 submit --model random:llama2-7b \
+        --gpus 1 --output-dir "$state/out" --set train.context_length=2048 \
+        --set train.batch_size=4 --max-steps 8 --watch >"$OUT/daemon-watch.txt" 2>&1
+      note "daemon job: exit $? ($(tail -1 "$OUT/daemon-watch.txt"))"
+      curl -s 127.0.0.1:8181/metrics | grep -E '^rigtune_(job_train_loss|train_steps_total|gpu_memory_peak_bytes)' \
+        >"$OUT/daemon-metrics.txt"
+      kill $daemon; wait $daemon 2>/dev/null ;;
+    *) echo "unknown stage $stage"; exit 2 ;;
+  esac
+done
+
+echo
+echo "== summary ($gpus GPU(s): $(head -1 "$OUT/gpus.txt"))"
+printf '%s\n' "${summary[@]}"

@@ -1,0 +1,164 @@
+// FsdpLauncher: a GoogleTest fixture that runs one training job as N rank
+// processes (fsdp_rank_tool), the way a launcher or rigtuned would, and reads
+// back rank 0's losses and adapter. Shared by the CPU (Gloo) tests and the
+// GPU (NCCL) tests.
+#ifndef RIGTUNE_TESTS_WORKER_DIST_FSDP_LAUNCHER_H_
+#define RIGTUNE_TESTS_WORKER_DIST_FSDP_LAUNCHER_H_
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "nlohmann/json.hpp"
+#include "worker/model/safetensors.h"
+
+namespace rigtune::testing {
+
+// Note: POSIX calls and shell-free paths only; see Note [libstdc++ before
+// LibTorch] in worker/CMakeLists.txt for why std::filesystem is avoided.
+inline int FreePort() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  socklen_t len = sizeof(addr);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+
+inline std::string Slurp(const std::string& p) {
+  std::ifstream in(p);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+struct LaunchOptions {
+  int world = 1;
+  int batch = 4;
+  std::string sharding = "full_shard";
+  std::string device = "cpu";
+  std::string dtype = "fp32";
+  int kill_rank = -1;  // SIGKILLed after its first step
+  int steps = 4;
+  bool cpu_offload = false;
+};
+
+struct Outcome {
+  std::vector<int> exit_codes;
+  std::vector<double> losses;
+  std::string dir;
+  std::string rank0_log;
+};
+
+class FsdpLauncher : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/rigtune_fsdp_XXXXXX";
+    root_ = mkdtemp(tmpl);
+  }
+  void TearDown() override {
+    const std::string cmd = "rm -rf '" + root_ + "'";
+    (void)std::system(cmd.c_str());
+  }
+
+  Outcome Launch(const std::string& name, const LaunchOptions& o) {
+    Outcome out;
+    out.dir = root_ + "/" + name;
+    mkdir(out.dir.c_str(), 0755);
+    nlohmann::json job = {
+        {"model", "random:layers=2,hidden=64,intermediate=128,heads=4,kv_heads=2,vocab=96"},
+        {"output_dir", out.dir},
+        {"lora", {{"r", 4}, {"alpha", 8}}},
+        {"optim", {{"lr", 0.01}, {"schedule", "constant"}, {"weight_decay", 0.01}}},
+        {"train", {{"context_length", 16}, {"batch_size", o.batch}, {"max_steps", o.steps},
+                   {"dtype", o.dtype}, {"device", o.device}, {"seed", 3}}},
+        {"dist", {{"sharding", o.sharding}, {"timeout_seconds", 60},
+                  {"cpu_offload", o.cpu_offload}}}};
+    std::ofstream(out.dir + "/job.json") << job.dump();
+    const std::string port = std::to_string(FreePort());
+    std::vector<pid_t> pids;
+    for (int r = 0; r < o.world; ++r) {
+      pid_t pid = fork();
+      if (pid == 0) {
+        setenv("RANK", std::to_string(r).c_str(), 1);
+        setenv("LOCAL_RANK", std::to_string(r).c_str(), 1);
+        setenv("WORLD_SIZE", std::to_string(o.world).c_str(), 1);
+        setenv("MASTER_ADDR", "127.0.0.1", 1);
+        setenv("MASTER_PORT", port.c_str(), 1);
+        const std::string log = out.dir + "/rank" + std::to_string(r) + ".log";
+        if (freopen(log.c_str(), "w", stderr) == nullptr) _exit(126);
+        const std::string losses = out.dir + "/losses" + std::to_string(r) + ".json";
+        const std::string job_path = out.dir + "/job.json";
+        execl(RIGTUNE_FSDP_RANK_TOOL, RIGTUNE_FSDP_RANK_TOOL, job_path.c_str(), losses.c_str(),
+              static_cast<char*>(nullptr));
+        _exit(127);
+      }
+      pids.push_back(pid);
+    }
+    if (o.kill_rank >= 0) {
+      const std::string log = out.dir + "/rank" + std::to_string(o.kill_rank) + ".log";
+      for (int i = 0; i < 600 && Slurp(log).find("step 1 ") == std::string::npos; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+      kill(pids[o.kill_rank], SIGKILL);
+    }
+    for (pid_t pid : pids) {
+      int status = 0;
+      waitpid(pid, &status, 0);
+      out.exit_codes.push_back(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+    }
+    out.rank0_log = Slurp(out.dir + "/rank0.log");
+    const std::string losses = Slurp(out.dir + "/losses0.json");
+    if (!losses.empty()) {
+      out.losses = nlohmann::json::parse(losses)["losses"].get<std::vector<double>>();
+    }
+    return out;
+  }
+
+  static std::map<std::string, at::Tensor> Adapter(const Outcome& o) {
+    auto f = model::SafetensorsFile::Open(o.dir + "/adapter/adapter_model.safetensors");
+    EXPECT_TRUE(f.ok()) << f.status();
+    std::map<std::string, at::Tensor> out;
+    if (!f.ok()) return out;
+    for (const std::string& name : f->Names()) out[name] = *f->Read(name);
+    return out;
+  }
+
+  // Same loss trajectory (relative `tol`) and final adapter (norm-wise `tol`).
+  void ExpectSameTraining(const Outcome& a, const Outcome& b, double tol) {
+    for (int c : b.exit_codes) ASSERT_EQ(c, 0) << b.rank0_log;
+    ASSERT_EQ(a.losses.size(), b.losses.size());
+    for (size_t i = 0; i < a.losses.size(); ++i) {
+      EXPECT_NEAR(b.losses[i], a.losses[i], tol * std::abs(a.losses[i])) << "step " << i;
+    }
+    auto wa = Adapter(a), wb = Adapter(b);
+    ASSERT_EQ(wa.size(), wb.size());
+    for (const auto& [k, t] : wa) {
+      const double rel = ((wb[k] - t).norm() / t.norm()).item<double>();
+      EXPECT_LT(rel, tol) << k;
+    }
+  }
+
+  std::string root_;
+};
+
+}  // namespace rigtune::testing
+
+#endif  // RIGTUNE_TESTS_WORKER_DIST_FSDP_LAUNCHER_H_
