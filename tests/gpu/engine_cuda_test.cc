@@ -11,10 +11,12 @@
 namespace rigtune::train {
 namespace {
 
+// Random weights depend on the device's generator, so the model is drawn on
+// the CPU and copied to the GPU: both sides compute with the same weights.
 model::LlamaModel Build(at::Device device, at::ScalarType dtype) {
   model::BuildOptions o;
-  o.device = device;
-  o.dtype = dtype;
+  o.device = at::kCPU;
+  o.dtype = at::kFloat;
   o.lora.r = 8;
   o.lora.alpha = 16;
   auto c = model::RandomModelConfig("random:layers=2,hidden=256,intermediate=512,heads=4,"
@@ -27,7 +29,26 @@ model::LlamaModel Build(at::Device device, at::ScalarType dtype) {
   for (at::Tensor& p : m->LoraParameters()) {
     p.copy_(at::empty(p.sizes(), at::kFloat).normal_(0, 0.05, gen));
   }
-  return *std::move(m);
+  if (device.is_cpu()) return *std::move(m);
+  model::LlamaModel g;
+  g.config = m->config;
+  g.dtype = dtype;
+  g.embed_tokens = m->embed_tokens.to(device, dtype);
+  g.lm_head = m->lm_head.to(device, dtype);
+  g.norm = m->norm.to(device, dtype);
+  for (const model::DecoderLayer& l : m->layers) {
+    model::DecoderLayer d;
+    d.input_layernorm = l.input_layernorm.to(device, dtype);
+    d.post_attention_layernorm = l.post_attention_layernorm.to(device, dtype);
+    for (int p = 0; p < model::kNumProj; ++p) {
+      const lora::QLoraLinear& q = l.proj[p];
+      d.proj[p] = lora::QLoraLinear(q.weight().To(device), at::Tensor(), q.spec(),
+                                    q.lora_a().detach().to(device).requires_grad_(true),
+                                    q.lora_b().detach().to(device).requires_grad_(true));
+    }
+    g.layers.push_back(std::move(d));
+  }
+  return g;
 }
 
 TrainBatch Batch(at::Device device, bool packed) {

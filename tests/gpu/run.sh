@@ -18,7 +18,12 @@ stages=("$@")
 summary=()
 note() { summary+=("$1"); echo "== $1"; }
 
-if [ -f .device/device-env.sh ]; then source .device/device-env.sh .device/debs; fi
+if [ -f .device/device-env.sh ]; then
+  source .device/device-env.sh .device/debs
+  # The carried libsystemd-dev links to a libsystemd.so.0 the machine itself provides.
+  lib=/opt/devdeps/usr/lib/x86_64-linux-gnu
+  [ -e "$lib/libsystemd.so" ] || ln -sf /usr/lib/x86_64-linux-gnu/libsystemd.so.0 "$lib/libsystemd.so"
+fi
 py=$(command -v python3)
 gpus=$(nvidia-smi -L 2>/dev/null | wc -l)
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$OUT/gpus.txt" 2>&1
@@ -31,7 +36,7 @@ for stage in "${stages[@]}"; do
         cmake --build "$BUILD" -j "$(nproc)" ${BUILD_TARGETS:+--target $BUILD_TARGETS} \
           >"$OUT/build.log" 2>&1
       rc=$?
-      [ $rc -ne 0 ] && { tail -40 "$OUT/configure.log" "$OUT/build.log"; note "build: FAILED"; break; }
+      [ $rc -ne 0 ] && { tail -n 40 "$OUT/configure.log" "$OUT/build.log"; note "build: FAILED"; break; }
       note "build: ok in $(( $(date +%s) - start )) s" ;;
     tests)
       ctest --test-dir "$BUILD" -L gpu --output-on-failure >"$OUT/gpu-tests.log" 2>&1

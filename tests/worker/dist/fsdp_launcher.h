@@ -75,7 +75,7 @@ class FsdpLauncher : public ::testing::Test {
   }
   void TearDown() override {
     const std::string cmd = "rm -rf '" + root_ + "'";
-    (void)std::system(cmd.c_str());
+    if (std::system(cmd.c_str()) != 0) ADD_FAILURE() << "cannot remove " << root_;
   }
 
   Outcome Launch(const std::string& name, const LaunchOptions& o) {
