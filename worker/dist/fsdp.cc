@@ -3,7 +3,9 @@
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
 
+#include <array>
 #include <stdexcept>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "worker/train/adapter_export.h"
@@ -169,26 +171,103 @@ void FsdpLayers::ZeroGradients() {
   for (at::Tensor& g : grad_shards_) g.zero_();
 }
 
+absl::StatusOr<at::Tensor> FsdpLayers::GatherFlat(int64_t i, const at::Tensor& shard) {
+  if (shards_ == 1) return shard.detach().to(at::kCPU);
+  at::Tensor full = at::empty({layouts_[i].trainable_floats}, shard.options());
+  if (auto s = comm_->AllGather(full, shard.detach()).Wait(); !s.ok()) return s;
+  return full.to(at::kCPU);
+}
+
+void FsdpLayers::AddByKey(int64_t i, const at::Tensor& full, const std::string& suffix,
+                          std::map<std::string, at::Tensor>& out) const {
+  const LayerLayout& layout = layouts_[i];
+  for (int p = 0; p < model::kNumProj; ++p) {
+    const LinearLayout& lin = layout.linears[p];
+    if (lin.spec.r == 0) continue;
+    const int64_t r = lin.spec.r, out_f = lin.shape[0], in_f = lin.shape[1];
+    out[train::PeftKey(i, p, false) + suffix] =
+        full.narrow(0, lin.lora_a, r * in_f).view({r, in_f}).clone();
+    out[train::PeftKey(i, p, true) + suffix] =
+        full.narrow(0, lin.lora_b, out_f * r).view({out_f, r}).clone();
+  }
+}
+
 absl::StatusOr<std::map<std::string, at::Tensor>> FsdpLayers::GatherAdapterTensors() {
   c10::NoGradGuard no_grad;
   std::map<std::string, at::Tensor> out;
   for (int64_t i = 0; i < static_cast<int64_t>(layouts_.size()); ++i) {
-    const LayerLayout& layout = layouts_[i];
-    at::Tensor full = lora_shards_[i];
-    if (shards_ > 1) {
-      full = at::empty({layout.trainable_floats}, lora_shards_[i].options());
-      if (auto s = comm_->AllGather(full, lora_shards_[i]).Wait(); !s.ok()) return s;
-    }
-    full = full.to(at::kCPU);
-    for (int p = 0; p < model::kNumProj; ++p) {
-      const LinearLayout& lin = layout.linears[p];
-      if (lin.spec.r == 0) continue;
-      const int64_t r = lin.spec.r, out_f = lin.shape[0], in_f = lin.shape[1];
-      out[train::PeftKey(i, p, false)] = full.narrow(0, lin.lora_a, r * in_f).view({r, in_f}).clone();
-      out[train::PeftKey(i, p, true)] = full.narrow(0, lin.lora_b, out_f * r).view({out_f, r}).clone();
+    auto full = GatherFlat(i, lora_shards_[i]);
+    if (!full.ok()) return full.status();
+    AddByKey(i, *full, "", out);
+  }
+  return out;
+}
+
+absl::StatusOr<std::map<std::string, at::Tensor>> FsdpLayers::GatherTrainableState(
+    const std::vector<at::Tensor>& exp_avg, const std::vector<at::Tensor>& exp_avg_sq) {
+  c10::NoGradGuard no_grad;
+  const size_t n = layouts_.size();
+  if (exp_avg.size() != n || exp_avg_sq.size() != n) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "GatherTrainableState: expected ", n, " moment shards (one per layer), got ",
+        exp_avg.size(), " and ", exp_avg_sq.size()));
+  }
+  std::map<std::string, at::Tensor> out;
+  for (size_t i = 0; i < n; ++i) {
+    const int64_t layer = static_cast<int64_t>(i);
+    const std::array<std::pair<const at::Tensor*, const char*>, 3> parts = {
+        {{&lora_shards_[i], ""}, {&exp_avg[i], kExpAvgSuffix}, {&exp_avg_sq[i], kExpAvgSqSuffix}}};
+    for (const auto& [shard, suffix] : parts) {
+      auto full = GatherFlat(layer, *shard);
+      if (!full.ok()) return full.status();
+      AddByKey(layer, *full, suffix, out);
     }
   }
   return out;
+}
+
+absl::Status FsdpLayers::LoadTrainableState(const std::map<std::string, at::Tensor>& state,
+                                            std::vector<at::Tensor>& exp_avg,
+                                            std::vector<at::Tensor>& exp_avg_sq) {
+  c10::NoGradGuard no_grad;
+  const size_t n = layouts_.size();
+  if (exp_avg.size() != n || exp_avg_sq.size() != n) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "LoadTrainableState: expected ", n, " moment shards (one per layer), got ",
+        exp_avg.size(), " and ", exp_avg_sq.size()));
+  }
+  const int64_t part = shards_ == 1 ? 0 : comm_->rank();
+  for (size_t i = 0; i < n; ++i) {
+    const LayerLayout& layout = layouts_[i];
+    const std::array<std::pair<at::Tensor*, const char*>, 3> parts = {
+        {{&lora_shards_[i], ""}, {&exp_avg[i], kExpAvgSuffix}, {&exp_avg_sq[i], kExpAvgSqSuffix}}};
+    for (const auto& [shard, suffix] : parts) {
+      // The full flat buffer (padding stays zero), then this rank's slice.
+      at::Tensor full = at::zeros({layout.trainable_floats}, at::kFloat);
+      for (int p = 0; p < model::kNumProj; ++p) {
+        const LinearLayout& lin = layout.linears[p];
+        if (lin.spec.r == 0) continue;
+        const int64_t r = lin.spec.r, out_f = lin.shape[0], in_f = lin.shape[1];
+        for (bool is_b : {false, true}) {
+          const std::string key = train::PeftKey(static_cast<int64_t>(i), p, is_b) + suffix;
+          auto it = state.find(key);
+          if (it == state.end()) return absl::NotFoundError(absl::StrCat(key, ": missing"));
+          const std::vector<int64_t> want =
+              is_b ? std::vector<int64_t>{out_f, r} : std::vector<int64_t>{r, in_f};
+          if (it->second.sizes() != at::IntArrayRef(want)) {
+            return absl::InvalidArgumentError(absl::StrCat(
+                key, " has shape ", c10::str(it->second.sizes()), ", the model expects ",
+                c10::str(at::IntArrayRef(want)), " (was it trained with another lora.r?)"));
+          }
+          full.narrow(0, is_b ? lin.lora_b : lin.lora_a, want[0] * want[1])
+              .copy_(it->second.reshape({-1}));
+        }
+      }
+      const int64_t tf = shard->numel();
+      shard->copy_(full.narrow(0, part * tf, tf));
+    }
+  }
+  return absl::OkStatus();
 }
 
 int64_t FsdpLayers::frozen_shard_bytes() const {

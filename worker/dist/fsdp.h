@@ -59,8 +59,29 @@ class FsdpLayers : public train::LayerSource {
   double SumOverRanks(double v) override { return comm_->SumOverRanks(v); }
 
   // Every layer's full LoRA weights by PEFT key (collective; float32, CPU):
-  // for adapter export and checkpoints.
+  // for adapter export.
   absl::StatusOr<std::map<std::string, at::Tensor>> GatherAdapterTensors();
+
+  // Suffixes of the AdamW moments' keys in the trainable state.
+  static constexpr const char* kExpAvgSuffix = ".exp_avg";
+  static constexpr const char* kExpAvgSqSuffix = ".exp_avg_sq";
+
+  // The full, un-sharded trainable state (collective; float32, CPU): every
+  // LoRA weight by PEFT key, and its AdamW moments by PEFT key + ".exp_avg" /
+  // ".exp_avg_sq". `exp_avg` and `exp_avg_sq` are the moments of the AdamW
+  // that updates Parameters() (same order: one flat shard per layer). Being
+  // un-sharded, the result can be loaded by any number of ranks.
+  absl::StatusOr<std::map<std::string, at::Tensor>> GatherTrainableState(
+      const std::vector<at::Tensor>& exp_avg, const std::vector<at::Tensor>& exp_avg_sq);
+
+  // The inverse, local (no collective): every rank takes its own slice of
+  // each full tensor of `state` (as GatherTrainableState returns it, written
+  // by any world size) into its LoRA shards and into `exp_avg` /
+  // `exp_avg_sq` (copied in place). NOT_FOUND names a missing key,
+  // INVALID_ARGUMENT a shape that does not fit this model's layout.
+  absl::Status LoadTrainableState(const std::map<std::string, at::Tensor>& state,
+                                  std::vector<at::Tensor>& exp_avg,
+                                  std::vector<at::Tensor>& exp_avg_sq);
   int64_t frozen_shard_bytes() const;   // this rank's frozen bytes, all layers
   int64_t trainable_shard_floats() const;
   const LayerLayout& layout(int64_t i) const { return layouts_[i]; }
@@ -77,6 +98,12 @@ class FsdpLayers : public train::LayerSource {
   FsdpLayers(Communicator* comm, FsdpOptions options, int64_t shards, at::Device device)
       : comm_(comm), options_(std::move(options)), shards_(shards), device_(device) {}
   void StartGather(int64_t i);
+  // Layer i's full flat float32 buffer on the CPU from this rank's `shard`
+  // (collective unless unsharded).
+  absl::StatusOr<at::Tensor> GatherFlat(int64_t i, const at::Tensor& shard);
+  // Adds layer i's adapters cut out of `full` to `out`, keyed PEFT key + suffix.
+  void AddByKey(int64_t i, const at::Tensor& full, const std::string& suffix,
+                std::map<std::string, at::Tensor>& out) const;
   void Fail(const absl::Status& status) const;
 
   Communicator* comm_;
