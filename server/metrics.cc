@@ -13,7 +13,9 @@ namespace {
 constexpr size_t kFinishedJobsKept = 20;
 
 prometheus::Family<prometheus::Gauge>& Gauges(prometheus::Registry& registry,
-                                              const std::string& name, const std::string& help) {
+                                              const std::string& name, const std::string& help,
+                                              std::map<std::string, std::string>* helps = nullptr) {
+  if (helps != nullptr) (*helps)[name] = help;
   return prometheus::BuildGauge().Name(name).Help(help).Register(registry);
 }
 
@@ -28,17 +30,17 @@ ServiceMetrics::ServiceMetrics(const std::string& version)
     : registry_(std::make_shared<prometheus::Registry>()),
       jobs_(Gauges(*registry_, "rigtune_jobs", "Jobs by state.")),
       queue_depth_(Gauges(*registry_, "rigtune_queue_depth", "Jobs waiting in QUEUED.").Add({})),
-      loss_(Gauges(*registry_, "rigtune_job_train_loss", "Latest training loss of a job.")),
+      loss_(Gauges(*registry_, "rigtune_job_train_loss", "Latest training loss of a job.", &help_)),
       learning_rate_(Gauges(*registry_, "rigtune_job_learning_rate",
-                            "Latest learning rate of a job.")),
+                            "Latest learning rate of a job.", &help_)),
       tokens_per_second_(Gauges(*registry_, "rigtune_job_tokens_per_second",
-                                "Training throughput of a job's latest step, all ranks.")),
+                                "Training throughput of a job's latest step, all ranks.", &help_)),
       step_seconds_(Gauges(*registry_, "rigtune_job_step_seconds",
-                           "Wall time of a job's latest optimizer step.")),
+                           "Wall time of a job's latest optimizer step.", &help_)),
       checkpoint_time_(Gauges(*registry_, "rigtune_checkpoint_timestamp_seconds",
-                              "Unix time of a job's latest checkpoint.")),
+                              "Unix time of a job's latest checkpoint.", &help_)),
       gpu_memory_peak_(Gauges(*registry_, "rigtune_gpu_memory_peak_bytes",
-                              "CUDA allocator peak of the rank on a GPU.")),
+                              "CUDA allocator peak of the rank on a GPU.", &help_)),
       tokens_total_(Counter(*registry_, "rigtune_train_tokens_total",
                             "Tokens trained, all jobs.")),
       steps_total_(Counter(*registry_, "rigtune_train_steps_total",
@@ -53,9 +55,26 @@ ServiceMetrics::ServiceMetrics(const std::string& version)
   }
 }
 
+// Note [Declared empty families]
+// prometheus-cpp leaves a family with no series out of Collect(), so before
+// the first job (and always on a machine without GPUs) /metrics would not
+// mention rigtune_job_train_loss or rigtune_gpu_memory_peak_bytes at all.
+// Dashboards and alert rules query them by name; an operator (and the deploy
+// tests) can tell "no data yet" from "no such metric" only if the daemon
+// declares them, so each absent family still gets its # HELP and # TYPE.
 std::string ServiceMetrics::Serialize() const {
+  std::vector<prometheus::MetricFamily> families = registry_->Collect();
   std::ostringstream out;
-  prometheus::TextSerializer().Serialize(out, registry_->Collect());
+  prometheus::TextSerializer().Serialize(out, families);
+  for (const auto* family : {&loss_, &learning_rate_, &tokens_per_second_, &step_seconds_,
+                             &checkpoint_time_, &gpu_memory_peak_}) {
+    const std::string& name = family->GetName();
+    bool present = false;
+    for (const auto& collected : families) present = present || collected.name == name;
+    if (!present) {
+      out << "# HELP " << name << " " << help_.at(name) << "\n# TYPE " << name << " gauge\n";
+    }
+  }
   return out.str();
 }
 

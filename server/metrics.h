@@ -63,6 +63,9 @@ class ServiceMetrics {
   };
   JobSeries& SeriesLocked(const std::string& job_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
+  // Help text of the families that may have no series yet; declared before
+  // the families so that their initializers can fill it.
+  std::map<std::string, std::string> help_;
   std::shared_ptr<prometheus::Registry> registry_;
   prometheus::Family<prometheus::Gauge>& jobs_;
   prometheus::Gauge& queue_depth_;

@@ -9,6 +9,9 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 jobs=$(nproc)
+# ccache: paths under the checkout hash as relative, so another clone of the
+# same tree (CI) reuses the objects.
+export CCACHE_BASEDIR=$(pwd) CCACHE_NOHASHDIR=1
 
 deploy/setup.sh
 cmake --preset cpu >/dev/null

@@ -18,7 +18,7 @@
 // removed by the next write. Reading checks the manifest first and answers
 // DATA_LOSS naming the file for anything missing, truncated or corrupt.
 //
-//   TrainingCheckpoint c;  // filled by the trainer (see resume.h)
+//   TrainingCheckpoint c;  // filled from the trainer (see checkpointer.h)
 //   ASSIGN_OR_RETURN(std::string dir, WriteCheckpoint(job.output_dir, c, job.lora, job.model));
 //   RETURN_IF_ERROR(ApplyRetention(job.output_dir, job.checkpoint));
 //   ASSIGN_OR_RETURN(TrainingCheckpoint back, ReadCheckpoint(dir));
