@@ -9,6 +9,7 @@
 #include <map>
 #include <sstream>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "server/auth.h"
@@ -69,6 +70,7 @@ absl::Status ApplyYaml(const CLI::App& app, DaemonConfig& config) {
     }
     std::string flag = "--" + key;
     for (char& c : flag) c = c == '_' ? '-' : c;
+    if (absl::EndsWith(key, "_roots")) flag.pop_back();  // model_roots: --model-root
     if (app.count(flag) > 0) continue;  // the command line wins
     try {
       it->second(entry.second);

@@ -1,6 +1,7 @@
 #include "server/metrics.h"
 
 #include <sstream>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "prometheus/text_serializer.h"
@@ -41,10 +42,9 @@ ServiceMetrics::ServiceMetrics(const std::string& version)
                               "Unix time of a job's latest checkpoint.", &help_)),
       gpu_memory_peak_(Gauges(*registry_, "rigtune_gpu_memory_peak_bytes",
                               "CUDA allocator peak of the rank on a GPU.", &help_)),
-      tokens_total_(Counter(*registry_, "rigtune_train_tokens_total",
-                            "Tokens trained, all jobs.")),
-      steps_total_(Counter(*registry_, "rigtune_train_steps_total",
-                           "Optimizer steps taken, all jobs.")),
+      tokens_total_(Counter(*registry_, "rigtune_train_tokens_total", "Tokens trained, all jobs.")),
+      steps_total_(
+          Counter(*registry_, "rigtune_train_steps_total", "Optimizer steps taken, all jobs.")),
       restarts_total_(Counter(*registry_, "rigtune_worker_restarts_total",
                               "Worker group relaunches after a failure.")) {
   Gauges(*registry_, "rigtune_build_info", "Build information; always 1.")

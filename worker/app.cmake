@@ -5,3 +5,9 @@
 add_executable(rigtune-worker ${CMAKE_CURRENT_LIST_DIR}/main.cc)
 target_link_libraries(rigtune-worker PRIVATE rigtune_engine rigtune_worker_coord)
 rigtune_warnings(rigtune-worker)
+
+# Installed beside rigtuned, which looks for rigtune-worker in its own folder.
+# The installed binary keeps the path to LibTorch's libraries it was linked with.
+include(GNUInstallDirs)
+set_target_properties(rigtune-worker PROPERTIES INSTALL_RPATH_USE_LINK_PATH TRUE)
+install(TARGETS rigtune-worker RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})

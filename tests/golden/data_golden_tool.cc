@@ -9,6 +9,10 @@
 //   data_golden_tool chat MODEL_DIR IN.json OUT.json
 //     IN:  {"conversations": [[{"role": "user", "content": "..."}, ...]], "train_on_prompt": false}
 //     OUT: {"results": [{"text": "...", "ids": [...], "labels": [...]}] or {"error": "..."}}
+//   data_golden_tool normalize NORMALIZER.json IN.json OUT.json
+//     NORMALIZER: a tokenizer.json "normalizer" section
+//     IN:  {"texts_hex": [...]}  (valid UTF-8)
+//     OUT: {"normalized": ["..."], "sources": [[original byte offset per byte]]}
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -18,6 +22,7 @@
 #include "nlohmann/json.hpp"
 #include "worker/data/chat_template.h"
 #include "worker/data/example_encoder.h"
+#include "worker/data/normalizers.h"
 #include "worker/data/tokenizer.h"
 
 namespace {
@@ -85,13 +90,38 @@ int Chat(const Tokenizer& tok, const nlohmann::json& in, nlohmann::json* out) {
   return 0;
 }
 
+int Normalize(const nlohmann::json& config, const nlohmann::json& in, nlohmann::json* out) {
+  auto normalizer = rigtune::data::ParseNormalizer(config);
+  if (!normalizer.ok()) return Fail(std::string(normalizer.status().message()));
+  (*out)["normalized"] = nlohmann::json::array();
+  (*out)["sources"] = nlohmann::json::array();
+  for (const auto& hex : in["texts_hex"]) {
+    auto text = rigtune::data::NormalizedText::FromOriginal(
+        absl::HexStringToBytes(hex.get<std::string>()), 0);
+    if (*normalizer != nullptr) {
+      if (absl::Status s = (*normalizer)->Normalize(&text); !s.ok()) {
+        return Fail(std::string(s.message()));
+      }
+    }
+    (*out)["normalized"].push_back(text.text);
+    (*out)["sources"].push_back(text.source);
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc != 5) {
-    return Fail("usage: data_golden_tool tokenize|chat MODEL_DIR IN.json OUT.json");
+    return Fail("usage: data_golden_tool tokenize|chat|normalize MODEL_DIR IN.json OUT.json");
   }
   const std::string command = argv[1];
+  if (command == "normalize") {
+    nlohmann::json out = nlohmann::json::object();
+    if (int rc = Normalize(ReadJson(argv[2]), ReadJson(argv[3]), &out); rc != 0) return rc;
+    std::ofstream(argv[4]) << out.dump();
+    return 0;
+  }
   auto tok = Tokenizer::Load(argv[2]);
   if (!tok.ok()) return Fail(std::string(tok.status().message()));
   const nlohmann::json in = ReadJson(argv[3]);

@@ -7,7 +7,8 @@
 // SPEC: {"model_dir", "adapter_dir" (PEFT adapter with the initial LoRA
 // weights), "batches" (safetensors: input_ids_K, labels_K), "out"
 // (safetensors written here), "lora": {...}, "optim": {...},
-// "activation_checkpointing", "steps", "grad_accum"}.
+// "activation_checkpointing", "steps", "grad_accum", "device" (cpu | cuda),
+// "dtype" (fp32 | bf16)}.
 // Outputs: logits (batch 0, before training), loss, grad.<peft key> for the
 // first step's gradients, losses (one per step), and the final adapter.
 #include <ATen/ATen.h>
@@ -42,7 +43,9 @@ int main(int argc, char** argv) {
   nlohmann::json spec = nlohmann::json::parse(ss.str());
 
   rigtune::model::BuildOptions build;
-  build.dtype = at::kFloat;
+  const std::string dtype = spec.value("dtype", std::string("fp32"));
+  build.dtype = dtype == "bf16" ? at::kBFloat16 : at::kFloat;
+  build.device = at::Device(spec.value("device", std::string("cpu")));
   build.lora.r = spec["lora"]["r"];
   build.lora.alpha = spec["lora"]["alpha"];
   build.lora.target_modules = spec["lora"]["target_modules"].get<std::vector<std::string>>();
@@ -62,7 +65,8 @@ int main(int argc, char** argv) {
     auto input = batches_file->Read(ids);
     auto labels = batches_file->Read("labels_" + std::to_string(k));
     if (!input.ok() || !labels.ok()) return Fail("cannot read batch " + std::to_string(k));
-    batches.push_back(TrainBatch{*input, *labels, at::Tensor(), at::Tensor()});
+    batches.push_back(
+        TrainBatch{input->to(build.device), labels->to(build.device), at::Tensor(), at::Tensor()});
   }
   if (batches.empty()) return Fail("no batches");
 
@@ -77,14 +81,14 @@ int main(int argc, char** argv) {
   rigtune::train::Trainer trainer(&*model, topts);
 
   std::map<std::string, at::Tensor> out;
-  out["logits"] = trainer.Logits(batches[0]).contiguous();
+  out["logits"] = trainer.Logits(batches[0]).cpu().contiguous();
   // The dequantized base weights the engine computes with.
   for (int64_t i = 0; i < static_cast<int64_t>(model->layers.size()); ++i) {
     for (int p = 0; p < rigtune::model::kNumProj; ++p) {
       auto w = model->layers[i].proj[p].weight().Dequantize(at::kFloat);
       if (!w.ok()) return Fail(w.status().ToString());
       out["base.model.layers." + std::to_string(i) + "." + rigtune::model::ProjPath(p) +
-          ".weight"] = *w;
+          ".weight"] = w->cpu();
     }
   }
 
@@ -101,8 +105,8 @@ int main(int argc, char** argv) {
     for (int p = 0; p < rigtune::model::kNumProj; ++p) {
       const auto& lin = model->layers[i].proj[p];
       if (!lin.has_adapter()) continue;
-      out["grad." + rigtune::train::PeftKey(i, p, false)] = lin.lora_a().grad().contiguous();
-      out["grad." + rigtune::train::PeftKey(i, p, true)] = lin.lora_b().grad().contiguous();
+      out["grad." + rigtune::train::PeftKey(i, p, false)] = lin.lora_a().grad().cpu().contiguous();
+      out["grad." + rigtune::train::PeftKey(i, p, true)] = lin.lora_b().grad().cpu().contiguous();
     }
   }
   trainer.ZeroGrad();

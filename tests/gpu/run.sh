@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU checks and benchmarks, on a machine with NVIDIA GPUs.
 #
-#   tests/gpu/run.sh [STAGE...]      stages: build tests nf4 engine peer fsdp daemon (default: build tests)
+#   tests/gpu/run.sh [STAGE...]      stages: build tests golden nf4 engine peer fsdp daemon (default: build tests)
 #   BUILD_TARGETS="a b" tests/gpu/run.sh build ...   build only those targets
 #
 # Builds the cuda preset (kernels for sm_80/86/89/90, NCCL) into $BUILD
@@ -42,6 +42,10 @@ for stage in "${stages[@]}"; do
       ctest --test-dir "$BUILD" -L gpu --output-on-failure >"$OUT/gpu-tests.log" 2>&1
       note "gpu tests: $(grep -E 'tests passed|tests failed' "$OUT/gpu-tests.log" | tail -1)"
       grep -E "Failed|\*\*\*" "$OUT/gpu-tests.log" | head -20 ;;
+    golden)  # the engine vs transformers + PEFT in bf16 on the GPU
+      RIGTUNE_ENGINE_GOLDEN_TOOL="$BUILD/tests/golden/engine_golden_tool" \
+        "$py" tests/golden/test_engine.py >"$OUT/golden-bf16.md" 2>"$OUT/golden-bf16.log"
+      note "engine vs transformers+PEFT, bf16 on the GPU (exit $?):"; cat "$OUT/golden-bf16.md" ;;
     nf4)
       "$BUILD/tests/bench/nf4_dequant_bench" --iters 100 >"$OUT/nf4-bench.md" 2>&1
       note "nf4 dequantize bandwidth:"; cat "$OUT/nf4-bench.md" ;;

@@ -1,5 +1,9 @@
 #include "worker/data/normalized_text.h"
 
+#include <utility>
+
+#include "worker/data/utf8.h"
+
 namespace rigtune::data {
 
 NormalizedText NormalizedText::FromOriginal(std::string_view text, uint32_t base) {
@@ -50,6 +54,46 @@ void NormalizedText::ReplaceAll(std::string_view from, std::string_view to) {
     out.AppendFrom(*this, pos, hit);
     out.Append(to, source[hit]);
     pos = hit + from.size();
+  }
+  *this = std::move(out);
+}
+
+namespace {
+
+// Byte length of the UTF-8 character whose lead byte is `lead`.
+size_t CharLength(unsigned char lead) {
+  if (lead < 0x80) return 1;
+  if (lead < 0xE0) return 2;
+  if (lead < 0xF0) return 3;
+  return 4;
+}
+
+}  // namespace
+
+void NormalizedText::Transform(const std::vector<CharChange>& chars) {
+  NormalizedText out;
+  out.text.reserve(text.size());
+  out.source.reserve(text.size());
+  size_t pos = 0;  // next unconsumed byte of `text`
+  const auto skip_char = [&] {
+    if (pos < text.size()) pos += CharLength(static_cast<unsigned char>(text[pos]));
+  };
+  for (const CharChange& c : chars) {
+    uint32_t src = SourceStart();
+    if (c.change > 0) {
+      if (pos > 0) {
+        size_t start = pos - 1;
+        while (start > 0 && (static_cast<unsigned char>(text[start]) & 0xC0) == 0x80) --start;
+        src = source[start];
+      }
+    } else {
+      if (pos < source.size()) src = source[pos];
+      skip_char();
+      for (int i = 0; i < -c.change; ++i) skip_char();
+    }
+    const size_t before = out.text.size();
+    AppendUtf8(c.code_point, &out.text);
+    out.source.insert(out.source.end(), out.text.size() - before, src);
   }
   *this = std::move(out);
 }

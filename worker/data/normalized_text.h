@@ -21,6 +21,15 @@
 
 namespace rigtune::data {
 
+// One character of a rewrite, in Hugging Face's NormalizedString::transform
+// convention: `change` 0 replaces the next input character, 1 inserts a new
+// character after the previous one, and -n replaces the next input character
+// and drops the n input characters after it.
+struct CharChange {
+  uint32_t code_point;
+  int change;
+};
+
 struct NormalizedText {
   std::string text;
   std::vector<uint32_t> source;  // source.size() == text.size()
@@ -43,6 +52,11 @@ struct NormalizedText {
   // Replaces every occurrence of `from` (non-overlapping, left to right) with
   // `to`; the replacement inherits the source of the replaced bytes' start.
   void ReplaceAll(std::string_view from, std::string_view to);
+  // Rewrites the whole text as `chars` (see CharChange). A replacing
+  // character takes the source of the input character it replaces; an
+  // inserted one takes the source of the input character before it (the
+  // text's start for an insertion at the front), as Hugging Face aligns them.
+  void Transform(const std::vector<CharChange>& chars);
 };
 
 }  // namespace rigtune::data

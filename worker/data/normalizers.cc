@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "worker/data/regex.h"
 #include "worker/data/tokenizer_json.h"
+#include "worker/data/unicode_normalizers.h"
 #include "worker/data/utf8.h"
 
 namespace rigtune::data {
@@ -129,10 +130,15 @@ absl::StatusOr<std::unique_ptr<Normalizer>> ParseNormalizer(const nlohmann::json
     return std::unique_ptr<Normalizer>(
         new StripNormalizer(config.value("strip_left", true), config.value("strip_right", true)));
   }
+  if (*type == "NFD") return NewUnicodeNormalizer(UnicodeForm::kNfd);
+  if (*type == "NFKD") return NewUnicodeNormalizer(UnicodeForm::kNfkd);
+  if (*type == "NFC") return NewUnicodeNormalizer(UnicodeForm::kNfc);
+  if (*type == "NFKC") return NewUnicodeNormalizer(UnicodeForm::kNfkc);
+  if (*type == "Lowercase") return NewLowercaseNormalizer();
   return absl::InvalidArgumentError(
       absl::StrCat("tokenizer.json: normalizer.type \"", *type,
-                   "\" is not supported (supported: Sequence, Prepend, Replace, Strip; Unicode "
-                   "normalization forms and case folding are not implemented)"));
+                   "\" is not supported (supported: Sequence, Prepend, Replace, Strip, NFD, "
+                   "NFKD, NFC, NFKC, Lowercase)"));
 }
 
 }  // namespace rigtune::data

@@ -2,10 +2,12 @@
 //
 // A normalizer rewrites each stretch of input text that is not an added token
 // (e.g. Llama 2's Sequence[Prepend("▁"), Replace(" ", "▁")]). Supported types:
-// Sequence, Prepend, Replace (String or Regex pattern), Strip. Unicode
-// normalization forms (NFC, NFKC, NFD, NFKD) and case folding are rejected
-// when the tokenizer is loaded, with a message naming the type, rather than
-// producing ids that differ from Hugging Face's. Example:
+// Sequence, Prepend, Replace (String or Regex pattern), Strip, and the Unicode
+// normalization forms NFD, NFKD, NFC, NFKC and Lowercase (implemented in
+// unicode_normalizers.h). Other types (BertNormalizer, StripAccents, Nmt,
+// Precompiled, ...) are rejected when the tokenizer is loaded, with a message
+// naming the type, rather than producing ids that differ from Hugging Face's.
+// Example:
 //
 //   auto n = ParseNormalizer(json::parse(R"({"type":"Prepend","prepend":"▁"})"));
 //   NormalizedText t = NormalizedText::FromOriginal("hi", 0);

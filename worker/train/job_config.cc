@@ -105,6 +105,11 @@ absl::Status Validate(const JobConfig& c) {
   if (!(c.lora.alpha > 0)) return Err("lora.alpha", "must be > 0");
   if (c.lora.dropout < 0 || c.lora.dropout >= 1) return Err("lora.dropout", "must be in [0, 1)");
   if (c.lora.target_modules.empty()) return Err("lora.target_modules", "must not be empty");
+  for (const std::string& t : c.lora.target_modules) {
+    RT_RETURN_IF_ERROR(OneOf("lora.target_modules", t,
+                             {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                              "down_proj"}));
+  }
   if (!(c.optim.lr > 0)) return Err("optim.lr", absl::StrCat("must be > 0, got ", c.optim.lr));
   if (c.optim.weight_decay < 0) return Err("optim.weight_decay", "must be >= 0");
   if (c.optim.beta1 < 0 || c.optim.beta1 >= 1) return Err("optim.beta1", "must be in [0, 1)");

@@ -14,6 +14,7 @@
 #include "worker/model/model_builder.h"
 #include "worker/train/adapter_export.h"
 #include "worker/train/batch_source.h"
+#include "worker/train/checkpointer.h"
 #include "worker/train/device_memory.h"
 
 namespace rigtune::train {
@@ -142,6 +143,30 @@ absl::StatusOr<RunResult> Train(const JobConfig& config, const RunCallbacks& cal
   topts.seed = config.train.seed;
   Trainer trainer(&run.model, topts, run.fsdp.get());
 
+  Checkpointer checkpoints(config,
+                           TrainingParts{&run.model, run.fsdp.get(), run.comm.get(), &trainer,
+                                         run.data.get(), run.device, run.env.rank,
+                                         run.env.world_size},
+                           total_steps);
+  if (!config.resume_from.empty()) {
+    if (auto s = checkpoints.Resume(config.resume_from); !s.ok()) {
+      return absl::Status(s.code(), absl::StrCat("resume_from: ", s.message()));
+    }
+    Log(callbacks, absl::StrCat("resumed from ", config.resume_from, " at step ",
+                                trainer.steps_done()));
+  }
+  // Saves unless this step is already on disk; rank 0 reports the folder.
+  auto checkpoint = [&](double loss) -> absl::Status {
+    auto info = checkpoints.Save(loss);
+    if (!info.ok()) return info.status();
+    if (!info->has_value()) return absl::OkStatus();
+    if (run.env.rank == 0) {
+      Log(callbacks, absl::StrCat("checkpoint written to ", (*info)->path));
+      if (callbacks.on_checkpoint) callbacks.on_checkpoint(**info);
+    }
+    return absl::OkStatus();
+  };
+
   RunResult result;
   Log(callbacks, absl::StrFormat("training %d steps (batch %d x %d tokens per rank, %d ranks, "
                                  "grad_accum %d)",
@@ -182,8 +207,13 @@ absl::StatusOr<RunResult> Train(const JobConfig& config, const RunCallbacks& cal
     result.tokens_trained += stats.input_tokens;
     result.final_loss = stats.loss;
     if (callbacks.on_step) callbacks.on_step(m);
+    if (checkpoints.Due()) {
+      if (auto s = checkpoint(stats.loss); !s.ok()) return s;
+    }
   }
   result.steps = trainer.steps_done();
+  // At the end, and when stopped early, so that a paused job resumes exactly.
+  if (auto s = checkpoint(result.final_loss); !s.ok()) return s;
 
   std::map<std::string, at::Tensor> adapter;
   if (run.fsdp) {

@@ -58,6 +58,9 @@ struct LaunchOptions {
   int kill_rank = -1;  // SIGKILLed after its first step
   int steps = 4;
   bool cpu_offload = false;
+  int stop_after = 0;        // > 0: should_stop() asks to stop after this many steps
+  int checkpoint_every = 0;  // checkpoint.every_steps
+  std::string resume_from;   // checkpoint folder to resume from
 };
 
 struct Outcome {
@@ -90,7 +93,9 @@ class FsdpLauncher : public ::testing::Test {
         {"train", {{"context_length", 16}, {"batch_size", o.batch}, {"max_steps", o.steps},
                    {"dtype", o.dtype}, {"device", o.device}, {"seed", 3}}},
         {"dist", {{"sharding", o.sharding}, {"timeout_seconds", 60},
-                  {"cpu_offload", o.cpu_offload}}}};
+                  {"cpu_offload", o.cpu_offload}}},
+        {"checkpoint", {{"every_steps", o.checkpoint_every}}},
+        {"resume_from", o.resume_from}};
     std::ofstream(out.dir + "/job.json") << job.dump();
     const std::string port = std::to_string(FreePort());
     std::vector<pid_t> pids;
@@ -106,8 +111,9 @@ class FsdpLauncher : public ::testing::Test {
         if (freopen(log.c_str(), "w", stderr) == nullptr) _exit(126);
         const std::string losses = out.dir + "/losses" + std::to_string(r) + ".json";
         const std::string job_path = out.dir + "/job.json";
+        const std::string stop_after = std::to_string(o.stop_after);
         execl(RIGTUNE_FSDP_RANK_TOOL, RIGTUNE_FSDP_RANK_TOOL, job_path.c_str(), losses.c_str(),
-              static_cast<char*>(nullptr));
+              stop_after.c_str(), static_cast<char*>(nullptr));
         _exit(127);
       }
       pids.push_back(pid);

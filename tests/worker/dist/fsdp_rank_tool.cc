@@ -1,8 +1,11 @@
 // fsdp_rank_tool: one rank of a training job, for the multi-process FSDP
 // tests. Runs RunJob with the job file and the torchrun variables of its
 // environment, and (rank 0) writes the loss of every step to LOSSES.json.
+// With STOP_AFTER > 0, should_stop() asks the run to stop (and checkpoint)
+// once that many steps ran in this process, as a pause would.
 //
-//   RANK=0 WORLD_SIZE=2 MASTER_PORT=... fsdp_rank_tool JOB.json LOSSES.json
+//   RANK=0 WORLD_SIZE=2 MASTER_PORT=... fsdp_rank_tool JOB.json LOSSES.json [STOP_AFTER]
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
 
@@ -10,8 +13,8 @@
 #include "worker/train/run_job.h"
 
 int main(int argc, char** argv) {
-  if (argc != 3) {
-    std::cerr << "usage: fsdp_rank_tool JOB.json LOSSES.json\n";
+  if (argc != 3 && argc != 4) {
+    std::cerr << "usage: fsdp_rank_tool JOB.json LOSSES.json [STOP_AFTER]\n";
     return 2;
   }
   auto config = rigtune::train::LoadJobConfig(argv[1]);
@@ -25,6 +28,8 @@ int main(int argc, char** argv) {
     losses.push_back(m.loss);
     std::cerr << "step " << m.step << " loss " << m.loss << "\n";
   };
+  const size_t stop_after = argc == 4 ? std::strtoul(argv[3], nullptr, 10) : 0;
+  cb.should_stop = [&] { return stop_after > 0 && losses.size() >= stop_after; };
   auto result = rigtune::train::RunJob(*config, cb);
   if (!result.ok()) {
     std::cerr << "error: " << result.status().message() << "\n";

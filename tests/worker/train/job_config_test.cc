@@ -58,6 +58,7 @@ INSTANTIATE_TEST_SUITE_P(
                       BadCase{R"(, "dist": {"sharding": "zero3"})", "dist.sharding"},
                       BadCase{R"(, "lora": {"dropout": 1.5})", "lora.dropout"},
                       BadCase{R"(, "lora": [])", "lora"},
+                      BadCase{R"(, "lora": {"target_modules": ["qkv"]})", "lora.target_modules"},
                       BadCase{R"(, "colour": "blue")", "colour"}));
 
 TEST(JobConfigTest, MissingModelIsNamed) {

@@ -1,0 +1,50 @@
+"""Every rigtune_* metric that the Grafana dashboard and the alert rules query
+is served on /metrics by a rigtuned that ran a real (CPU) job."""
+import json
+import os
+import re
+
+import yaml
+
+from conftest import SOURCE, http_text
+
+METRIC = re.compile(r"\brigtune_[a-z0-9_]+\b")
+# Series that only a GPU rank reports; without GPUs they must still be
+# declared (# HELP / # TYPE), see Note [Declared empty families].
+GPU_ONLY = {"rigtune_gpu_memory_peak_bytes"}
+
+
+def queried_names():
+    names = set()
+    dashboard = json.load(open(os.path.join(SOURCE, "deploy", "grafana", "rigtune-dashboard.json")))
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            names |= set(METRIC.findall(target["expr"]))
+    for variable in dashboard["templating"]["list"]:
+        names |= set(METRIC.findall(variable.get("definition", "")))
+    rules = yaml.safe_load(open(os.path.join(SOURCE, "deploy", "prometheus", "rigtune_rules.yml")))
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            names |= set(METRIC.findall(rule["expr"]))
+    return names
+
+
+def test_queries_name_metrics():
+    names = queried_names()
+    assert {"rigtune_jobs", "rigtune_job_train_loss", "rigtune_gpu_memory_peak_bytes"} <= names
+
+
+def test_every_queried_metric_is_served(daemon, demo_model):
+    job_id = daemon.submit_demo_job(demo_model, max_steps=4)
+    assert daemon.wait_terminal(job_id)["state"] == "SUCCEEDED"
+    text = http_text(f"{daemon.http}/metrics")
+    sampled = {line.split("{")[0].split(" ")[0] for line in text.splitlines()
+               if line and not line.startswith("#")}
+    declared = set(re.findall(r"^# TYPE (\S+) ", text, re.M))
+    for name in sorted(queried_names()):
+        if name in GPU_ONLY:
+            assert name in declared, f"{name} is not declared on /metrics"
+        else:
+            assert name in sampled, f"{name} has no sample on /metrics after a job:\n{text}"
+    assert f'rigtune_job_train_loss{{job="{job_id}"}}' in text
+    assert f'rigtune_checkpoint_timestamp_seconds{{job="{job_id}"}}' in text
