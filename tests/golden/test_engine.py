@@ -54,6 +54,39 @@ def rel(a, b):
     return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30)).item()
 
 
+def save_random_model(tmp_path, name):
+    """A tiny random model of config `name`, saved in HF layout; wider weights
+    than the 0.02 default give more signal per gradient."""
+    torch.manual_seed(0)
+    config = CONFIGS[name]()
+    hf = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    with torch.no_grad():
+        for p in hf.parameters():
+            if p.dim() == 2:
+                p.normal_(0, 0.08)
+        for layer in hf.model.layers:
+            for mod in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
+                if mod.bias is not None:
+                    mod.bias.normal_(0, 0.1)
+    model_dir = tmp_path / "model"
+    hf.save_pretrained(model_dir, safe_serialization=True)
+    return config, model_dir
+
+
+def accumulate(ref, batches, step, device="cpu"):
+    """One optimizer step's forward+backward over two micro-batches, with the
+    token-mean loss over both (HF's num_items_in_batch)."""
+    total = sum(int((batches[f"labels_{k}"][:, 1:] != -100).sum()) for k in range(2))
+    loss_sum = 0.0
+    for k in range(2):
+        idx = (step * 2 + k) % 2
+        out = ref(input_ids=batches[f"input_ids_{idx}"].to(device),
+                  labels=batches[f"labels_{idx}"].to(device), num_items_in_batch=total)
+        out.loss.backward()
+        loss_sum += out.loss.item()
+    return loss_sum
+
+
 def build_reference(model_dir, r, alpha, seed):
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     with torch.no_grad():
@@ -87,20 +120,7 @@ def make_batches(vocab, n, seq, seed):
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 @pytest.mark.parametrize("checkpointing", [True, False])
 def test_engine_matches_transformers_peft(tmp_path, name, checkpointing):
-    torch.manual_seed(0)
-    config = CONFIGS[name]()
-    hf = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    with torch.no_grad():  # wider weights than the 0.02 default: more signal per gradient
-        for p in hf.parameters():
-            if p.dim() == 2:
-                p.normal_(0, 0.08)
-        for layer in hf.model.layers:
-            for mod in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
-                if mod.bias is not None:
-                    mod.bias.normal_(0, 0.1)
-    model_dir = tmp_path / "model"
-    hf.save_pretrained(model_dir, safe_serialization=True)
-
+    config, model_dir = save_random_model(tmp_path, name)
     r, alpha, steps, lr = 8, 16, 20, 2e-3
     ref = build_reference(model_dir, r, alpha, seed=1)
     adapter_dir = tmp_path / "adapter0"
@@ -134,19 +154,7 @@ def test_engine_matches_transformers_peft(tmp_path, name, checkpointing):
     # loss and gradients of the first step (two micro-batches, token-mean loss)
     ref.train()
     trainable = [(n, p) for n, p in ref.named_parameters() if p.requires_grad]
-    total = sum(int((batches[f"labels_{k}"][:, 1:] != -100).sum()) for k in range(2))
-
-    def accumulate(step):
-        loss_sum = 0.0
-        for k in range(2):
-            idx = (step * 2 + k) % 2
-            out = ref(input_ids=batches[f"input_ids_{idx}"], labels=batches[f"labels_{idx}"],
-                      num_items_in_batch=total)
-            out.loss.backward()
-            loss_sum += out.loss.item()
-        return loss_sum
-
-    loss0 = accumulate(0)
+    loss0 = accumulate(ref, batches, 0)
     assert abs(got["loss"].item() - loss0) / abs(loss0) < 1e-4
     for n, p in trainable:
         key = "grad." + n.replace(".default", "")
@@ -159,7 +167,7 @@ def test_engine_matches_transformers_peft(tmp_path, name, checkpointing):
                             weight_decay=0.01, foreach=False)
     losses = []
     for s in range(steps):
-        losses.append(accumulate(s))
+        losses.append(accumulate(ref, batches, s))
         torch.nn.utils.clip_grad_norm_([p for _, p in trainable], 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -179,15 +187,7 @@ def run_cuda_bf16(tmp_path, name):
     bitsandbytes', so bitsandbytes need not be installed on the GPU machine.
     Tolerances are bf16's: logits 3e-2, loss 1e-2, gradients 1e-1 (norm-wise),
     loss trajectory 2e-2 per step."""
-    torch.manual_seed(0)
-    config = CONFIGS[name]()
-    hf = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    with torch.no_grad():
-        for p in hf.parameters():
-            if p.dim() == 2:
-                p.normal_(0, 0.08)
-    model_dir = tmp_path / "model"
-    hf.save_pretrained(model_dir, safe_serialization=True)
+    config, model_dir = save_random_model(tmp_path, name)
     r, alpha, steps, lr = 8, 16, 20, 2e-3
     cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=TARGETS,
                      bias="none", task_type="CAUSAL_LM")
@@ -227,19 +227,7 @@ def run_cuda_bf16(tmp_path, name):
     results = {"logits": rel(got["logits"], logits)}
     ref.train()
     trainable = [(n, p) for n, p in ref.named_parameters() if p.requires_grad]
-    total = sum(int((batches[f"labels_{k}"][:, 1:] != -100).sum()) for k in range(2))
-
-    def accumulate(step):
-        loss_sum = 0.0
-        for k in range(2):
-            idx = (step * 2 + k) % 2
-            out = ref(input_ids=batches[f"input_ids_{idx}"].cuda(),
-                      labels=batches[f"labels_{idx}"].cuda(), num_items_in_batch=total)
-            out.loss.backward()
-            loss_sum += out.loss.item()
-        return loss_sum
-
-    loss0 = accumulate(0)
+    loss0 = accumulate(ref, batches, 0, "cuda")
     results["loss"] = abs(got["loss"].item() - loss0) / abs(loss0)
     results["grad"] = max(rel(got["grad." + n.replace(".default", "")], p.grad.float().cpu())
                           for n, p in trainable)
@@ -248,7 +236,7 @@ def run_cuda_bf16(tmp_path, name):
                             weight_decay=0.01, foreach=False)
     losses = []
     for s in range(steps):
-        losses.append(accumulate(s))
+        losses.append(accumulate(ref, batches, s, "cuda"))
         torch.nn.utils.clip_grad_norm_([p for _, p in trainable], 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)

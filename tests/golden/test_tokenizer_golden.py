@@ -9,7 +9,10 @@ needs no downloads:
              normalizer Prepend("▁") + Replace(" ", "▁");
   * mistral: the same model with the newer Metaspace pre-tokenizer
              (prepend_scheme "first", no split);
-  * gpt2:    byte-level BPE with ByteLevel's own regex and add_prefix_space.
+  * gpt2:    byte-level BPE with ByteLevel's own regex and add_prefix_space;
+  * qwen2:   byte-level BPE with the Qwen2 split regex and an NFC normalizer;
+  * qwen2_nfkc_lower: the same with Sequence[NFKC, Lowercase];
+  * llama2_nfkd: the Llama 2 style BPE with NFKD before Prepend/Replace.
 The C++ tool (data_golden_tool tokenize) encodes and decodes a multilingual
 corpus; ids must be identical, decoded text too. Invalid UTF-8: the C++ side
 gets raw bytes and replaces invalid sequences with U+FFFD, which is what
@@ -27,6 +30,9 @@ TOOL = os.environ.get("RIGTUNE_DATA_GOLDEN_TOOL", "data_golden_tool")
 LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"
                   r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 
+QWEN2_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|"
+                 r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+
 TRAIN_CORPUS = [
     "The quick brown fox jumps over the lazy dog. It's a test, isn't it? We'll see.",
     "Hello world! Hello there, hello again: HELLO WORLD.",
@@ -36,6 +42,7 @@ TRAIN_CORPUS = [
     "数字 12345 and 3.14159, 2024-01-01, $100.",
     "<html><body class=\"main\">Text &amp; more</body></html>",
     "### Instruction:\nWrite a poem.\n\n### Response:\nRoses are red.",
+    "Cafe\u0301 re\u0301sume\u0301 \u00c5ngstr\u00f6m \ufb01nance \uff28\uff49 \ud55c\uad6d\uc5b4 \u1112\u1161\u11ab",
 ] * 8
 
 # Texts the tokenizers must agree on, as bytes (some are not valid UTF-8).
@@ -63,6 +70,11 @@ CORPUS = [
     b"    \n    ",
     "\u2581already\u2581metaspace \u0120G".encode(),
     b"x" * 300 + b" " + b"ab" * 200,
+    "decomposed Cafe\u0301 re\u0301sume\u0301 A\u030angstro\u0308m n\u0303 q\u0323\u0307".encode(),
+    "ligatures \ufb01nance \ufb02ow \ufb03ce \u0132 \u01c4 \u2460 \u00bd x\u00b2 \u3392 \u2103".encode(),
+    "fullwidth \uff28\uff45\uff4c\uff4c\uff4f\uff01 \uff11\uff12\uff13 \uff21\uff22\uff23".encode(),
+    "jamo \u1112\u1161\u11ab\u1100\u116e\u11a8 \u1100\u1161 syllables \ud55c\uad6d\uc5b4 \uac00\u11a8".encode(),
+    "case \u0130STANBUL \u03a3\u039f\u03a6\u039f\u03a3 \u212a\u212b \u1e9b\u0323 \u0301lead \u0f73".encode(),
 ]
 
 
@@ -168,11 +180,42 @@ def run_tool(command, model_dir, payload, tmp_path):
     return json.loads(target.read_text())
 
 
+def build_qwen2(directory, normalizer):
+    """A Qwen2 style byte-level BPE (ChatML specials, no BOS)."""
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tok = _train_bpe(
+        pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(QWEN2_PATTERN), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)]),
+        normalizer, specials, 600, pre_tokenizers.ByteLevel.alphabet())
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    tok.decoder = decoders.ByteLevel()
+    os.makedirs(directory, exist_ok=True)
+    tok.save(os.path.join(directory, "tokenizer.json"))
+    json.dump({"bos_token": None, "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>",
+               "tokenizer_class": "Qwen2TokenizerFast"},
+              open(os.path.join(directory, "tokenizer_config.json"), "w"))
+    return directory
+
+
+def build_llama2_nfkd(directory):
+    directory = build_sentencepiece_bpe(directory, legacy=True)
+    path = os.path.join(directory, "tokenizer.json")
+    spec = json.load(open(path))
+    spec["normalizer"]["normalizers"].insert(0, {"type": "NFKD"})
+    json.dump(spec, open(path, "w"), ensure_ascii=False)
+    return directory
+
+
 BUILDERS = {
     "llama3": lambda d: build_llama3(d),
     "llama2": lambda d: build_sentencepiece_bpe(d, legacy=True),
     "mistral": lambda d: build_sentencepiece_bpe(d, legacy=False),
     "gpt2": build_gpt2,
+    "qwen2": lambda d: build_qwen2(d, normalizers.NFC()),
+    "qwen2_nfkc_lower": lambda d: build_qwen2(
+        d, normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])),
+    "llama2_nfkd": build_llama2_nfkd,
 }
 
 
@@ -225,7 +268,8 @@ def test_random_text_matches_hugging_face(family, tmp_path):
     import random
     rng = random.Random(1234)
     alphabet = list("abcdefghijklmnopqrstuvwxyz ABC  \n\t.,'!?0123456789éüß日本語😀<>|_-") + \
-        ["<s>", "</s>", "<|eot_id|>", "'ll", "'S", "\r\n", "\u00a0", "\u0085"]
+        ["<s>", "</s>", "<|eot_id|>", "'ll", "'S", "\r\n", "\u00a0", "\u0085",
+         "e\u0301", "\u0323", "\ufb01", "\u0130", "\uff21", "\u1100\u1161", "\u11a8"]
     samples = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 60))) for _ in range(300)]
     name, directory, hf = family
     got = run_tool("tokenize", directory, {"texts_hex": [s.encode().hex() for s in samples]}, tmp_path)

@@ -78,6 +78,32 @@ std::optional<uint32_t> Compose(const IcuNormalizers& icu, uint32_t a, uint32_t 
   return static_cast<uint32_t>(r);
 }
 
+// Lowercase mappings Rust's standard library (Unicode 17) has for characters
+// newer than ICU 72's Unicode 15 data: code points first..last map to c+delta.
+struct LowercaseRange {
+  uint32_t first;
+  uint32_t last;
+  int32_t delta;
+};
+constexpr LowercaseRange kNewerLowercase[] = {
+    {0x1C89, 0x1C89, 1},      {0xA7CB, 0xA7CB, 0x264 - 0xA7CB},
+    {0xA7CC, 0xA7CC, 1},      {0xA7CE, 0xA7CE, 1},
+    {0xA7D2, 0xA7D2, 1},      {0xA7D4, 0xA7D4, 1},
+    {0xA7DA, 0xA7DA, 1},      {0xA7DC, 0xA7DC, 0x19B - 0xA7DC},
+    {0x10D50, 0x10D65, 0x20}, {0x16EA0, 0x16EB8, 0x1B},
+};
+
+uint32_t LowercaseOf(uint32_t c) {
+  const auto lower = static_cast<uint32_t>(u_tolower(static_cast<UChar32>(c)));
+  if (lower != c || c < 0x1C89) return lower;
+  for (const LowercaseRange& r : kNewerLowercase) {
+    if (c >= r.first && c <= r.last) {
+      return static_cast<uint32_t>(static_cast<int32_t>(c) + r.delta);
+    }
+  }
+  return c;
+}
+
 struct Mark {
   uint32_t code_point;
   uint8_t ccc;
@@ -218,7 +244,7 @@ std::vector<CharChange> LowercaseChars(std::string_view text) {
       out.push_back({0x307, 1});
       continue;
     }
-    out.push_back({static_cast<uint32_t>(u_tolower(static_cast<UChar32>(c))), 0});
+    out.push_back({LowercaseOf(c), 0});
   }
   return out;
 }

@@ -4,11 +4,13 @@
 // Hugging Face normalizes with the `unicode-normalization-alignments` crate,
 // whose tables are those of Unicode 9.0, and lowercases with Rust's
 // `char::to_lowercase` (per character: no final-sigma rule, 'İ' becomes
-// "i\u0307"). rigtune takes the character data from ICU and limits it to the
-// characters Unicode 9.0 assigned (normalization data of an assigned
-// character never changes), then runs the same decomposition, canonical
-// reordering and recomposition steps, so that both the text and the
-// alignment of every output character to the input match. Example:
+// "i\u0307"; Rust's Unicode 17 data, which is ICU 72's simple lowercase
+// mapping plus a short table of later additions). rigtune takes the
+// normalization data from ICU and limits it to the characters Unicode 9.0
+// assigned (normalization data of an assigned character never changes), then
+// runs the same decomposition, canonical reordering and recomposition steps,
+// so that both the text and the alignment of every output character to the
+// input match. Example:
 //
 //   NormalizedText t = NormalizedText::FromOriginal("e\u0301!", 0);
 //   (*NewUnicodeNormalizer(UnicodeForm::kNfc))->Normalize(&t);

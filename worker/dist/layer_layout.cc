@@ -104,34 +104,35 @@ at::Tensor LayerLayout::FlattenFrozen(const model::DecoderLayer& layer) const {
   return flat;
 }
 
-at::Tensor LayerLayout::FlattenTrainable(const model::DecoderLayer& layer) const {
+namespace {
+
+// Lays `pick(A)` and `pick(B)` of every adapted projection out in the
+// trainable layout; undefined tensors (no gradient yet) stay zero.
+template <typename Pick>
+at::Tensor FlattenAdapters(const LayerLayout& layout, const model::DecoderLayer& layer,
+                           Pick pick) {
   at::Tensor flat =
-      at::zeros({trainable_floats}, layer.input_layernorm.options().dtype(at::kFloat));
+      at::zeros({layout.trainable_floats}, layer.input_layernorm.options().dtype(at::kFloat));
   for (int p = 0; p < model::kNumProj; ++p) {
-    const LinearLayout& lin = linears[p];
+    const LinearLayout& lin = layout.linears[p];
     if (lin.spec.r == 0) continue;
     const lora::QLoraLinear& q = layer.proj[p];
-    flat.narrow(0, lin.lora_a, q.lora_a().numel()).copy_(q.lora_a().detach().view({-1}));
-    flat.narrow(0, lin.lora_b, q.lora_b().numel()).copy_(q.lora_b().detach().view({-1}));
+    for (auto [t, offset] : {std::pair{pick(q.lora_a()), lin.lora_a},
+                             std::pair{pick(q.lora_b()), lin.lora_b}}) {
+      if (t.defined()) flat.narrow(0, offset, t.numel()).copy_(t.reshape({-1}));
+    }
   }
   return flat;
 }
 
+}  // namespace
+
+at::Tensor LayerLayout::FlattenTrainable(const model::DecoderLayer& layer) const {
+  return FlattenAdapters(*this, layer, [](const at::Tensor& t) { return t.detach(); });
+}
+
 at::Tensor LayerLayout::FlattenGradients(const model::DecoderLayer& layer) const {
-  at::Tensor flat =
-      at::zeros({trainable_floats}, layer.input_layernorm.options().dtype(at::kFloat));
-  for (int p = 0; p < model::kNumProj; ++p) {
-    const LinearLayout& lin = linears[p];
-    if (lin.spec.r == 0) continue;
-    const lora::QLoraLinear& q = layer.proj[p];
-    if (q.lora_a().grad().defined()) {
-      flat.narrow(0, lin.lora_a, q.lora_a().numel()).copy_(q.lora_a().grad().view({-1}));
-    }
-    if (q.lora_b().grad().defined()) {
-      flat.narrow(0, lin.lora_b, q.lora_b().numel()).copy_(q.lora_b().grad().view({-1}));
-    }
-  }
-  return flat;
+  return FlattenAdapters(*this, layer, [](const at::Tensor& t) { return t.grad(); });
 }
 
 absl::StatusOr<model::DecoderLayer> LayerLayout::Unflatten(const at::Tensor& frozen,

@@ -58,9 +58,9 @@ struct LaunchOptions {
   int kill_rank = -1;  // SIGKILLed after its first step
   int steps = 4;
   bool cpu_offload = false;
+  std::string resume_from = "";  // checkpoint folder to resume from
   int stop_after = 0;        // > 0: should_stop() asks to stop after this many steps
   int checkpoint_every = 0;  // checkpoint.every_steps
-  std::string resume_from;   // checkpoint folder to resume from
 };
 
 struct Outcome {

@@ -55,7 +55,7 @@ struct Trajectory {
   absl::StatusOr<RunResult> result = absl::UnknownError("not run");
 };
 
-Trajectory Run(const JobConfig& job, size_t stop_after = 0) {
+Trajectory Train(const JobConfig& job, size_t stop_after = 0) {
   Trajectory t;
   RunCallbacks cb;
   cb.on_step = [&](const StepMetrics& m) { t.losses.push_back(m.loss); };
@@ -88,12 +88,12 @@ class ResumeTest : public ::testing::Test {
 };
 
 TEST_F(ResumeTest, StoppedAndResumedRunMatchesUninterruptedRun) {
-  Trajectory full = Run(Job(root_ + "/full"));
+  Trajectory full = Train(Job(root_ + "/full"));
   ASSERT_TRUE(full.result.ok()) << full.result.status();
   ASSERT_EQ(full.losses.size(), 6u);
 
   const JobConfig paused_job = Job(root_ + "/paused");
-  Trajectory first = Run(paused_job, 3);
+  Trajectory first = Train(paused_job, 3);
   ASSERT_TRUE(first.result.ok()) << first.result.status();
   EXPECT_TRUE(first.result->stopped_early);
   ASSERT_EQ(first.losses.size(), 3u);
@@ -106,7 +106,7 @@ TEST_F(ResumeTest, StoppedAndResumedRunMatchesUninterruptedRun) {
 
   JobConfig resumed_job = paused_job;  // rigtuned relaunches with the same folder
   resumed_job.resume_from = first.checkpoints[1].path;
-  Trajectory rest = Run(resumed_job);
+  Trajectory rest = Train(resumed_job);
   ASSERT_TRUE(rest.result.ok()) << rest.result.status();
   EXPECT_FALSE(rest.result->stopped_early);
   EXPECT_EQ(rest.result->steps, 6);
@@ -131,7 +131,7 @@ TEST_F(ResumeTest, StoppedAndResumedRunMatchesUninterruptedRun) {
 
 TEST_F(ResumeTest, CheckpointAdapterLoadsAsPeftAdapter) {
   const JobConfig job = Job(root_ + "/run");
-  Trajectory t = Run(job, 2);
+  Trajectory t = Train(job, 2);
   ASSERT_TRUE(t.result.ok()) << t.result.status();
   ASSERT_FALSE(t.checkpoints.empty());
   model::BuildOptions build;
@@ -152,7 +152,7 @@ TEST_F(ResumeTest, CheckpointAdapterLoadsAsPeftAdapter) {
 
 TEST_F(ResumeTest, DamagedCheckpointIsRefusedNamingTheFile) {
   JobConfig job = Job(root_ + "/run");
-  Trajectory t = Run(job, 2);
+  Trajectory t = Train(job, 2);
   ASSERT_TRUE(t.result.ok()) << t.result.status();
   ASSERT_FALSE(t.checkpoints.empty());
   const std::string dir = t.checkpoints.back().path;
@@ -161,7 +161,7 @@ TEST_F(ResumeTest, DamagedCheckpointIsRefusedNamingTheFile) {
   ASSERT_EQ(::stat(file.c_str(), &st), 0);
   ASSERT_EQ(::truncate(file.c_str(), st.st_size - 1), 0);
   job.resume_from = dir;
-  Trajectory resumed = Run(job);
+  Trajectory resumed = Train(job);
   ASSERT_EQ(resumed.result.status().code(), absl::StatusCode::kDataLoss)
       << resumed.result.status();
   EXPECT_THAT(resumed.result.status().message(), HasSubstr("optimizer.safetensors"));
