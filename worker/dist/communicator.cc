@@ -8,6 +8,7 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <exception>
@@ -118,30 +119,62 @@ absl::StatusOr<std::unique_ptr<Communicator>> Communicator::Create(const DistEnv
     auto tcp = c10::make_intrusive<c10d::TCPStore>(env.master_addr, opts);
     comm->store_ = tcp;
     auto store = c10::make_intrusive<c10d::PrefixStore>("rigtune/pg", tcp);
-    if (device.is_cuda()) {
-#ifdef RIGTUNE_WITH_CUDA
-      auto o = c10d::ProcessGroupNCCL::Options::create();
-      o->timeout = timeout;
-      comm->backend_ = c10::make_intrusive<c10d::ProcessGroupNCCL>(
-          store, static_cast<int>(env.rank), static_cast<int>(env.world_size), o);
-#else
-      return absl::FailedPreconditionError("NCCL needs the cuda build (cmake --preset cuda)");
-#endif
-    } else {
-      auto o = c10d::ProcessGroupGloo::Options::create(timeout);
-      o->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
-      if (env.num_nodes() > 1) {
-        o->devices.back() = c10d::ProcessGroupGloo::createDefaultDevice();
-      }
-      comm->backend_ = c10::make_intrusive<c10d::ProcessGroupGloo>(
-          store, static_cast<int>(env.rank), static_cast<int>(env.world_size), o);
-    }
+    if (auto s = comm->CreateBackend(store, env.rank, env.world_size); !s.ok()) return s;
   } catch (const std::exception& e) {
     return absl::UnavailableError(absl::StrCat("rendezvous at ", env.master_addr, ":",
                                                env.master_port, " as rank ", env.rank, " of ",
                                                env.world_size, " failed: ", e.what()));
   }
   comm->heartbeat_ = std::thread([c = comm.get()] { c->Heartbeat(); });
+  return comm;
+}
+
+absl::Status Communicator::CreateBackend(const c10::intrusive_ptr<c10d::Store>& store,
+                                         int64_t rank, int64_t size) {
+  const auto timeout =
+      std::chrono::milliseconds(static_cast<int64_t>(timeout_seconds_ * 1000));
+  if (device_.is_cuda()) {
+#ifdef RIGTUNE_WITH_CUDA
+    auto o = c10d::ProcessGroupNCCL::Options::create();
+    o->timeout = timeout;
+    backend_ = c10::make_intrusive<c10d::ProcessGroupNCCL>(store, static_cast<int>(rank),
+                                                           static_cast<int>(size), o);
+    return absl::OkStatus();
+#else
+    return absl::FailedPreconditionError("NCCL needs the cuda build (cmake --preset cuda)");
+#endif
+  }
+  auto o = c10d::ProcessGroupGloo::Options::create(timeout);
+  o->devices.push_back(root()->env_.num_nodes() > 1 ? c10d::ProcessGroupGloo::createDefaultDevice()
+                                            : c10d::ProcessGroupGloo::createDeviceForHostname(
+                                                  "127.0.0.1"));
+  backend_ = c10::make_intrusive<c10d::ProcessGroupGloo>(store, static_cast<int>(rank),
+                                                         static_cast<int>(size), o);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<Communicator>> Communicator::Subgroup(
+    const std::string& name, const std::vector<int64_t>& ranks) {
+  auto it = std::find(ranks.begin(), ranks.end(), env_.rank);
+  if (it == ranks.end()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("rank ", env_.rank, " is not in subgroup ", name));
+  }
+  DistEnv sub = env_;
+  sub.rank = it - ranks.begin();
+  sub.world_size = static_cast<int64_t>(ranks.size());
+  sub.local_world_size = sub.world_size;
+  std::unique_ptr<Communicator> comm(new Communicator(sub, timeout_seconds_));
+  comm->device_ = device_;
+  comm->store_ = store_;
+  comm->parent_ = this;
+  try {
+    auto store = c10::make_intrusive<c10d::PrefixStore>("rigtune/pg/" + name, store_);
+    if (auto s = comm->CreateBackend(store, sub.rank, sub.world_size); !s.ok()) return s;
+  } catch (const std::exception& e) {
+    return absl::UnavailableError(
+        absl::StrCat("creating subgroup ", name, " on rank ", env_.rank, ": ", e.what()));
+  }
   return comm;
 }
 
@@ -185,6 +218,7 @@ std::string Communicator::SilentRanks() {
 }
 
 absl::Status Communicator::Describe(const std::string& what, const std::string& error) {
+  if (parent_ != nullptr) return parent_->Describe(what, error);
   // A peer that just died still has a fresh heartbeat: give it time to age.
   std::string silent = SilentRanks();
   for (int i = 0; silent.empty() && i < 20; ++i) {

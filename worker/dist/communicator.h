@@ -28,6 +28,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -82,6 +83,14 @@ class Communicator {
                                                               double timeout_seconds);
   ~Communicator();
 
+  // A communicator over `ranks` (global ranks, in group order), for example
+  // the ranks of one node (hybrid sharding). Collective over exactly those
+  // ranks: each of them calls it with the same `name` and list; this rank
+  // must be in the list. It shares this communicator's store and heartbeats
+  // and must not outlive it. Its rank() and world_size() are group-local.
+  absl::StatusOr<std::unique_ptr<Communicator>> Subgroup(const std::string& name,
+                                                         const std::vector<int64_t>& ranks);
+
   int64_t rank() const { return env_.rank; }
   int64_t world_size() const { return env_.world_size; }
   const DistEnv& env() const { return env_; }
@@ -102,8 +111,12 @@ class Communicator {
 
  private:
   Communicator(DistEnv env, double timeout_seconds);
+  // Gloo for CPU tensors, NCCL for CUDA ones, over `store` as rank/size.
+  absl::Status CreateBackend(const c10::intrusive_ptr<c10d::Store>& store, int64_t rank,
+                             int64_t size);
   void Heartbeat();
   std::string SilentRanks();
+  const Communicator* root() const { return parent_ != nullptr ? parent_ : this; }
 
   DistEnv env_;
   double timeout_seconds_;
@@ -112,6 +125,7 @@ class Communicator {
   std::atomic<bool> stop_{false};
   std::thread heartbeat_;
   at::Device device_ = at::kCPU;
+  Communicator* parent_ = nullptr;  // set for subgroups: heartbeats live there
 };
 
 }  // namespace rigtune::dist

@@ -127,8 +127,8 @@ absl::StatusOr<std::string> MakeManifest(const std::string& dir, int64_t step,
     if (!bytes.ok()) return bytes.status();
     list.push_back({{"name", name}, {"bytes", bytes->size()}, {"crc32", Hex32(Crc32(*bytes))}});
   }
-  return nlohmann::json{{"format", "rigtune-checkpoint"}, {"version", 1}, {"step", step},
-                        {"files", list}}
+  return nlohmann::json{
+      {"format", "rigtune-checkpoint"}, {"version", 1}, {"step", step}, {"files", list}}
       .dump(2);
 }
 
@@ -185,16 +185,14 @@ absl::StatusOr<TrainerState> TrainerState::FromJson(const std::string& text) {
     return absl::InvalidArgumentError(absl::StrCat("trainer_state.json: ", e.what()));
   }
   if (s.world_size < 1 || static_cast<int64_t>(s.data_positions.size()) != s.world_size) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "trainer_state.json: world_size ", s.world_size, " with ", s.data_positions.size(),
-        " data positions"));
+    return absl::InvalidArgumentError(absl::StrCat("trainer_state.json: world_size ", s.world_size,
+                                                   " with ", s.data_positions.size(),
+                                                   " data positions"));
   }
   return s;
 }
 
-std::string CheckpointsRoot(const std::string& output_dir) {
-  return output_dir + "/checkpoints";
-}
+std::string CheckpointsRoot(const std::string& output_dir) { return output_dir + "/checkpoints"; }
 
 std::string CheckpointFolder(const std::string& output_dir, int64_t step) {
   return CheckpointsRoot(output_dir) + "/" + StepName(step);
@@ -202,8 +200,7 @@ std::string CheckpointFolder(const std::string& output_dir, int64_t step) {
 
 absl::StatusOr<std::string> WriteCheckpoint(const std::string& output_dir,
                                             const TrainingCheckpoint& checkpoint,
-                                            const LoraConfig& lora,
-                                            const std::string& base_model) {
+                                            const LoraConfig& lora, const std::string& base_model) {
   const std::string root = CheckpointsRoot(output_dir);
   if (auto s = model::CreateDirectories(root); !s.ok()) return s;
   // What an interrupted write left behind is never read: clear it.
@@ -265,9 +262,9 @@ absl::Status VerifyCheckpoint(const std::string& dir) {
     listed.push_back(name);
     auto bytes = ReadWholeFile(dir + "/" + name);
     if (!bytes.ok()) {
-      return DataLoss(dir, name,
-                      absl::IsNotFound(bytes.status()) ? "missing"
-                                                       : std::string(bytes.status().message()));
+      return DataLoss(
+          dir, name,
+          absl::IsNotFound(bytes.status()) ? "missing" : std::string(bytes.status().message()));
     }
     const uint64_t want = f["bytes"].get<uint64_t>();
     if (bytes->size() != want) {
@@ -297,7 +294,8 @@ absl::StatusOr<TrainingCheckpoint> ReadCheckpoint(const std::string& dir) {
   if (!state_text.ok()) return state_text.status();
   auto state = TrainerState::FromJson(*state_text);
   if (!state.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("checkpoint ", dir, ": ", state.status().message()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("checkpoint ", dir, ": ", state.status().message()));
   }
   c.state = *std::move(state);
   auto adapter = ReadAllTensors(dir + "/" + kAdapter);

@@ -70,8 +70,7 @@ std::string CheckpointFolder(const std::string& output_dir, int64_t step);
 // replaced. `lora` and `base_model` go into adapter_config.json.
 absl::StatusOr<std::string> WriteCheckpoint(const std::string& output_dir,
                                             const TrainingCheckpoint& checkpoint,
-                                            const LoraConfig& lora,
-                                            const std::string& base_model);
+                                            const LoraConfig& lora, const std::string& base_model);
 
 // Checks `dir` against its manifest without loading tensors: DATA_LOSS
 // naming the file when manifest.json is missing or unreadable, or a listed

@@ -49,9 +49,9 @@ absl::Status CopyInto(const TensorMap& from, const std::string& key, at::Tensor&
   auto it = from.find(key);
   if (it == from.end()) return absl::InvalidArgumentError(absl::StrCat(key, ": missing"));
   if (it->second.sizes() != dst.sizes()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        key, " has shape ", c10::str(it->second.sizes()), ", the model expects ",
-        c10::str(dst.sizes()), " (was it trained with another lora.r?)"));
+    return absl::InvalidArgumentError(absl::StrCat(key, " has shape ", c10::str(it->second.sizes()),
+                                                   ", the model expects ", c10::str(dst.sizes()),
+                                                   " (was it trained with another lora.r?)"));
   }
   dst.copy_(it->second);
   return absl::OkStatus();
@@ -69,8 +69,7 @@ absl::Status LoadIntoModel(const TrainingCheckpoint& c, model::LlamaModel& m, Ad
       status = CopyInto(c.optimizer, key + dist::FsdpLayers::kExpAvgSuffix, opt.exp_avg()[k]);
     }
     if (status.ok()) {
-      status =
-          CopyInto(c.optimizer, key + dist::FsdpLayers::kExpAvgSqSuffix, opt.exp_avg_sq()[k]);
+      status = CopyInto(c.optimizer, key + dist::FsdpLayers::kExpAvgSqSuffix, opt.exp_avg_sq()[k]);
     }
   });
   return status;

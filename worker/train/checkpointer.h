@@ -44,7 +44,7 @@ struct TrainingParts {
   dist::Communicator* comm = nullptr;  // null for one process
   Trainer* trainer = nullptr;          // its AdamW holds the moments and the step
   BatchSource* data = nullptr;
-  at::Device device = at::kCPU;        // where collective buffers live
+  at::Device device = at::kCPU;  // where collective buffers live
   int64_t rank = 0;
   int64_t world_size = 1;
 };

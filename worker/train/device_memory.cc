@@ -1,5 +1,8 @@
 #include "worker/train/device_memory.h"
 
+#include <fstream>
+#include <string>
+
 #include "absl/strings/str_format.h"
 
 #ifdef RIGTUNE_WITH_CUDA
@@ -9,6 +12,15 @@
 #endif
 
 namespace rigtune::train {
+
+int64_t PeakHostRssBytes() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::stoll(line.substr(6)) * 1024;  // "... kB"
+  }
+  return 0;
+}
 
 #ifdef RIGTUNE_WITH_CUDA
 namespace alloc = c10::cuda::CUDACachingAllocator;

@@ -27,6 +27,9 @@ void ResetPeakMemory(const c10::Device& device);
 MemoryStats ReadMemoryStats(const c10::Device& device);
 void SynchronizeDevice(const c10::Device& device);
 
+// This process's peak resident host memory (VmHWM), in bytes; 0 if unknown.
+int64_t PeakHostRssBytes();
+
 }  // namespace rigtune::train
 
 #endif  // RIGTUNE_WORKER_TRAIN_DEVICE_MEMORY_H_

@@ -80,8 +80,8 @@ TEST_F(CheckpointTest, RoundTripsEveryPart) {
   auto dir = WriteCheckpoint(root_, c, Lora(), "random:tiny");
   ASSERT_TRUE(dir.ok()) << dir.status();
   EXPECT_EQ(*dir, root_ + "/checkpoints/step-3");
-  for (const char* f : {"adapter_model.safetensors", "adapter_config.json",
-                        "optimizer.safetensors", "trainer_state.json", "manifest.json"}) {
+  for (const char* f : {"adapter_model.safetensors", "adapter_config.json", "optimizer.safetensors",
+                        "trainer_state.json", "manifest.json"}) {
     EXPECT_TRUE(Exists(*dir + "/" + f)) << f;
   }
   auto back = ReadCheckpoint(*dir);

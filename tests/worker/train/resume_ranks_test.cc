@@ -21,13 +21,15 @@ class ResumeRanks : public FsdpLauncher {
   // `second_world`, and compares the joined run with `full`.
   void PauseAndResume(const Outcome& full, int first_world, int second_world) {
     const std::string name = std::to_string(first_world) + "_then_" + std::to_string(second_world);
-    Outcome first = Launch(name + "_first", {.world = first_world, .batch = 4 / first_world,
-                                             .steps = 6, .stop_after = 3});
+    Outcome first =
+        Launch(name + "_first",
+               {.world = first_world, .batch = 4 / first_world, .steps = 6, .stop_after = 3});
     for (int c : first.exit_codes) ASSERT_EQ(c, 0) << first.rank0_log;
     ASSERT_EQ(first.losses.size(), 3u);
-    Outcome second =
-        Launch(name + "_second", {.world = second_world, .batch = 4 / second_world, .steps = 6,
-                                  .resume_from = first.dir + "/checkpoints/step-3"});
+    Outcome second = Launch(name + "_second", {.world = second_world,
+                                               .batch = 4 / second_world,
+                                               .steps = 6,
+                                               .resume_from = first.dir + "/checkpoints/step-3"});
     for (int c : second.exit_codes) ASSERT_EQ(c, 0) << second.rank0_log;
     Outcome joined = second;
     joined.losses = first.losses;

@@ -136,8 +136,8 @@ TEST_F(ResumeTest, CheckpointAdapterLoadsAsPeftAdapter) {
   ASSERT_FALSE(t.checkpoints.empty());
   model::BuildOptions build;
   build.dtype = at::kFloat;
-  build.lora = model::LoraOptions{job.lora.r, job.lora.alpha, job.lora.dropout,
-                                  job.lora.use_rslora, job.lora.target_modules};
+  build.lora = model::LoraOptions{job.lora.r, job.lora.alpha, job.lora.dropout, job.lora.use_rslora,
+                                  job.lora.target_modules};
   auto config = model::RandomModelConfig(kModel);
   ASSERT_TRUE(config.ok()) << config.status();
   auto m = model::BuildRandomModel(*config, build);
@@ -162,8 +162,7 @@ TEST_F(ResumeTest, DamagedCheckpointIsRefusedNamingTheFile) {
   ASSERT_EQ(::truncate(file.c_str(), st.st_size - 1), 0);
   job.resume_from = dir;
   Trajectory resumed = Train(job);
-  ASSERT_EQ(resumed.result.status().code(), absl::StatusCode::kDataLoss)
-      << resumed.result.status();
+  ASSERT_EQ(resumed.result.status().code(), absl::StatusCode::kDataLoss) << resumed.result.status();
   EXPECT_THAT(resumed.result.status().message(), HasSubstr("optimizer.safetensors"));
   EXPECT_TRUE(resumed.losses.empty());
 }
