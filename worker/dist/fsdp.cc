@@ -26,14 +26,23 @@ absl::StatusOr<std::unique_ptr<FsdpLayers>> FsdpLayers::Create(model::ModelSourc
                                                                Communicator* comm,
                                                                const FsdpOptions& options) {
   const DistEnv& env = comm->env();
-  if (options.sharding == "hybrid" && env.num_nodes() > 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "dist.sharding: hybrid across ", env.num_nodes(),
-        " nodes needs one process group per node, which this worker does not set up; use "
-        "full_shard (or hybrid on a single node)"));
-  }
-  const int64_t shards = options.sharding == "no_shard" ? 1 : comm->world_size();
+  const bool hybrid = options.sharding == "hybrid" && env.num_nodes() > 1;
+  const int64_t shards = options.sharding == "no_shard" ? 1
+                         : hybrid                       ? env.local_world_size
+                                                        : comm->world_size();
   std::unique_ptr<FsdpLayers> f(new FsdpLayers(comm, options, shards, build.device));
+  if (hybrid) {
+    const int64_t per_node = env.local_world_size, node = env.rank / per_node;
+    std::vector<int64_t> same_node, same_local;
+    for (int64_t r = 0; r < per_node; ++r) same_node.push_back(node * per_node + r);
+    for (int64_t k = 0; k < env.num_nodes(); ++k) same_local.push_back(k * per_node + env.rank % per_node);
+    auto shard_group = comm->Subgroup(absl::StrCat("node", node), same_node);
+    if (!shard_group.ok()) return shard_group.status();
+    auto replica_group = comm->Subgroup(absl::StrCat("replica", env.rank % per_node), same_local);
+    if (!replica_group.ok()) return replica_group.status();
+    f->shard_group_ = *std::move(shard_group);
+    f->replica_group_ = *std::move(replica_group);
+  }
   const model::ModelConfig& config = source.config();
   const int64_t n = config.num_layers, rank = comm->rank(), world = comm->world_size();
   c10::NoGradGuard no_grad;
@@ -85,7 +94,7 @@ absl::StatusOr<std::unique_ptr<FsdpLayers>> FsdpLayers::Create(model::ModelSourc
     }
     at::Tensor o = offsets.to(at::kCPU);
     layout.SetNestedOffsets(std::vector<float>(o.data_ptr<float>(), o.data_ptr<float>() + o.numel()));
-    const int64_t part = shards == 1 ? 0 : rank;
+    const int64_t part = shards == 1 ? 0 : f->shard_comm()->rank();
     const int64_t fb = layout.frozen_shard_bytes(shards), tf = layout.trainable_shard_floats(shards);
     at::Tensor my_frozen = frozen.narrow(0, part * fb, fb).clone();
     if (options.cpu_offload && build.device.is_cuda()) {
@@ -120,8 +129,8 @@ void FsdpLayers::StartGather(int64_t i) {
     auto opts = at::TensorOptions().device(device_);
     g->frozen = at::empty({layout.frozen_bytes}, opts.dtype(at::kByte));
     g->trainable = at::empty({layout.trainable_floats}, opts.dtype(at::kFloat));
-    g->frozen_pending = comm_->AllGather(g->frozen, frozen_shard);
-    g->trainable_pending = comm_->AllGather(g->trainable, lora_shards_[i].detach());
+    g->frozen_pending = shard_comm()->AllGather(g->frozen, frozen_shard);
+    g->trainable_pending = shard_comm()->AllGather(g->trainable, lora_shards_[i].detach());
   }
   gathered_[i] = std::move(g);
 }
@@ -161,7 +170,10 @@ void FsdpLayers::Release(int64_t i, bool backward) {
     grad_shards_[i].add_(grads);
   } else {
     at::Tensor mine = at::empty_like(grad_shards_[i]);
-    if (auto s = comm_->ReduceScatterSum(mine, grads).Wait(); !s.ok()) Fail(s);
+    if (auto s = shard_comm()->ReduceScatterSum(mine, grads).Wait(); !s.ok()) Fail(s);
+    if (replica_group_) {
+      if (auto s = replica_group_->AllReduceSum(mine); !s.ok()) Fail(s);
+    }
     grad_shards_[i].add_(mine);
   }
   gathered_.erase(it);
@@ -174,7 +186,7 @@ void FsdpLayers::ZeroGradients() {
 absl::StatusOr<at::Tensor> FsdpLayers::GatherFlat(int64_t i, const at::Tensor& shard) {
   if (shards_ == 1) return shard.detach().to(at::kCPU);
   at::Tensor full = at::empty({layouts_[i].trainable_floats}, shard.options());
-  if (auto s = comm_->AllGather(full, shard.detach()).Wait(); !s.ok()) return s;
+  if (auto s = shard_comm()->AllGather(full, shard.detach()).Wait(); !s.ok()) return s;
   return full.to(at::kCPU);
 }
 
@@ -236,7 +248,7 @@ absl::Status FsdpLayers::LoadTrainableState(const std::map<std::string, at::Tens
         "LoadTrainableState: expected ", n, " moment shards (one per layer), got ",
         exp_avg.size(), " and ", exp_avg_sq.size()));
   }
-  const int64_t part = shards_ == 1 ? 0 : comm_->rank();
+  const int64_t part = shards_ == 1 ? 0 : shard_comm()->rank();
   for (size_t i = 0; i < n; ++i) {
     const LayerLayout& layout = layouts_[i];
     const std::array<std::pair<at::Tensor*, const char*>, 3> parts = {

@@ -12,7 +12,10 @@
 //               gradients to their owners and free the layer.
 // Strategies: full_shard (default), shard_grad_op, no_shard (plain data
 // parallel: every rank holds everything, gradients are all-reduced), hybrid
-// (shard within a node, replicate across nodes; on one node it is full_shard).
+// (shard within a node, replicate across nodes: gathers and reduce-scatters
+// stay on the node's fast links, and only the gradient shards cross nodes,
+// all-reduced between the ranks that hold the same shard; on one node it is
+// full_shard).
 //
 // Loading: layer i is built (read + quantized, or drawn from a seed) by rank
 // i % world on its own device and broadcast; each rank keeps only its slice,
@@ -57,6 +60,11 @@ class FsdpLayers : public train::LayerSource {
   std::vector<at::Tensor> Gradients() override { return grad_shards_; }
   void ZeroGradients() override;
   double SumOverRanks(double v) override { return comm_->SumOverRanks(v); }
+  // Each shard of the gradients lives once per shard group: the global
+  // squared norm sums over one group (no_shard: every rank has it all).
+  double SumGradSquares(double local) override {
+    return shards_ == 1 ? local : shard_comm()->SumOverRanks(local);
+  }
 
   // Every layer's full LoRA weights by PEFT key (collective; float32, CPU):
   // for adapter export.
@@ -106,7 +114,13 @@ class FsdpLayers : public train::LayerSource {
                 std::map<std::string, at::Tensor>& out) const;
   void Fail(const absl::Status& status) const;
 
+  // The ranks that split one copy of the model: all of them, or (hybrid
+  // across nodes) the ranks of this node.
+  Communicator* shard_comm() const { return shard_group_ ? shard_group_.get() : comm_; }
+
   Communicator* comm_;
+  std::unique_ptr<Communicator> shard_group_;    // hybrid: this node's ranks
+  std::unique_ptr<Communicator> replica_group_;  // hybrid: the same local rank on every node
   FsdpOptions options_;
   int64_t shards_;  // 1 for no_shard
   at::Device device_;

@@ -103,6 +103,8 @@ absl::Status Setup(const JobConfig& config, const RunCallbacks& callbacks, Run& 
                                    run.env.rank, run.fsdp->frozen_shard_bytes() / double(1 << 30),
                                    config.dist.sharding));
   }
+  Log(callbacks, absl::StrFormat("rank %d: model ready; peak host memory (RSS) %.2f GiB",
+                                 run.env.rank, PeakHostRssBytes() / double(1 << 30)));
 
   if (config.dataset.path.empty()) {
     if (!model::IsRandomSource(config.model)) {
@@ -173,7 +175,10 @@ absl::StatusOr<RunResult> Train(const JobConfig& config, const RunCallbacks& cal
                                  total_steps, config.train.batch_size,
                                  config.train.context_length, run.env.world_size, accum));
   while (trainer.steps_done() < total_steps) {
-    if (callbacks.should_stop && callbacks.should_stop()) {
+    bool stop = callbacks.should_stop && callbacks.should_stop();
+    // Under FSDP the ranks stop together (the save that follows is collective).
+    if (run.comm) stop = run.comm->SumOverRanks(stop ? 1.0 : 0.0) > 0;
+    if (stop) {
       result.stopped_early = true;
       break;
     }

@@ -186,7 +186,7 @@ StepStats Trainer::Step(const std::vector<TrainBatch>& micro_batches, double lr)
   StepStats stats = ForwardBackward(micro_batches);
   std::vector<at::Tensor> grads = layers_->Gradients();
   stats.grad_norm = ClipGradNorm(grads, options_.max_grad_norm,
-                                 [this](double sq) { return layers_->SumOverRanks(sq); });
+                                 [this](double sq) { return layers_->SumGradSquares(sq); });
   optimizer_->Step(grads, lr);
   stats.learning_rate = lr;
   ZeroGrad();

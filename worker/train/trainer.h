@@ -77,6 +77,9 @@ class LayerSource {
   virtual void ZeroGradients() = 0;
   // Sum over data-parallel ranks (identity for one process).
   virtual double SumOverRanks(double v) { return v; }
+  // The global sum of squared gradient entries from this rank's share of
+  // Gradients() (each entry counted once however the state is replicated).
+  virtual double SumGradSquares(double local) { return local; }
 };
 
 class Trainer {

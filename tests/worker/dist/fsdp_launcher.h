@@ -51,6 +51,7 @@ inline std::string Slurp(const std::string& p) {
 
 struct LaunchOptions {
   int world = 1;
+  int local_world = 0;  // ranks per simulated node; 0 = all on one node
   int batch = 4;
   std::string sharding = "full_shard";
   std::string device = "cpu";
@@ -89,7 +90,9 @@ class FsdpLauncher : public ::testing::Test {
         {"model", "random:layers=2,hidden=64,intermediate=128,heads=4,kv_heads=2,vocab=96"},
         {"output_dir", out.dir},
         {"lora", {{"r", 4}, {"alpha", 8}}},
-        {"optim", {{"lr", 0.01}, {"schedule", "constant"}, {"weight_decay", 0.01}}},
+        // max_grad_norm small enough that clipping acts on every step
+        {"optim", {{"lr", 0.01}, {"schedule", "constant"}, {"weight_decay", 0.01},
+                   {"max_grad_norm", 0.05}}},
         {"train", {{"context_length", 16}, {"batch_size", o.batch}, {"max_steps", o.steps},
                    {"dtype", o.dtype}, {"device", o.device}, {"seed", 3}}},
         {"dist", {{"sharding", o.sharding}, {"timeout_seconds", 60},
@@ -103,7 +106,9 @@ class FsdpLauncher : public ::testing::Test {
       pid_t pid = fork();
       if (pid == 0) {
         setenv("RANK", std::to_string(r).c_str(), 1);
-        setenv("LOCAL_RANK", std::to_string(r).c_str(), 1);
+        const int per_node = o.local_world > 0 ? o.local_world : o.world;
+        setenv("LOCAL_RANK", std::to_string(r % per_node).c_str(), 1);
+        setenv("LOCAL_WORLD_SIZE", std::to_string(per_node).c_str(), 1);
         setenv("WORLD_SIZE", std::to_string(o.world).c_str(), 1);
         setenv("MASTER_ADDR", "127.0.0.1", 1);
         setenv("MASTER_PORT", port.c_str(), 1);

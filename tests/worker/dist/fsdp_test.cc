@@ -35,6 +35,15 @@ TEST_F(FsdpTest, FourRanksMatchOneRank) {
   }
 }
 
+TEST_F(FsdpTest, HybridAcrossTwoSimulatedNodesMatchesOneRank) {
+  // Four ranks as two "nodes" of two: shard within a node, replicate across.
+  Outcome one = Launch("one", {.world = 1, .batch = 4});
+  ASSERT_EQ(one.exit_codes[0], 0) << one.rank0_log;
+  ExpectSameTraining(
+      one, Launch("hybrid", {.world = 4, .local_world = 2, .batch = 1, .sharding = "hybrid"}),
+      1e-5);
+}
+
 TEST_F(FsdpTest, DeadRankEndsTheJobNamingIt) {
   Outcome o = Launch("dead", {.world = 2, .batch = 2, .kill_rank = 1, .steps = 100000});
   EXPECT_NE(o.exit_codes[1], 0);
