@@ -32,6 +32,16 @@ struct ListOptions {
   int limit = 50;     // jobs to show, newest first
 };
 
+// `rigtune merge|export`: runs `rigtune-worker merge`, which links LibTorch.
+struct MergeOptions {
+  std::string base;
+  std::string adapter;
+  std::string out;
+  bool quantize_nf4 = false;
+  double max_shard_gb = 5.0;
+  std::string worker_binary;  // empty: beside rigtune, or ../worker/rigtune-worker
+};
+
 int Submit(Connection& connection, const SubmitOptions& options, bool json);
 int List(Connection& connection, const ListOptions& options, bool json);
 int Show(Connection& connection, const std::string& id, bool json);
@@ -43,6 +53,8 @@ int Control(Connection& connection, const std::string& verb, const std::string& 
             const std::string& reason, bool json);
 int Checkpoints(Connection& connection, const std::string& id, bool json);
 int Health(Connection& connection, bool json);
+// Prints one progress line per tensor; the exit code is the worker's.
+int Merge(const MergeOptions& options);
 
 }  // namespace rigtune::client
 

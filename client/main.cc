@@ -7,6 +7,7 @@
 //   rigtune pause|resume|cancel job-1a2b3c4d
 //   rigtune checkpoints job-1a2b3c4d
 //   rigtune health
+//   rigtune merge --base DIR --adapter DIR --out DIR [--quantize-nf4]   (alias: export)
 //
 // Server: --server, else $RIGTUNE_SERVER, else the config file's `server`,
 // else 127.0.0.1:50051. Token: $RIGTUNE_TOKEN, else the config file's
@@ -112,6 +113,20 @@ int main(int argc, char** argv) {
   CLI::App* health_cmd = app.add_subcommand("health", "is rigtuned serving?");
   health_cmd->add_flag("--json", json, "print proto3 JSON");
 
+  rigtune::client::MergeOptions merge;
+  std::vector<CLI::App*> merge_cmds;
+  for (const char* name : {"merge", "export"}) {
+    CLI::App* cmd = app.add_subcommand(name, "merge an adapter into its base model (bf16 HF folder)");
+    cmd->add_option("--base", merge.base, "base model folder")->required();
+    cmd->add_option("--adapter", merge.adapter, "PEFT adapter folder")->required();
+    cmd->add_option("--out", merge.out, "output folder (must not exist)")->required();
+    cmd->add_flag("--quantize-nf4", merge.quantize_nf4, "write the merged linears in bnb-4bit");
+    cmd->add_option("--max-shard-gb", merge.max_shard_gb, "largest shard, GB")
+        ->capture_default_str();
+    cmd->add_option("--worker-binary", merge.worker_binary, "the rigtune-worker to run");
+    merge_cmds.push_back(cmd);
+  }
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -123,6 +138,9 @@ int main(int argc, char** argv) {
     return rigtune::client::kExitUsage;
   }
 
+  for (CLI::App* cmd : merge_cmds) {
+    if (cmd->parsed()) return rigtune::client::Merge(merge);
+  }
   rigtune::client::Connection connection(connection_options);
   if (submit_cmd->parsed()) return rigtune::client::Submit(connection, submit, json);
   if (list_cmd->parsed()) return rigtune::client::List(connection, list, json);

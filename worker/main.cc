@@ -2,6 +2,7 @@
 //
 //   rigtune-worker --job job.json                  standalone: progress on stdout
 //   rigtune-worker --job job.json --coordinator 127.0.0.1:50051 --job-id job-1a2b3c4d
+//   rigtune-worker merge --base DIR --adapter DIR --out DIR [--quantize-nf4] [--max-shard-gb N]
 //
 // The rank comes from the environment (RANK, WORLD_SIZE, LOCAL_RANK,
 // MASTER_ADDR, MASTER_PORT), as rigtuned, torchrun, Slurm or Kubernetes set
@@ -28,6 +29,7 @@
 #include "absl/status/statusor.h"
 #include "worker/coord/coordinator_link.h"
 #include "worker/train/job_config.h"
+#include "worker/train/merge.h"
 #include "worker/train/run_job.h"
 
 namespace {
@@ -45,6 +47,8 @@ struct Args {
 void Usage() {
   std::fprintf(stderr,
                "usage: rigtune-worker --job FILE [--coordinator HOST:PORT --job-id ID]\n"
+               "       rigtune-worker merge --base DIR --adapter DIR --out DIR [--quantize-nf4]\n"
+               "                            [--max-shard-gb N]\n"
                "  --job FILE          the job file (JSON, see worker/train/job_config.h)\n"
                "  --coordinator ADDR  rigtuned's gRPC address (default: $RIGTUNE_COORDINATOR)\n"
                "  --job-id ID         the job's id (default: the job file's, or $RIGTUNE_JOB_ID)\n");
@@ -70,9 +74,54 @@ bool ParseArgs(int argc, char** argv, Args& args) {
   return !args.job_file.empty();
 }
 
+// `rigtune-worker merge ...`: merges an adapter into its base model (merge.h),
+// printing one line per tensor. Exit status 0, 1 (failed) or 2 (usage).
+int Merge(int argc, char** argv) {
+  rigtune::train::MergeOptions options;
+  for (int i = 2; i < argc; ++i) {
+    std::string flag = argv[i];
+    if (flag == "--quantize-nf4") {
+      options.quantize_nf4 = true;
+      continue;
+    }
+    if (i + 1 >= argc) break;
+    if (flag == "--base") {
+      options.base_dir = argv[++i];
+    } else if (flag == "--adapter") {
+      options.adapter_dir = argv[++i];
+    } else if (flag == "--out") {
+      options.out_dir = argv[++i];
+    } else if (flag == "--max-shard-gb") {
+      options.max_shard_bytes = static_cast<int64_t>(std::atof(argv[++i]) * 1e9);
+    } else {
+      std::fprintf(stderr, "rigtune-worker merge: unknown flag %s\n", flag.c_str());
+      options.out_dir.clear();
+      break;
+    }
+  }
+  if (options.base_dir.empty() || options.adapter_dir.empty() || options.out_dir.empty() ||
+      options.max_shard_bytes <= 0) {
+    Usage();
+    return 2;
+  }
+  options.on_tensor = [](const rigtune::train::MergeProgress& p) {
+    std::printf("tensor %lld/%lld %s %s -> %s\n", static_cast<long long>(p.index),
+                static_cast<long long>(p.total), p.name.c_str(), p.action.c_str(),
+                p.shard.c_str());
+    std::fflush(stdout);
+  };
+  if (absl::Status s = rigtune::train::MergeAdapter(options); !s.ok()) {
+    std::fprintf(stderr, "rigtune-worker merge: %s\n", s.ToString().c_str());
+    return 1;
+  }
+  std::printf("merged model written to %s\n", options.out_dir.c_str());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc > 1 && std::strcmp(argv[1], "merge") == 0) return Merge(argc, argv);
   Args args;
   if (!ParseArgs(argc, argv, args)) {
     Usage();

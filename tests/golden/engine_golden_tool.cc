@@ -8,7 +8,8 @@
 // weights), "batches" (safetensors: input_ids_K, labels_K), "out"
 // (safetensors written here), "lora": {...}, "optim": {...},
 // "activation_checkpointing", "steps", "grad_accum", "device" (cpu | cuda),
-// "dtype" (fp32 | bf16)}.
+// "dtype" (fp32 | bf16), "save_adapter" (optional: a folder where the
+// initial adapter is written with SaveAdapter, for PEFT to load)}.
 // Outputs: logits (batch 0, before training), loss, grad.<peft key> for the
 // first step's gradients, losses (one per step), and the final adapter.
 #include <ATen/ATen.h>
@@ -65,8 +66,10 @@ int main(int argc, char** argv) {
     auto input = batches_file->Read(ids);
     auto labels = batches_file->Read("labels_" + std::to_string(k));
     if (!input.ok() || !labels.ok()) return Fail("cannot read batch " + std::to_string(k));
-    batches.push_back(
-        TrainBatch{input->to(build.device), labels->to(build.device), at::Tensor(), at::Tensor()});
+    TrainBatch batch;
+    batch.input_ids = input->to(build.device);
+    batch.labels = labels->to(build.device);
+    batches.push_back(batch);
   }
   if (batches.empty()) return Fail("no batches");
 
@@ -82,6 +85,18 @@ int main(int argc, char** argv) {
 
   std::map<std::string, at::Tensor> out;
   out["logits"] = trainer.Logits(batches[0]).cpu().contiguous();
+  if (spec.contains("save_adapter")) {
+    rigtune::train::LoraConfig lora;
+    lora.r = build.lora.r;
+    lora.alpha = build.lora.alpha;
+    lora.use_rslora = build.lora.use_rslora;
+    lora.target_modules = build.lora.target_modules;
+    if (auto s = rigtune::train::SaveAdapter(rigtune::train::AdapterTensors(*model), lora,
+                                             spec["model_dir"], spec["save_adapter"]);
+        !s.ok()) {
+      return Fail(s.ToString());
+    }
+  }
   // The dequantized base weights the engine computes with.
   for (int64_t i = 0; i < static_cast<int64_t>(model->layers.size()); ++i) {
     for (int p = 0; p < rigtune::model::kNumProj; ++p) {

@@ -55,13 +55,18 @@ TrainBatch Batch(at::Device device, bool packed) {
   at::Generator gen = at::globalContext().defaultGenerator(at::kCPU).clone();
   gen.set_current_seed(5);
   at::Tensor ids = at::randint(512, {2, 128}, gen, at::kLong);
-  TrainBatch b{ids.to(device), ids.to(device), at::Tensor(), at::Tensor()};
+  TrainBatch b;
+  b.input_ids = ids.to(device);
+  b.labels = ids.to(device);
   if (packed) {  // two examples of 64 per row, block-diagonal
     at::Tensor pos = at::arange(64, at::kLong).repeat({2}).unsqueeze(0).repeat({2, 1});
     at::Tensor seg = at::cat({at::zeros({64}, at::kLong), at::ones({64}, at::kLong)});
     at::Tensor mask = (seg.unsqueeze(1) == seg.unsqueeze(0)).logical_and(at::ones({128, 128}, at::kBool).tril());
     b.position_ids = pos.to(device);
     b.attention_mask = mask.view({1, 1, 128, 128}).expand({2, 1, 128, 128}).contiguous().to(device);
+    // On CUDA in bf16 the engine takes the variable-length path instead.
+    b.cu_seqlens = at::tensor(std::vector<int32_t>{0, 64, 128, 192, 256}, at::kInt).to(device);
+    b.max_seqlen = 64;
     at::Tensor labels = ids.clone();
     labels.select(1, 64).fill_(-100);
     b.labels = labels.to(device);

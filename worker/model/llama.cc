@@ -50,11 +50,12 @@ at::Tensor RopeInverseFrequencies(const ModelConfig& config) {
 }
 
 AttentionInputs MakeAttentionInputs(const ModelConfig& config, const at::Tensor& position_ids,
-                                    at::ScalarType dtype, const at::Tensor& mask) {
+                                    at::ScalarType dtype, const at::Tensor& mask,
+                                    const at::Tensor& cu_seqlens, int64_t max_seqlen) {
   at::Tensor inv_freq = RopeInverseFrequencies(config).to(position_ids.device());
   at::Tensor freqs = position_ids.to(at::kFloat).unsqueeze(-1) * inv_freq;  // [B, T, hd/2]
   at::Tensor emb = at::cat({freqs, freqs}, -1);
-  return AttentionInputs{emb.cos().to(dtype), emb.sin().to(dtype), mask};
+  return AttentionInputs{emb.cos().to(dtype), emb.sin().to(dtype), mask, cu_seqlens, max_seqlen};
 }
 
 at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight, double eps) {
@@ -89,6 +90,20 @@ at::Tensor Attention(const DecoderLayer& layer, const ModelConfig& c, const at::
   const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
   const bool gqa = c.num_kv_heads != c.num_heads;
   at::Tensor out;
+  const bool half = x.scalar_type() == at::kBFloat16 || x.scalar_type() == at::kHalf;
+  if (attn.cu_seqlens.defined() && x.is_cuda() && half) {
+    // Variable-length flash attention over the flattened tokens: each packed
+    // example attends causally to itself only (GQA handled by the kernel).
+    auto flat = [&](const at::Tensor& t, int64_t heads) {
+      return t.transpose(1, 2).reshape({batch * seq, heads, hd});
+    };
+    out = std::get<0>(at::_flash_attention_forward(
+        flat(q, c.num_heads), flat(k, c.num_kv_heads), flat(v, c.num_kv_heads), attn.cu_seqlens,
+        attn.cu_seqlens, attn.max_seqlen, attn.max_seqlen, 0.0, /*is_causal=*/true,
+        /*return_debug_mask=*/false, scale));
+    return layer.proj[kO].Forward(out.reshape({batch, seq, c.num_heads * hd}), ws, training,
+                                  seed + kO);
+  }
   if (attn.mask.defined()) {
     out = at::scaled_dot_product_attention(q, k, v, attn.mask, 0.0, false, scale, gqa);
   } else {

@@ -52,11 +52,18 @@ struct AttentionInputs {
   // Undefined: causal attention over the whole row. Otherwise a boolean
   // [B, 1, T, T] mask (true = may attend), e.g. block-diagonal for packing.
   at::Tensor mask;
+  // Packed rows for variable-length attention: int32 offsets of every
+  // example in the flattened [B * T] tokens (0, ..., B * T) and the longest
+  // example. Used on CUDA in bf16/fp16 (flash attention, no mask in memory);
+  // elsewhere `mask` applies.
+  at::Tensor cu_seqlens;
+  int64_t max_seqlen = 0;
 };
 
 // Rotary tables for `position_ids` ([B, T], int64).
 AttentionInputs MakeAttentionInputs(const ModelConfig& config, const at::Tensor& position_ids,
-                                    at::ScalarType dtype, const at::Tensor& mask = {});
+                                    at::ScalarType dtype, const at::Tensor& mask = {},
+                                    const at::Tensor& cu_seqlens = {}, int64_t max_seqlen = 0);
 // The rotary inverse frequencies ([head_dim/2], float32), after scaling.
 at::Tensor RopeInverseFrequencies(const ModelConfig& config);
 

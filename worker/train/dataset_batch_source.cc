@@ -36,6 +36,27 @@ at::Tensor AttentionMask(const data::Batch& b) {
   return (same.logical_and(causal).logical_and(real)).logical_or(eye).unsqueeze(1);
 }
 
+// The same boundaries for variable-length attention: every row's examples
+// (data's per-row cu_seqlens) shifted to the row's place in the flattened
+// batch; a row's padding tail becomes one more segment of its own.
+std::pair<at::Tensor, int64_t> FlatSeqlens(const data::Batch& b) {
+  std::vector<int32_t> cu{0};
+  int64_t longest = 0;
+  for (int64_t r = 0; r < b.rows; ++r) {
+    const int64_t base = r * b.seq_len;
+    const std::vector<int32_t>& row = b.cu_seqlens[r];
+    for (size_t i = 1; i < row.size(); ++i) {
+      cu.push_back(static_cast<int32_t>(base + row[i]));
+      longest = std::max<int64_t>(longest, row[i] - row[i - 1]);
+    }
+    if (row.back() < b.seq_len) {
+      cu.push_back(static_cast<int32_t>(base + b.seq_len));
+      longest = std::max<int64_t>(longest, b.seq_len - row.back());
+    }
+  }
+  return {at::tensor(cu, at::kInt), longest};
+}
+
 class DatasetBatchSource : public BatchSource {
  public:
   DatasetBatchSource(std::unique_ptr<data::Tokenizer> tokenizer,
@@ -50,7 +71,12 @@ class DatasetBatchSource : public BatchSource {
     t.labels = ToTensor(b->labels, b->rows, b->seq_len).to(device);
     t.position_ids = ToTensor(b->position_ids, b->rows, b->seq_len).to(device);
     at::Tensor mask = AttentionMask(*b);
-    if (mask.defined()) t.attention_mask = mask.to(device);
+    if (mask.defined()) {
+      t.attention_mask = mask.to(device);
+      auto [cu, longest] = FlatSeqlens(*b);
+      t.cu_seqlens = cu.to(device);
+      t.max_seqlen = longest;
+    }
     return t;
   }
 

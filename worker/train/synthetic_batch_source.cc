@@ -29,7 +29,10 @@ class SyntheticBatchSource : public BatchSource {
     ++index_;
     at::Tensor global = at::randint(vocab_, {batch_ * world_, seq_}, gen, at::kLong);
     at::Tensor ids = global.narrow(0, rank_ * batch_, batch_).contiguous().to(device);
-    return TrainBatch{ids, ids, at::Tensor(), at::Tensor()};
+    TrainBatch batch;
+    batch.input_ids = ids;
+    batch.labels = ids;
+    return batch;
   }
 
   int64_t BatchesPerEpoch() const override { return per_epoch_; }

@@ -60,7 +60,8 @@ model::AttentionInputs Trainer::Attention(const TrainBatch& batch) const {
     const int64_t b = batch.input_ids.size(0), t = batch.input_ids.size(1);
     pos = at::arange(t, batch.input_ids.options()).unsqueeze(0).expand({b, t});
   }
-  return model::MakeAttentionInputs(model_->config, pos, model_->dtype, batch.attention_mask);
+  return model::MakeAttentionInputs(model_->config, pos, model_->dtype, batch.attention_mask,
+                                    batch.cu_seqlens, batch.max_seqlen);
 }
 
 std::pair<double, at::Tensor> Trainer::HeadLossAndGrad(const at::Tensor& hidden,

@@ -36,6 +36,10 @@ struct TrainBatch {
   at::Tensor labels;        // int64 [B, T]
   at::Tensor position_ids;  // int64 [B, T]; undefined = 0..T-1 per row
   at::Tensor attention_mask;  // bool [B, 1, T, T]; undefined = causal
+  // Packed rows: int32 example offsets in the flattened [B * T] tokens and
+  // the longest example, for variable-length attention on CUDA.
+  at::Tensor cu_seqlens;
+  int64_t max_seqlen = 0;
 };
 
 struct TrainerOptions {

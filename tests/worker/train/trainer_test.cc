@@ -32,7 +32,10 @@ TrainBatch Batch(int64_t rows, int64_t seq, uint64_t seed) {
   at::Tensor ids = at::randint(50, {rows, seq}, at::kLong);
   at::Tensor labels = ids.clone();
   labels.narrow(1, 0, 3).fill_(-100);
-  return TrainBatch{ids, labels, at::Tensor(), at::Tensor()};
+  TrainBatch b;
+  b.input_ids = ids;
+  b.labels = labels;
+  return b;
 }
 
 std::vector<at::Tensor> Grads(model::LlamaModel& m) {
@@ -63,8 +66,11 @@ TEST(TrainerTest, GradientAccumulationEqualsOneLargeBatch) {
   model::LlamaModel m1 = TinyModel(), m2 = TinyModel();
   Trainer t1(&m1, {}), t2(&m2, {});
   TrainBatch both = Batch(2, 10, 2);
-  TrainBatch first{both.input_ids.narrow(0, 0, 1), both.labels.narrow(0, 0, 1), {}, {}};
-  TrainBatch second{both.input_ids.narrow(0, 1, 1), both.labels.narrow(0, 1, 1), {}, {}};
+  TrainBatch first, second;
+  first.input_ids = both.input_ids.narrow(0, 0, 1);
+  first.labels = both.labels.narrow(0, 0, 1);
+  second.input_ids = both.input_ids.narrow(0, 1, 1);
+  second.labels = both.labels.narrow(0, 1, 1);
   StepStats whole = t1.ForwardBackward({both});
   StepStats split = t2.ForwardBackward({first, second});
   EXPECT_NEAR(whole.loss, split.loss, 1e-6);
