@@ -20,7 +20,9 @@ cmake --build --preset cpu -j "$jobs"
 if [ -x /usr/local/cuda/bin/nvcc ] && [ -z "${RIGTUNE_SKIP_CUDA_BUILD:-}" ]; then
   echo "== compiling the cuda preset (nvcc found; nothing CUDA runs here) =="
   cmake --preset cuda -DRIGTUNE_WITH_SERVICE=OFF >/dev/null
-  cmake --build --preset cuda -j "$jobs"
+  # The CUDA-specific code: kernels, the engine's CUDA paths, GPU tests, benchmarks.
+  cmake --build --preset cuda -j "$jobs" --target rigtune_kernels rigtune_engine nf4_cuda_test \
+    engine_cuda_test fsdp_nccl_test nf4_dequant_bench train_bench
 fi
 
 echo "== ctest =="
