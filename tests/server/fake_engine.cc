@@ -9,6 +9,7 @@
 //   RIGTUNE_FAKE_STEP_MS        sleep per step (default 30)
 //   RIGTUNE_FAKE_CRASH_AT_STEP  exit(3) on reaching that step, once per output_dir
 //   RIGTUNE_FAKE_FAIL           RunJob returns an error at step 2
+// MergeAdapter (the worker's `merge` command) is not part of what it stands in for.
 #include <unistd.h>
 
 #include <cstdlib>
@@ -22,6 +23,7 @@
 #include "absl/time/clock.h"
 #include "nlohmann/json.hpp"
 #include "worker/train/job_config.h"
+#include "worker/train/merge.h"
 #include "worker/train/run_job.h"
 
 namespace rigtune::train {
@@ -129,6 +131,11 @@ absl::StatusOr<RunResult> RunJob(const JobConfig& config, const RunCallbacks& ca
     std::ofstream(fs::path(result.adapter_path) / "adapter_config.json") << "{}";
   }
   return result;
+}
+
+// worker/main.cc also offers `merge`; the stand-in has no weights to merge.
+absl::Status MergeAdapter(const MergeOptions& options) {
+  return absl::FailedPreconditionError("the stand-in engine cannot merge adapters");
 }
 
 }  // namespace rigtune::train
