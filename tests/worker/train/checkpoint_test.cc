@@ -5,8 +5,13 @@
 #include <ATen/ATen.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <chrono>
+#include <thread>
 
 #include <cstdio>
 #include <cstdlib>
@@ -174,6 +179,42 @@ TEST_F(CheckpointTest, InterruptedWriteKeepsPreviousCheckpoint) {
   EXPECT_EQ(Steps(), (std::vector<int64_t>{1, 2}));
   EXPECT_TRUE(ReadCheckpoint(second).ok());
   EXPECT_TRUE(ReadCheckpoint(first).ok());
+}
+
+TEST_F(CheckpointTest, ProcessKilledBetweenFilesLeavesPreviousCheckpointLoadable) {
+  const std::string first = Write(1);
+  // Step 2 carries a large optimizer file, so the writer is still busy with
+  // it when the parent sees the adapter land in step-2.tmp and kills it.
+  TrainingCheckpoint big = Sample(2, 0.5);
+  big.optimizer["padding.exp_avg"] = at::randn({64, 1024, 1024});  // 256 MiB
+  const std::string tmp_adapter = root_ + "/checkpoints/step-2.tmp/adapter_model.safetensors";
+  const pid_t child = fork();
+  if (child == 0) {
+    auto dir = WriteCheckpoint(root_, big, Lora(), "random:tiny");
+    _exit(dir.ok() ? 0 : 1);
+  }
+  ASSERT_GT(child, 0);
+  bool seen = false;
+  for (int i = 0; i < 6000 && !seen; ++i) {
+    seen = Exists(tmp_adapter);
+    if (!seen) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_TRUE(seen) << "the writer never produced its first file";
+  ::kill(child, SIGKILL);
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  ASSERT_TRUE(WIFSIGNALED(status)) << "the write finished before the kill";
+
+  EXPECT_FALSE(Exists(root_ + "/checkpoints/step-2"));
+  EXPECT_EQ(Steps(), std::vector<int64_t>{1});
+  EXPECT_TRUE(VerifyCheckpoint(first).ok());
+  auto back = ReadCheckpoint(first);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->state.step, 1);
+  // The next save clears the debris and lands normally.
+  Write(3);
+  EXPECT_FALSE(Exists(root_ + "/checkpoints/step-2.tmp"));
+  EXPECT_EQ(Steps(), (std::vector<int64_t>{1, 3}));
 }
 
 TEST_F(CheckpointTest, RewritingAStepReplacesIt) {
