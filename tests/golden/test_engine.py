@@ -273,3 +273,58 @@ if __name__ == "__main__":
         print(f"| {name} | {r['logits']:.2e} | {r['loss']:.2e} | {r['grad']:.2e} | "
               f"{r['trajectory']:.2e} | {'yes' if ok else 'NO'} |")
     sys.exit(1 if failed else 0)
+
+
+def save_bnb4bit_copy(model_dir, out_dir):
+    """The checkpoint of `model_dir` with every decoder linear stored the way
+    bitsandbytes serializes a Linear4bit (a "bnb-4bit" checkpoint): packed
+    uint8 codes under `.weight` and the quant state beside it."""
+    import bitsandbytes.functional as bnbf
+
+    out_dir.mkdir()
+    tensors = {}
+    for name, t in load_file(model_dir / "model.safetensors").items():
+        is_linear = ".layers." in name and name.endswith("_proj.weight")
+        if not is_linear:
+            tensors[name] = t
+            continue
+        q, state = bnbf.quantize_4bit(t, blocksize=64, compress_statistics=True, quant_type="nf4")
+        tensors[name] = q
+        for key, v in state.as_dict(packed=True).items():
+            tensors[f"{name}.{key}"] = v
+    save_file(tensors, out_dir / "model.safetensors")
+    config = json.loads((model_dir / "config.json").read_text())
+    config["quantization_config"] = {
+        "quant_method": "bitsandbytes", "load_in_4bit": True, "bnb_4bit_quant_type": "nf4",
+        "bnb_4bit_use_double_quant": True, "bnb_4bit_compute_dtype": "float32"}
+    (out_dir / "config.json").write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize("name", ["llama_gqa_llama3rope", "qwen2_bias"])
+def test_engine_loads_bnb4bit_checkpoint_without_requantizing(tmp_path, name):
+    """A bnb-4bit checkpoint loads as it is: the engine's dequantized weights
+    are bitsandbytes' own, and logits, loss and gradients equal those of the
+    same model quantized by rigtune from full precision."""
+    config, model_dir = save_random_model(tmp_path, name)
+    save_bnb4bit_copy(model_dir, tmp_path / "bnb")
+    r, alpha = 8, 16
+    ref = build_reference(model_dir, r, alpha, seed=1)
+    ref.save_pretrained(tmp_path / "adapter0")
+    save_file(make_batches(config.vocab_size, 2, 24, seed=2), tmp_path / "batches.safetensors")
+    outs = {}
+    for label, folder in (("full", model_dir), ("bnb", tmp_path / "bnb")):
+        spec = {"model_dir": str(folder), "adapter_dir": str(tmp_path / "adapter0"),
+                "batches": str(tmp_path / "batches.safetensors"),
+                "out": str(tmp_path / f"out_{label}.safetensors"),
+                "lora": {"r": r, "alpha": alpha, "target_modules": TARGETS}, "optim": {},
+                "steps": 0, "grad_accum": 2}
+        (tmp_path / f"spec_{label}.json").write_text(json.dumps(spec))
+        subprocess.run([TOOL, str(tmp_path / f"spec_{label}.json")], check=True)
+        outs[label] = load_file(tmp_path / f"out_{label}.safetensors")
+    full, bnb = outs["full"], outs["bnb"]
+    weights = load_file(model_dir / "model.safetensors")
+    for key, w in bnb.items():
+        if key.startswith("base."):
+            assert torch.equal(w, nf4_roundtrip(weights[key[len("base."):]])), key
+    for key in full:
+        assert torch.equal(full[key], bnb[key]), key
