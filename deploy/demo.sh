@@ -11,7 +11,8 @@ var=$root/var/demo
 jobs=$(nproc)
 
 deploy/setup.sh
-cmake --preset cpu >/dev/null
+cmake --preset cpu >"$root/build/configure-cpu.log" 2>&1 ||
+  { cat "$root/build/configure-cpu.log"; exit 1; }
 cmake --build --preset cpu -j "$jobs" --target rigtuned rigtune rigtune-worker
 bin=$root/build/cpu
 py=$(cat build/.torch-python)

@@ -14,12 +14,13 @@ jobs=$(nproc)
 export CCACHE_BASEDIR=$(pwd) CCACHE_NOHASHDIR=1
 
 deploy/setup.sh
-cmake --preset cpu >/dev/null
+cmake --preset cpu >build/configure-cpu.log 2>&1 || { cat build/configure-cpu.log; exit 1; }
 cmake --build --preset cpu -j "$jobs"
 
 if [ -x /usr/local/cuda/bin/nvcc ] && [ -z "${RIGTUNE_SKIP_CUDA_BUILD:-}" ]; then
   echo "== compiling the cuda preset (nvcc found; nothing CUDA runs here) =="
-  cmake --preset cuda -DRIGTUNE_WITH_SERVICE=OFF >/dev/null
+  cmake --preset cuda -DRIGTUNE_WITH_SERVICE=OFF >build/configure-cuda.log 2>&1 ||
+    { cat build/configure-cuda.log; exit 1; }
   # The CUDA-specific code: kernels, the engine's CUDA paths, GPU tests, benchmarks.
   cmake --build --preset cuda -j "$jobs" --target rigtune_kernels rigtune_engine nf4_cuda_test \
     engine_cuda_test fsdp_nccl_test nf4_dequant_bench train_bench
