@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU checks and benchmarks, on a machine with NVIDIA GPUs.
 #
-#   tests/gpu/run.sh [STAGE...]      stages: build tests golden nf4 engine peer fsdp daemon (default: build tests)
+#   tests/gpu/run.sh [STAGE...]      stages: build tests golden nf4 engine fit24 peer fsdp daemon (default: build tests)
 #   BUILD_TARGETS="a b" tests/gpu/run.sh build ...   build only those targets
 #
 # Builds the cuda preset (kernels for sm_80/86/89/90, NCCL) into $BUILD
@@ -55,6 +55,12 @@ for stage in "${stages[@]}"; do
           >>"$OUT/engine-bench.md" 2>>"$OUT/engine-bench.log"
       done
       note "engine (1 GPU):"; cat "$OUT/engine-bench.md" ;;
+    fit24)  # one GPU capped at 22 GiB, as on a 24 GB card
+      for shape in llama2-13b llama3-8b; do
+        "$BUILD/tests/bench/train_bench" --model random:$shape --batch 4 --seq 2048 --steps 5 \
+          --max-gpu-memory-gib 22 >>"$OUT/fit24.md" 2>>"$OUT/fit24.log"
+      done
+      note "one GPU capped at 22 GiB:"; cat "$OUT/fit24.md" ;;
     peer)
       for shape in llama2-7b llama3-8b; do
         "$py" tests/bench/hf_peft_bench.py --shape $shape --batch 4 --seq 2048 --steps 6 \

@@ -6,6 +6,7 @@
 #include "absl/strings/str_format.h"
 
 #ifdef RIGTUNE_WITH_CUDA
+#include <ATen/ops/empty.h>
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAFunctions.h>
 #include <cuda_runtime_api.h>
@@ -27,6 +28,10 @@ namespace alloc = c10::cuda::CUDACachingAllocator;
 
 absl::Status ApplyMemoryCap(const c10::Device& device, double gib) {
   if (!device.is_cuda() || gib <= 0) return absl::OkStatus();
+  // The caching allocator is set up by LibTorch's lazy CUDA initialisation,
+  // which the first tensor on the device triggers.
+  c10::cuda::set_device(device.index());
+  (void)at::empty({1}, at::TensorOptions().device(device));
   size_t free_bytes = 0, total = 0;
   cudaMemGetInfo(&free_bytes, &total);
   const double cap = gib * (1ull << 30);
