@@ -92,6 +92,7 @@ absl::Status ValidateHyperparameters(const rigtune::v1::JobSpec& spec) {
       OneOf("spec.train.device", train.has_device(), train.device(), {"auto", "cpu", "cuda"}),
       OneOf("spec.dist.sharding", dist.has_sharding(), dist.sharding(),
             {"full_shard", "shard_grad_op", "no_shard", "hybrid"}),
+      OneOf("spec.dist.backend", dist.has_backend(), dist.backend(), {"auto", "nccl", "gloo"}),
       InRange<double>("spec.dist.max_gpu_memory_gib", dist.has_max_gpu_memory_gib(),
                       dist.max_gpu_memory_gib(), 0.0, 4096.0),
       InRange<double>("spec.dist.timeout_seconds", dist.has_timeout_seconds(),

@@ -3,11 +3,13 @@
 //   train_bench --model random:llama2-7b --batch 4 --seq 2048 --steps 6 [--r 64]
 //               [--no-checkpointing] [--dtype bf16] [--device cuda]
 //               [--sharding full_shard] [--cpu-offload] [--activation-offload]
-//               [--max-gpu-memory-gib 22]
+//               [--max-gpu-memory-gib 22] [--backend auto|nccl|gloo]
 //
 // Runs RunJob on synthetic tokens (so FSDP applies when launched with RANK /
 // WORLD_SIZE / MASTER_PORT per process). The first step is a warm-up and is
-// left out of the averages. Prints one markdown table row on rank 0:
+// left out of the averages; the program exits after the last step, without
+// the final checkpoint and adapter export. Prints one markdown table row (under FSDP, one
+// per rank, its ranks column reading "2 (rank 1)"):
 //   | model | ranks | batch x seq | ckpt | offload | tok/s/GPU | step s | peak alloc GiB | peak reserved GiB |
 #include <cstdlib>
 #include <cstring>
@@ -40,7 +42,7 @@ int main(int argc, char** argv) {
   if (Flag(argc, argv, "--help")) {
     std::cout << "usage: train_bench --model random:<shape> [--batch N] [--seq N] [--steps N] "
                  "[--r N] [--no-checkpointing] [--dtype bf16|fp32] [--device cuda|cpu] "
-                 "[--sharding S] [--cpu-offload] [--activation-offload] [--max-gpu-memory-gib G]\n";
+                 "[--sharding S] [--cpu-offload] [--activation-offload] [--max-gpu-memory-gib G] [--backend auto|nccl|gloo]\n";
     return 0;
   }
   rigtune::train::JobConfig c;
@@ -59,42 +61,54 @@ int main(int argc, char** argv) {
   c.dist.sharding = Arg(argc, argv, "--sharding", "full_shard");
   c.dist.cpu_offload = Flag(argc, argv, "--cpu-offload");
   c.dist.activation_offload = Flag(argc, argv, "--activation-offload");
+  c.dist.backend = Arg(argc, argv, "--backend", "auto");
   c.dist.max_gpu_memory_gib = std::atof(Arg(argc, argv, "--max-gpu-memory-gib", "0"));
   const int world = std::atoi(std::getenv("WORLD_SIZE") ? std::getenv("WORLD_SIZE") : "1");
   const int rank = std::atoi(std::getenv("RANK") ? std::getenv("RANK") : "0");
 
   double seconds = 0, tokens = 0;
   int64_t peak = 0, reserved = 0, measured = 0;
-  rigtune::train::RunCallbacks cb;
-  cb.on_log = [&](const std::string& line) {
-    if (rank == 0) std::cerr << line << "\n";
+  auto print_row = [&] {
+    if (measured == 0) return;
+    const std::string ranks = world == 1 ? "1" : absl::StrFormat("%d (rank %d)", world, rank);
+    std::cout << absl::StrFormat(
+        "| %s | %s | %d x %d | %s | %s | %.0f | %.3f | %.2f | %.2f |\n", c.model, ranks,
+        c.train.batch_size, c.train.context_length, c.train.activation_checkpointing ? "on" : "off",
+        c.dist.cpu_offload ? (c.dist.activation_offload ? "weights+act" : "weights")
+                           : (c.dist.activation_offload ? "act" : "off"),
+        tokens / seconds / world, seconds / measured,  // m.tokens counts every rank
+        peak / double(1 << 30), reserved / double(1 << 30));
+    std::cout.flush();
   };
+  rigtune::train::RunCallbacks cb;
+  cb.on_log = [&](const std::string& line) { std::cerr << "[rank " << rank << "] " << line << "\n"; };
   cb.on_step = [&](const rigtune::train::StepMetrics& m) {
-    if (rank == 0) {
-      std::cerr << absl::StrFormat("step %d/%d loss %.4f %.0f tok/s %.2f s peak %.2f GiB\n",
-                                   m.step, m.total_steps, m.loss, m.tokens_per_second,
-                                   m.step_seconds, m.gpu_memory_peak_bytes / double(1 << 30));
-    }
+    std::cerr << absl::StrFormat("[rank %d] step %d/%d loss %.4f %.0f tok/s %.2f s peak %.2f GiB "
+                                 "reserved %.2f GiB\n",
+                                 rank, m.step, m.total_steps, m.loss, m.tokens_per_second,
+                                 m.step_seconds, m.gpu_memory_peak_bytes / double(1 << 30),
+                                 m.gpu_memory_reserved_bytes / double(1 << 30));
     peak = std::max(peak, m.gpu_memory_peak_bytes);
     reserved = std::max(reserved, m.gpu_memory_reserved_bytes);
-    if (m.step == 1) return;  // warm-up
-    seconds += m.step_seconds;
-    tokens += m.tokens;
-    ++measured;
+    if (m.step > 1) {  // the first step is a warm-up
+      seconds += m.step_seconds;
+      tokens += m.tokens;
+      ++measured;
+    }
+    // The final checkpoint and adapter export are not part of the step being
+    // measured (for a 70B model they move ~14 GB): every rank leaves here,
+    // after its last step, where no collective is pending.
+    if (m.step == m.total_steps) {
+      print_row();
+      std::cerr.flush();
+      std::_Exit(0);
+    }
   };
   auto result = rigtune::train::RunJob(c, cb);
   if (!result.ok()) {
     std::cerr << "rank " << rank << ": " << result.status().message() << "\n";
     return 1;
   }
-  if (rank == 0 && measured > 0) {
-    std::cout << absl::StrFormat(
-        "| %s | %d | %d x %d | %s | %s | %.0f | %.3f | %.2f | %.2f |\n", c.model, world,
-        c.train.batch_size, c.train.context_length, c.train.activation_checkpointing ? "on" : "off",
-        c.dist.cpu_offload ? (c.dist.activation_offload ? "weights+act" : "weights")
-                           : (c.dist.activation_offload ? "act" : "off"),
-        tokens / seconds / world, seconds / measured,
-        peak / double(1 << 30), reserved / double(1 << 30));
-  }
+  print_row();
   return 0;
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU checks and benchmarks, on a machine with NVIDIA GPUs.
 #
-#   tests/gpu/run.sh [STAGE...]      stages: build tests golden nf4 engine fit24 peer fsdp daemon (default: build tests)
+#   tests/gpu/run.sh [STAGE...]      stages: build tests golden nf4 engine fit24 peer fsdp big1 daemon
+#                                    (default: build tests)
 #   BUILD_TARGETS="a b" tests/gpu/run.sh build ...   build only those targets
 #
 # Builds the cuda preset (kernels for sm_80/86/89/90, NCCL) into $BUILD
@@ -67,22 +68,36 @@ for stage in "${stages[@]}"; do
           2>>"$OUT/peer-bench.log" | grep '^|' >>"$OUT/peer-bench.md"
       done
       note "HF transformers + PEFT (1 GPU):"; cat "$OUT/peer-bench.md" ;;
-    fsdp)
+    fsdp)  # Llama-2-70B over two ranks; on a one-GPU machine both share it over Gloo
+      backend=auto
+      [ "$gpus" -lt 2 ] && backend=gloo
       run2() {  # two ranks of train_bench with the given flags
         local port=$((29600 + RANDOM % 1000)) pids=()
         for r in 0 1; do
+          echo "# $*" >>"$OUT/fsdp-bench-rank$r.log"
           RANK=$r LOCAL_RANK=$r WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port \
-            "$BUILD/tests/bench/train_bench" "$@" >>"$OUT/fsdp-bench.md" 2>>"$OUT/fsdp-bench-rank$r.log" &
+            "$BUILD/tests/bench/train_bench" --backend $backend "$@" >>"$OUT/fsdp-bench.md" \
+            2>>"$OUT/fsdp-bench-rank$r.log" &
           pids+=($!)
         done
         wait "${pids[@]}"
       }
       m=random:llama2-70b
-      run2 --model $m --batch 2 --seq 2048 --steps 4 --cpu-offload --activation-offload --max-gpu-memory-gib 22
-      run2 --model $m --batch 2 --seq 2048 --steps 4 --cpu-offload --max-gpu-memory-gib 22
-      run2 --model $m --batch 1 --seq 2048 --steps 4 --max-gpu-memory-gib 22
-      run2 --model $m --batch 4 --seq 2048 --steps 4
-      note "FSDP 2 GPUs:"; cat "$OUT/fsdp-bench.md" ;;
+      runs=("--batch 2 --cpu-offload --activation-offload --max-gpu-memory-gib 22"
+            "--batch 2 --cpu-offload --max-gpu-memory-gib 22"
+            "--batch 1 --r 16 --activation-offload --max-gpu-memory-gib 22")
+      [ -n "${FSDP_RUNS:-}" ] && IFS=';' read -ra runs <<<"$FSDP_RUNS"  # "flags;flags;..."
+      for args in "${runs[@]}"; do
+        run2 --model $m --seq 2048 --steps ${FSDP_STEPS:-3} $args
+      done
+      grep -hE "holds|peak host|step [0-9]|rank [01]:" "$OUT"/fsdp-bench-rank*.log | tail -n 40
+      note "FSDP, 2 ranks ($backend backend, $gpus GPU(s)):"; cat "$OUT/fsdp-bench.md" ;;
+    big1)  # Llama-2-70B on one GPU, uncapped: the per-GPU compute rate
+      for b in ${BIG1_BATCHES:-2 4}; do
+        "$BUILD/tests/bench/train_bench" --model random:llama2-70b --batch $b --seq 2048 --steps 4 \
+          >>"$OUT/big1.md" 2>>"$OUT/big1.log"
+      done
+      note "Llama-2-70B on one GPU, uncapped:"; cat "$OUT/big1.md" ;;
     daemon)  # one job through rigtuned on the GPU, its loss streamed to `rigtune watch`
       state=$(mktemp -d)
       "$BUILD/server/rigtuned" --state-dir "$state" --gpus auto --grpc-listen 127.0.0.1:50151 \

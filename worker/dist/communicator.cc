@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <exception>
+#include <utility>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -77,8 +78,9 @@ absl::StatusOr<DistEnv> DistEnv::FromEnvironment() {
   return env;
 }
 
-Pending::Pending(Communicator* comm, c10::intrusive_ptr<c10d::Work> work, std::string what)
-    : comm_(comm), work_(std::move(work)), what_(std::move(what)) {}
+Pending::Pending(Communicator* comm, c10::intrusive_ptr<c10d::Work> work, std::string what,
+                 std::function<void()> then)
+    : comm_(comm), work_(std::move(work)), what_(std::move(what)), then_(std::move(then)) {}
 
 Pending::~Pending() {
   if (work_) (void)Wait();
@@ -93,6 +95,7 @@ absl::Status Pending::Wait() {
   } catch (const std::exception& e) {
     return comm_->Describe(what_, e.what());
   }
+  if (then_) std::exchange(then_, nullptr)();
   return absl::OkStatus();
 }
 
@@ -106,9 +109,19 @@ Communicator::~Communicator() {
 
 absl::StatusOr<std::unique_ptr<Communicator>> Communicator::Create(const DistEnv& env,
                                                                    at::Device device,
-                                                                   double timeout_seconds) {
+                                                                   double timeout_seconds,
+                                                                   const std::string& backend) {
+  if (backend != "auto" && backend != "nccl" && backend != "gloo") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("dist.backend: \"", backend, "\" is not one of auto, nccl, gloo"));
+  }
+  if (backend == "nccl" && !device.is_cuda()) {
+    return absl::InvalidArgumentError(
+        "dist.backend: nccl needs CUDA devices (this rank trains on the CPU); use auto or gloo");
+  }
   std::unique_ptr<Communicator> comm(new Communicator(env, timeout_seconds));
   comm->device_ = device;
+  comm->staged_ = device.is_cuda() && backend == "gloo";
   const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_seconds * 1000));
   try {
     c10d::TCPStoreOptions opts;
@@ -133,7 +146,7 @@ absl::Status Communicator::CreateBackend(const c10::intrusive_ptr<c10d::Store>& 
                                          int64_t rank, int64_t size) {
   const auto timeout =
       std::chrono::milliseconds(static_cast<int64_t>(timeout_seconds_ * 1000));
-  if (device_.is_cuda()) {
+  if (device_.is_cuda() && !staged_) {
 #ifdef RIGTUNE_WITH_CUDA
     auto o = c10d::ProcessGroupNCCL::Options::create();
     o->timeout = timeout;
@@ -166,6 +179,7 @@ absl::StatusOr<std::unique_ptr<Communicator>> Communicator::Subgroup(
   sub.local_world_size = sub.world_size;
   std::unique_ptr<Communicator> comm(new Communicator(sub, timeout_seconds_));
   comm->device_ = device_;
+  comm->staged_ = staged_;
   comm->store_ = store_;
   comm->parent_ = this;
   try {
@@ -230,26 +244,58 @@ absl::Status Communicator::Describe(const std::string& what, const std::string& 
       silent.empty() ? "" : absl::StrCat(silent, " (", error, ")"), silent.empty() ? error : ""));
 }
 
+// Note [Staging CUDA tensors for Gloo]
+// With backend "gloo" on GPUs, a collective runs on host copies: the inputs
+// are copied down before it starts (a synchronous copy, so the values are
+// those the stream had produced), Gloo runs it on its own threads while the
+// caller computes, and Wait() copies the result back up on the caller's
+// stream.
+at::Tensor Communicator::Host(const at::Tensor& t) const {
+  return staged_ ? t.to(at::kCPU) : t;
+}
+
 Pending Communicator::AllGather(at::Tensor full, at::Tensor shard) {
-  return Pending(this, backend_->_allgather_base(full, shard), "all-gather");
+  if (!staged_) return Pending(this, backend_->_allgather_base(full, shard), "all-gather");
+  at::Tensor host = at::empty(full.sizes(), full.options().device(at::kCPU));
+  at::Tensor input = Host(shard);
+  auto work = backend_->_allgather_base(host, input);
+  return Pending(this, work, "all-gather", [full, host]() mutable { full.copy_(host); });
 }
 
 Pending Communicator::ReduceScatterSum(at::Tensor shard, at::Tensor full) {
   c10d::ReduceScatterOptions opts;
   opts.reduceOp = c10d::ReduceOp::SUM;
-  return Pending(this, backend_->_reduce_scatter_base(shard, full, opts), "reduce-scatter");
+  if (!staged_) {
+    return Pending(this, backend_->_reduce_scatter_base(shard, full, opts), "reduce-scatter");
+  }
+  at::Tensor host = at::empty(shard.sizes(), shard.options().device(at::kCPU));
+  at::Tensor input = Host(full);
+  auto work = backend_->_reduce_scatter_base(host, input, opts);
+  return Pending(this, work, "reduce-scatter", [shard, host]() mutable { shard.copy_(host); });
+}
+
+// In place on `t` (through a host copy when staged).
+Pending Communicator::InPlace(at::Tensor t, const char* what,
+                              const std::function<c10::intrusive_ptr<c10d::Work>(
+                                  std::vector<at::Tensor>&)>& op) {
+  std::vector<at::Tensor> ts{Host(t)};
+  auto work = op(ts);
+  if (!staged_) return Pending(this, work, what);
+  return Pending(this, work, what, [t, host = ts[0]]() mutable { t.copy_(host); });
 }
 
 absl::Status Communicator::AllReduceSum(at::Tensor t) {
-  std::vector<at::Tensor> ts{t};
-  return Pending(this, backend_->allreduce(ts), "all-reduce").Wait();
+  return InPlace(t, "all-reduce", [&](std::vector<at::Tensor>& ts) {
+           return backend_->allreduce(ts);
+         }).Wait();
 }
 
 absl::Status Communicator::Broadcast(at::Tensor t, int64_t root) {
-  std::vector<at::Tensor> ts{t};
   c10d::BroadcastOptions opts;
   opts.rootRank = root;
-  return Pending(this, backend_->broadcast(ts, opts), "broadcast").Wait();
+  return InPlace(t, "broadcast", [&](std::vector<at::Tensor>& ts) {
+           return backend_->broadcast(ts, opts);
+         }).Wait();
 }
 
 absl::Status Communicator::Barrier() {

@@ -1,5 +1,8 @@
 // Communicator: the collectives FSDP needs, over LibTorch's c10d: Gloo on the
-// CPU (tests run 2-4 real ranks as processes), NCCL on GPUs.
+// CPU (tests run 2-4 real ranks as processes), NCCL on GPUs. GPUs can also
+// talk over Gloo (backend "gloo"): each collective copies its CUDA tensors
+// through host memory. That is slower than NCCL, but works where NCCL cannot,
+// for example several ranks sharing one GPU.
 //
 // Rendezvous follows torchrun's conventions (MASTER_ADDR, MASTER_PORT, RANK,
 // WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE), so the same worker runs under
@@ -25,6 +28,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -61,7 +65,9 @@ class Communicator;
 class Pending {
  public:
   Pending() = default;
-  Pending(Communicator* comm, c10::intrusive_ptr<c10d::Work> work, std::string what);
+  // `then` (optional) runs after the collective succeeded, in Wait().
+  Pending(Communicator* comm, c10::intrusive_ptr<c10d::Work> work, std::string what,
+          std::function<void()> then = nullptr);
   Pending(Pending&&) noexcept = default;
   Pending& operator=(Pending&&) noexcept = default;
   ~Pending();
@@ -72,15 +78,19 @@ class Pending {
   Communicator* comm_ = nullptr;
   c10::intrusive_ptr<c10d::Work> work_;
   std::string what_;
+  std::function<void()> then_;
 };
 
 class Communicator {
  public:
   // Connects to the rendezvous store (rank 0 hosts it) and creates the
-  // backend for `device`: Gloo for CPU tensors, NCCL for CUDA ones.
+  // backend for `device`. `backend`: "auto" (Gloo for the CPU, NCCL for
+  // CUDA), "nccl" (CUDA only) or "gloo" (CUDA tensors staged through host
+  // memory).
   static absl::StatusOr<std::unique_ptr<Communicator>> Create(const DistEnv& env,
                                                               at::Device device,
-                                                              double timeout_seconds);
+                                                              double timeout_seconds,
+                                                              const std::string& backend = "auto");
   ~Communicator();
 
   // A communicator over `ranks` (global ranks, in group order), for example
@@ -111,9 +121,13 @@ class Communicator {
 
  private:
   Communicator(DistEnv env, double timeout_seconds);
-  // Gloo for CPU tensors, NCCL for CUDA ones, over `store` as rank/size.
+  // Gloo or NCCL (as staged_ says) over `store` as rank/size.
   absl::Status CreateBackend(const c10::intrusive_ptr<c10d::Store>& store, int64_t rank,
                              int64_t size);
+  // `t` itself, or (staged) a host copy of it.
+  at::Tensor Host(const at::Tensor& t) const;
+  Pending InPlace(at::Tensor t, const char* what,
+                  const std::function<c10::intrusive_ptr<c10d::Work>(std::vector<at::Tensor>&)>& op);
   void Heartbeat();
   std::string SilentRanks();
   const Communicator* root() const { return parent_ != nullptr ? parent_ : this; }
@@ -125,6 +139,8 @@ class Communicator {
   std::atomic<bool> stop_{false};
   std::thread heartbeat_;
   at::Device device_ = at::kCPU;
+  // CUDA tensors over Gloo: every collective copies through host memory.
+  bool staged_ = false;
   Communicator* parent_ = nullptr;  // set for subgroups: heartbeats live there
 };
 

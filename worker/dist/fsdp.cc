@@ -22,6 +22,7 @@ std::array<lora::LoraSpec, model::kNumProj> Specs(const model::LoraOptions& lora
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<FsdpLayers>> FsdpLayers::Create(model::ModelSource& source,
+                                                               model::LlamaModel& shell,
                                                                const model::BuildOptions& build,
                                                                Communicator* comm,
                                                                const FsdpOptions& options) {
@@ -47,6 +48,14 @@ absl::StatusOr<std::unique_ptr<FsdpLayers>> FsdpLayers::Create(model::ModelSourc
   const int64_t n = config.num_layers, rank = comm->rank(), world = comm->world_size();
   c10::NoGradGuard no_grad;
   const auto dev = at::TensorOptions().device(build.device);
+
+  // The embedding and head first: every rank loaded them whole with the
+  // shell; keeping only a slice frees the rest before any layer arrives.
+  f->tied_ = config.tie_word_embeddings;
+  f->ShardEdge(kEmbedding, {shell.embed_tokens});
+  f->ShardEdge(kHead, f->tied_ ? std::vector<at::Tensor>{shell.norm}
+                               : std::vector<at::Tensor>{shell.norm, shell.lm_head});
+  shell.embed_tokens = shell.lm_head = shell.norm = at::Tensor();
 
   // Whether absmax is double-quantized: rigtune's quantizer always does it;
   // a bnb-4bit checkpoint says. Rank 0 (which builds layer 0) decides.
@@ -95,17 +104,66 @@ absl::StatusOr<std::unique_ptr<FsdpLayers>> FsdpLayers::Create(model::ModelSourc
     at::Tensor o = offsets.to(at::kCPU);
     layout.SetNestedOffsets(std::vector<float>(o.data_ptr<float>(), o.data_ptr<float>() + o.numel()));
     const int64_t part = shards == 1 ? 0 : f->shard_comm()->rank();
-    const int64_t fb = layout.frozen_shard_bytes(shards), tf = layout.trainable_shard_floats(shards);
-    at::Tensor my_frozen = frozen.narrow(0, part * fb, fb).clone();
-    if (options.cpu_offload && build.device.is_cuda()) {
-      my_frozen = my_frozen.to(at::TensorOptions().device(at::kCPU)).pin_memory();
-    }
-    f->frozen_shards_.push_back(my_frozen);
+    const int64_t tf = layout.trainable_shard_floats(shards);
+    f->frozen_shards_.push_back(f->KeepFrozenSlice(frozen, layout.frozen_shard_bytes(shards)));
     f->lora_shards_.push_back(trainable.narrow(0, part * tf, tf).clone());
     f->grad_shards_.push_back(at::zeros({tf}, dev.dtype(at::kFloat)));
     f->layouts_.push_back(std::move(layout));
   }
   return f;
+}
+
+at::Tensor FsdpLayers::KeepFrozenSlice(const at::Tensor& full, int64_t shard_bytes) const {
+  const int64_t part = shards_ == 1 ? 0 : shard_comm()->rank();
+  at::Tensor mine = full.narrow(0, part * shard_bytes, shard_bytes).clone();
+  if (options_.cpu_offload && device_.is_cuda()) {
+    mine = mine.to(at::TensorOptions().device(at::kCPU)).pin_memory();
+  }
+  return mine;
+}
+
+void FsdpLayers::ShardEdge(Edge e, const std::vector<at::Tensor>& tensors) {
+  EdgeUnit& unit = edges_[e];
+  unit.layout = FrozenUnitLayout::For(tensors, shards_);
+  unit.shard = KeepFrozenSlice(unit.layout.Flatten(tensors), unit.layout.shard_bytes(shards_));
+}
+
+void FsdpLayers::StartEdgeGather(Edge e) {
+  EdgeUnit& unit = edges_[e];
+  if (unit.full.defined()) return;
+  at::Tensor shard = unit.shard;
+  if (shard.device() != device_) shard = shard.to(device_, /*non_blocking=*/true);
+  if (shards_ == 1) {
+    unit.full = shard;
+    return;
+  }
+  unit.full = at::empty({unit.layout.bytes}, shard.options());
+  unit.pending = shard_comm()->AllGather(unit.full, shard);
+}
+
+std::vector<at::Tensor> FsdpLayers::WaitEdge(Edge e) {
+  StartEdgeGather(e);
+  EdgeUnit& unit = edges_[e];
+  if (auto s = unit.pending.Wait(); !s.ok()) Fail(s);
+  return unit.layout.Views(unit.full);
+}
+
+at::Tensor FsdpLayers::AcquireEmbedding() {
+  at::Tensor table = WaitEdge(kEmbedding)[0];
+  StartGather(0);  // layer 0's gather overlaps the lookup
+  return table;
+}
+
+void FsdpLayers::ReleaseEmbedding() { edges_[kEmbedding].full = at::Tensor(); }
+
+train::HeadWeights FsdpLayers::AcquireHead() {
+  std::vector<at::Tensor> head = WaitEdge(kHead);
+  return {head[0], tied_ ? WaitEdge(kEmbedding)[0] : head[1]};
+}
+
+void FsdpLayers::ReleaseHead() {
+  edges_[kHead].full = at::Tensor();
+  if (tied_) edges_[kEmbedding].full = at::Tensor();
 }
 
 void FsdpLayers::Fail(const absl::Status& status) const {
@@ -139,6 +197,10 @@ const model::DecoderLayer& FsdpLayers::Acquire(int64_t i, bool backward) {
   StartGather(i);
   const int64_t next = backward ? i - 1 : i + 1;
   if (next >= 0 && next < static_cast<int64_t>(layouts_.size())) StartGather(next);
+  if (!backward && next == static_cast<int64_t>(layouts_.size())) {
+    StartEdgeGather(kHead);  // the loss comes next
+    if (tied_) StartEdgeGather(kEmbedding);
+  }
   Gathered& g = *gathered_[i];
   if (!g.layer) {
     if (auto s = g.frozen_pending.Wait(); !s.ok()) Fail(s);
@@ -284,6 +346,7 @@ absl::Status FsdpLayers::LoadTrainableState(const std::map<std::string, at::Tens
 
 int64_t FsdpLayers::frozen_shard_bytes() const {
   int64_t total = 0;
+  for (const EdgeUnit& unit : edges_) total += unit.shard.numel();
   for (const at::Tensor& t : frozen_shards_) total += t.numel();
   return total;
 }

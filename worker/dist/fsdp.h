@@ -3,7 +3,11 @@
 // Each decoder layer is one FSDP unit. Every rank keeps 1/world of the
 // layer's frozen bytes (NF4 codes with their quant constants, norms, biases)
 // and 1/world of its LoRA weights in float32 with the AdamW moments beside
-// them. The trainer's loop drives it:
+// them. The token embedding and the head (final norm + LM head; with tied
+// embeddings the head reuses the embedding unit) are two more units of
+// frozen bytes, gathered for their one use per micro-batch: the embedding
+// while layer 0's gather is issued, the head prefetched behind the last
+// layer's forward. The trainer's loop drives it:
 //   Acquire(i)  wait for layer i's all-gather (issued one layer ahead on the
 //               communication stream), rebuild the layer as views of the
 //               gathered buffers, and start gathering the next layer;
@@ -27,6 +31,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <array>
 #include <map>
 #include <memory>
 #include <string>
@@ -47,12 +52,20 @@ struct FsdpOptions {
 
 class FsdpLayers : public train::LayerSource {
  public:
-  // Builds this rank's shards of every layer of `source`. Collective: every
-  // rank must call it. `comm` must outlive the result.
+  // Builds this rank's shards of every layer of `source`, and of the
+  // embedding, final norm and LM head of `shell` (its LoadShell(), the same
+  // on every rank), which it leaves undefined so that their memory is freed.
+  // Collective: every rank must call it. `comm` must outlive the result.
   static absl::StatusOr<std::unique_ptr<FsdpLayers>> Create(model::ModelSource& source,
+                                                            model::LlamaModel& shell,
                                                             const model::BuildOptions& build,
                                                             Communicator* comm,
                                                             const FsdpOptions& options);
+
+  at::Tensor AcquireEmbedding() override;
+  void ReleaseEmbedding() override;
+  train::HeadWeights AcquireHead() override;
+  void ReleaseHead() override;
 
   const model::DecoderLayer& Acquire(int64_t i, bool backward) override;
   void Release(int64_t i, bool backward) override;
@@ -90,7 +103,7 @@ class FsdpLayers : public train::LayerSource {
   absl::Status LoadTrainableState(const std::map<std::string, at::Tensor>& state,
                                   std::vector<at::Tensor>& exp_avg,
                                   std::vector<at::Tensor>& exp_avg_sq);
-  int64_t frozen_shard_bytes() const;   // this rank's frozen bytes, all layers
+  int64_t frozen_shard_bytes() const;   // this rank's frozen bytes, all units
   int64_t trainable_shard_floats() const;
   const LayerLayout& layout(int64_t i) const { return layouts_[i]; }
   int64_t shards() const { return shards_; }
@@ -103,9 +116,25 @@ class FsdpLayers : public train::LayerSource {
     std::unique_ptr<model::DecoderLayer> layer;
   };
 
+  // The embedding or head unit: frozen bytes only.
+  struct EdgeUnit {
+    FrozenUnitLayout layout;
+    at::Tensor shard;  // uint8, device or pinned host
+    at::Tensor full;   // while gathered
+    Pending pending;
+  };
+  enum Edge { kEmbedding = 0, kHead = 1 };
+
   FsdpLayers(Communicator* comm, FsdpOptions options, int64_t shards, at::Device device)
       : comm_(comm), options_(std::move(options)), shards_(shards), device_(device) {}
   void StartGather(int64_t i);
+  // Builds edge unit `e` from `tensors` (full, identical on every rank).
+  void ShardEdge(Edge e, const std::vector<at::Tensor>& tensors);
+  void StartEdgeGather(Edge e);
+  // Waits for edge unit `e` and returns views of its tensors.
+  std::vector<at::Tensor> WaitEdge(Edge e);
+  // This rank's slice of a full frozen buffer, kept (device or pinned host).
+  at::Tensor KeepFrozenSlice(const at::Tensor& full, int64_t shard_bytes) const;
   // Layer i's full flat float32 buffer on the CPU from this rank's `shard`
   // (collective unless unsharded).
   absl::StatusOr<at::Tensor> GatherFlat(int64_t i, const at::Tensor& shard);
@@ -129,6 +158,8 @@ class FsdpLayers : public train::LayerSource {
   std::vector<at::Tensor> lora_shards_;    // float32 masters, device
   std::vector<at::Tensor> grad_shards_;    // float32, device
   std::map<int64_t, std::unique_ptr<Gathered>> gathered_;
+  std::array<EdgeUnit, 2> edges_;
+  bool tied_ = false;  // the LM head is the embedding table
 };
 
 }  // namespace rigtune::dist

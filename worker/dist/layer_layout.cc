@@ -170,4 +170,26 @@ void LayerLayout::SetNestedOffsets(const std::vector<float>& offsets) {
   for (int p = 0; p < model::kNumProj; ++p) linears[p].nested_offset = offsets[p];
 }
 
+FrozenUnitLayout FrozenUnitLayout::For(const std::vector<at::Tensor>& tensors, int64_t shards) {
+  FrozenUnitLayout l;
+  int64_t cursor = 0;
+  for (const at::Tensor& t : tensors) {
+    l.segments.push_back(Take(&cursor, t.scalar_type(), t.sizes().vec()));
+  }
+  l.bytes = RoundUp(std::max<int64_t>(cursor, 1), kAlign * shards);
+  return l;
+}
+
+at::Tensor FrozenUnitLayout::Flatten(const std::vector<at::Tensor>& tensors) const {
+  at::Tensor flat = at::zeros({bytes}, tensors.at(0).options().dtype(at::kByte));
+  for (size_t k = 0; k < segments.size(); ++k) Put(flat, segments[k], tensors.at(k));
+  return flat;
+}
+
+std::vector<at::Tensor> FrozenUnitLayout::Views(const at::Tensor& flat) const {
+  std::vector<at::Tensor> out;
+  for (const Segment& s : segments) out.push_back(View(flat, s));
+  return out;
+}
+
 }  // namespace rigtune::dist

@@ -76,6 +76,22 @@ struct LayerLayout {
   void SetNestedOffsets(const std::vector<float>& offsets);
 };
 
+// A frozen FSDP unit outside the decoder layers (the token embedding table;
+// the final norm with the LM head): its tensors end to end in one uint8
+// buffer, 16-byte aligned and padded to a multiple of 16 x shards.
+struct FrozenUnitLayout {
+  std::vector<Segment> segments;
+  int64_t bytes = 0;  // padded
+
+  // The layout of `tensors` (their dtypes and shapes) for `shards` shards.
+  static FrozenUnitLayout For(const std::vector<at::Tensor>& tensors, int64_t shards);
+  int64_t shard_bytes(int64_t shards) const { return bytes / shards; }
+  // The tensors as one buffer (on their device), and views of them into a
+  // full buffer that must outlive the views.
+  at::Tensor Flatten(const std::vector<at::Tensor>& tensors) const;
+  std::vector<at::Tensor> Views(const at::Tensor& flat) const;
+};
+
 }  // namespace rigtune::dist
 
 #endif  // RIGTUNE_WORKER_DIST_LAYER_LAYOUT_H_

@@ -196,10 +196,11 @@ absl::StatusOr<ModelConfig> RandomModelConfig(const std::string& spec_in) {
     else if (kv.first == "kv_heads") c.num_kv_heads = v;
     else if (kv.first == "vocab") c.vocab_size = v;
     else if (kv.first == "head_dim") c.head_dim = v;
+    else if (kv.first == "tied") c.tie_word_embeddings = true;  // the LM head is the embedding
     else {
       return absl::InvalidArgumentError(absl::StrCat(
           "model: unknown random size '", kv.first,
-          "' (known: layers, hidden, intermediate, heads, kv_heads, vocab, head_dim)"));
+          "' (known: layers, hidden, intermediate, heads, kv_heads, vocab, head_dim, tied=1)"));
     }
   }
   if (c.num_kv_heads == 0) c.num_kv_heads = c.num_heads;

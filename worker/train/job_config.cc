@@ -129,6 +129,7 @@ absl::Status Validate(const JobConfig& c) {
   RT_RETURN_IF_ERROR(OneOf("train.device", c.train.device, {"auto", "cpu", "cuda"}));
   RT_RETURN_IF_ERROR(OneOf("dist.sharding", c.dist.sharding,
                            {"full_shard", "shard_grad_op", "no_shard", "hybrid"}));
+  RT_RETURN_IF_ERROR(OneOf("dist.backend", c.dist.backend, {"auto", "nccl", "gloo"}));
   if (c.dist.max_gpu_memory_gib < 0) return Err("dist.max_gpu_memory_gib", "must be >= 0");
   if (!(c.dist.timeout_seconds > 0)) return Err("dist.timeout_seconds", "must be > 0");
   if (c.checkpoint.every_steps < 0) return Err("checkpoint.every_steps", "must be >= 0");
@@ -189,6 +190,7 @@ absl::StatusOr<JobConfig> ParseJobConfig(const std::string& text) {
     RT_RETURN_IF_ERROR(s.Get("cpu_offload", &c.dist.cpu_offload));
     RT_RETURN_IF_ERROR(s.Get("activation_offload", &c.dist.activation_offload));
     RT_RETURN_IF_ERROR(s.Get("max_gpu_memory_gib", &c.dist.max_gpu_memory_gib));
+    RT_RETURN_IF_ERROR(s.Get("backend", &c.dist.backend));
     return s.Get("timeout_seconds", &c.dist.timeout_seconds);
   }));
   RT_RETURN_IF_ERROR(ReadSection(r, "checkpoint", [&](ObjectReader& s) {
@@ -240,7 +242,7 @@ std::string JobConfigToJson(const JobConfig& c) {
        {{"sharding", c.dist.sharding}, {"cpu_offload", c.dist.cpu_offload},
         {"activation_offload", c.dist.activation_offload},
         {"max_gpu_memory_gib", c.dist.max_gpu_memory_gib},
-        {"timeout_seconds", c.dist.timeout_seconds}}},
+        {"timeout_seconds", c.dist.timeout_seconds}, {"backend", c.dist.backend}}},
       {"checkpoint",
        {{"every_steps", c.checkpoint.every_steps}, {"keep_last", c.checkpoint.keep_last},
         {"keep_best", c.checkpoint.keep_best}}},

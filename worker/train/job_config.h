@@ -69,6 +69,9 @@ struct DistConfig {
   bool activation_offload = false;
   double max_gpu_memory_gib = 0;  // > 0 caps the CUDA caching allocator
   double timeout_seconds = 600;   // collective timeout
+  // auto: NCCL on GPUs, Gloo on the CPU; gloo on GPUs stages through host
+  // memory (slower; for ranks that share a GPU or hosts without NCCL).
+  std::string backend = "auto";  // auto | nccl | gloo
 };
 
 struct CheckpointConfig {

@@ -88,20 +88,22 @@ absl::Status Setup(const JobConfig& config, const RunCallbacks& callbacks, Run& 
     if (!m.ok()) return m.status();
     run.model = *std::move(m);
   } else {
-    auto comm = dist::Communicator::Create(run.env, run.device, config.dist.timeout_seconds);
+    auto comm = dist::Communicator::Create(run.env, run.device, config.dist.timeout_seconds,
+                                           config.dist.backend);
     if (!comm.ok()) return comm.status();
     run.comm = *std::move(comm);
     auto shell = (*source)->LoadShell();
     if (!shell.ok()) return shell.status();
     run.model = *std::move(shell);
     auto fsdp = dist::FsdpLayers::Create(
-        **source, build, run.comm.get(),
+        **source, run.model, build, run.comm.get(),
         dist::FsdpOptions{config.dist.sharding, config.dist.cpu_offload});
     if (!fsdp.ok()) return fsdp.status();
     run.fsdp = *std::move(fsdp);
-    Log(callbacks, absl::StrFormat("rank %d holds %.2f GiB of frozen shards (%s)",
+    Log(callbacks, absl::StrFormat("rank %d holds %.2f GiB of frozen shards (%d bytes, %s%s)",
                                    run.env.rank, run.fsdp->frozen_shard_bytes() / double(1 << 30),
-                                   config.dist.sharding));
+                                   run.fsdp->frozen_shard_bytes(), config.dist.sharding,
+                                   config.dist.cpu_offload ? ", in host memory" : ""));
   }
   Log(callbacks, absl::StrFormat("rank %d: model ready; peak host memory (RSS) %.2f GiB",
                                  run.env.rank, PeakHostRssBytes() / double(1 << 30)));

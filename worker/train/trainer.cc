@@ -11,6 +11,10 @@ namespace {
 class ModelLayers : public LayerSource {
  public:
   explicit ModelLayers(model::LlamaModel* m) : model_(m) {}
+  at::Tensor AcquireEmbedding() override { return model_->embed_tokens; }
+  void ReleaseEmbedding() override {}
+  HeadWeights AcquireHead() override { return {model_->norm, model_->lm_head}; }
+  void ReleaseHead() override {}
   const model::DecoderLayer& Acquire(int64_t i, bool) override { return model_->layers[i]; }
   void Release(int64_t, bool) override {}
   std::vector<at::Tensor> Parameters() override { return model_->LoraParameters(); }
@@ -50,8 +54,11 @@ Trainer::Trainer(model::LlamaModel* model, TrainerOptions options, LayerSource* 
 
 void Trainer::ZeroGrad() { layers_->ZeroGradients(); }
 
-at::Tensor Trainer::Embed(const at::Tensor& input_ids) const {
-  return at::embedding(model_->embed_tokens, input_ids);
+at::Tensor Trainer::Embed(const at::Tensor& input_ids) {
+  c10::NoGradGuard no_grad;
+  at::Tensor h = at::embedding(layers_->AcquireEmbedding(), input_ids);
+  layers_->ReleaseEmbedding();
+  return h;
 }
 
 model::AttentionInputs Trainer::Attention(const TrainBatch& batch) const {
@@ -68,11 +75,12 @@ std::pair<double, at::Tensor> Trainer::HeadLossAndGrad(const at::Tensor& hidden,
                                                        const at::Tensor& labels,
                                                        double denominator) {
   const int64_t b = hidden.size(0), t = hidden.size(1), h = hidden.size(2);
+  const HeadWeights head = layers_->AcquireHead();
   at::Tensor x = hidden.detach().requires_grad_(true);
   at::Tensor normed;
   {
     c10::AutoGradMode grad(true);
-    normed = model::RmsNorm(x, model_->norm, model_->config.rms_norm_eps);
+    normed = model::RmsNorm(x, head.norm, model_->config.rms_norm_eps);
   }
   // Only positions with a target reach the LM head: logits of the rest would
   // be computed and thrown away.
@@ -88,7 +96,7 @@ std::pair<double, at::Tensor> Trainer::HeadLossAndGrad(const at::Tensor& hidden,
     at::Tensor idx = rows.narrow(0, start, std::min(chunk, rows.numel() - start));
     at::Tensor xs = flat.index_select(0, idx).requires_grad_(true);
     c10::AutoGradMode grad(true);
-    at::Tensor logits = at::matmul(xs, model_->lm_head.t()).to(at::kFloat);
+    at::Tensor logits = at::matmul(xs, head.lm_head.t()).to(at::kFloat);
     at::Tensor loss = at::cross_entropy_loss(logits, targets.index_select(0, idx), {},
                                              at::Reduction::Sum, kIgnoreIndex);
     loss_sum += loss.item<double>();
@@ -101,6 +109,7 @@ std::pair<double, at::Tensor> Trainer::HeadLossAndGrad(const at::Tensor& hidden,
     c10::AutoGradMode grad(true);
     normed.backward(normed_grad);
   }
+  layers_->ReleaseHead();
   return {loss_sum, x.grad()};
 }
 
@@ -203,8 +212,11 @@ at::Tensor Trainer::Logits(const TrainBatch& batch) {
     h = model::DecoderLayerForward(layer, model_->config, h, attn, workspace_, false, 0);
     layers_->Release(i, false);
   }
-  h = model::RmsNorm(h, model_->norm, model_->config.rms_norm_eps);
-  return at::matmul(h, model_->lm_head.t()).to(at::kFloat);
+  const HeadWeights head = layers_->AcquireHead();
+  h = model::RmsNorm(h, head.norm, model_->config.rms_norm_eps);
+  at::Tensor logits = at::matmul(h, head.lm_head.t()).to(at::kFloat);
+  layers_->ReleaseHead();
+  return logits;
 }
 
 }  // namespace rigtune::train

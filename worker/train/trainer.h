@@ -62,14 +62,27 @@ struct StepStats {
   double learning_rate = 0;
 };
 
-// Where the trainer gets layer i from, what the optimizer updates, and how
-// numbers are summed across data-parallel ranks. The single-process source
-// hands out the model's own layers and adapters; FSDP (worker/dist) gathers
-// a layer's shards before use, frees them after, and reduce-scatters LoRA
-// gradients so that each rank updates only its shard.
+// The frozen weights after the last decoder layer.
+struct HeadWeights {
+  at::Tensor norm;     // [hidden]
+  at::Tensor lm_head;  // [vocab, hidden]
+};
+
+// Where the trainer gets layer i (and the embedding and head) from, what the
+// optimizer updates, and how numbers are summed across data-parallel ranks.
+// The single-process source hands out the model's own tensors; FSDP
+// (worker/dist) gathers a unit's shards before use, frees them after, and
+// reduce-scatters LoRA gradients so that each rank updates only its shard.
 class LayerSource {
  public:
   virtual ~LayerSource() = default;
+  // The token embedding table [vocab, hidden] for one lookup; released
+  // right after it (the embedding is frozen: backward never needs it).
+  virtual at::Tensor AcquireEmbedding() = 0;
+  virtual void ReleaseEmbedding() = 0;
+  // The final norm and LM head, for one micro-batch's loss and its backward.
+  virtual HeadWeights AcquireHead() = 0;
+  virtual void ReleaseHead() = 0;
   // Called before layer i runs; `backward` marks the recompute+backward visit.
   virtual const model::DecoderLayer& Acquire(int64_t i, bool backward) = 0;
   // Called after the visit; in backward, the layer's LoRA gradients are final.
@@ -112,7 +125,7 @@ class Trainer {
  private:
   // Returns the summed loss of one micro-batch, backpropagated with 1/denominator.
   double MicroStep(const TrainBatch& batch, double denominator, uint64_t micro_index);
-  at::Tensor Embed(const at::Tensor& input_ids) const;
+  at::Tensor Embed(const at::Tensor& input_ids);
   at::Tensor Offload(const at::Tensor& t) const;  // to pinned host memory
   model::AttentionInputs Attention(const TrainBatch& batch) const;
   // Loss sum of the head over `hidden` ([B,T,H], final layer output) and its

@@ -24,6 +24,7 @@ int main(int argc, char** argv) {
   }
   std::vector<double> losses;
   rigtune::train::RunCallbacks cb;
+  cb.on_log = [](const std::string& line) { std::cerr << line << "\n"; };
   cb.on_step = [&](const rigtune::train::StepMetrics& m) {
     losses.push_back(m.loss);
     std::cerr << "step " << m.step << " loss " << m.loss << "\n";

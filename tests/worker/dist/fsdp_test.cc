@@ -4,6 +4,9 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <regex>
+#include <string>
+
 #include "tests/worker/dist/fsdp_launcher.h"
 
 namespace rigtune::testing {
@@ -42,6 +45,39 @@ TEST_F(FsdpTest, HybridAcrossTwoSimulatedNodesMatchesOneRank) {
   ExpectSameTraining(
       one, Launch("hybrid", {.world = 4, .local_world = 2, .batch = 1, .sharding = "hybrid"}),
       1e-5);
+}
+
+TEST_F(FsdpTest, TiedEmbeddingsShardedMatchOneRank) {
+  // The head reuses the embedding unit: gathered for the lookup and again
+  // for the loss.
+  const std::string tied =
+      "random:layers=2,hidden=64,intermediate=128,heads=4,kv_heads=2,vocab=96,tied=1";
+  Outcome one = Launch("one", {.model = tied, .world = 1, .batch = 4});
+  ASSERT_EQ(one.exit_codes[0], 0) << one.rank0_log;
+  ExpectSameTraining(one, Launch("two", {.model = tied, .world = 2, .batch = 2}), 1e-5);
+}
+
+// The "rank 0 holds ... (N bytes, ...)" figure of a rank's log.
+int64_t FrozenShardBytes(const std::string& log) {
+  std::smatch m;
+  if (!std::regex_search(log, m, std::regex(R"(of frozen shards \((\d+) bytes)"))) return -1;
+  return std::stoll(m[1]);
+}
+
+TEST_F(FsdpTest, EveryUnitIsShardedIncludingEmbeddingAndHead) {
+  // A rank of two holds half of what an unsharded rank holds, the embedding
+  // table and LM head (2 x 96 x 64 x 2 bytes, 24 KiB) included; padding is
+  // at most 32 bytes per unit (2 layers + 2 edge units).
+  const LaunchOptions o{.world = 2, .batch = 1, .dtype = "bf16", .steps = 1};
+  LaunchOptions unsharded = o;
+  unsharded.sharding = "no_shard";
+  Outcome full = Launch("full", o), none = Launch("none", unsharded);
+  ASSERT_EQ(full.exit_codes[0], 0) << full.rank0_log;
+  ASSERT_EQ(none.exit_codes[0], 0) << none.rank0_log;
+  const int64_t sharded = FrozenShardBytes(full.rank0_log), all = FrozenShardBytes(none.rank0_log);
+  ASSERT_GT(sharded, 0) << full.rank0_log;
+  EXPECT_GT(all, 2 * 2 * 96 * 64);
+  EXPECT_NEAR(static_cast<double>(sharded), all / 2.0, 4 * 32);
 }
 
 TEST_F(FsdpTest, DeadRankEndsTheJobNamingIt) {

@@ -20,6 +20,7 @@ TEST(JobConfigTest, DefaultsFollowTheHeader) {
   EXPECT_EQ(c->optim.schedule, "cosine");
   EXPECT_TRUE(c->train.activation_checkpointing);
   EXPECT_EQ(c->dist.sharding, "full_shard");
+  EXPECT_EQ(c->dist.backend, "auto");
 }
 
 TEST(JobConfigTest, RoundTripsThroughJson) {
@@ -56,6 +57,7 @@ INSTANTIATE_TEST_SUITE_P(
                       BadCase{R"(, "train": {"bacth_size": 2})", "train.bacth_size"},
                       BadCase{R"(, "train": {"max_steps": "ten"})", "train.max_steps"},
                       BadCase{R"(, "dist": {"sharding": "zero3"})", "dist.sharding"},
+                      BadCase{R"(, "dist": {"backend": "mpi"})", "dist.backend"},
                       BadCase{R"(, "lora": {"dropout": 1.5})", "lora.dropout"},
                       BadCase{R"(, "lora": [])", "lora"},
                       BadCase{R"(, "lora": {"target_modules": ["qkv"]})", "lora.target_modules"},
