@@ -5,6 +5,8 @@
 #include <ATen/Context.h>
 #include <gtest/gtest.h>
 
+#include <string>
+
 #include "tests/worker/dist/fsdp_launcher.h"
 
 namespace rigtune::testing {
@@ -19,56 +21,48 @@ namespace {
 constexpr double kLossTol = 1e-2;
 constexpr double kWeightTol = 5e-2;
 
-class FsdpNcclTest : public FsdpLauncher {
+// Two bf16 ranks on CUDA over `backend` against one rank, for every
+// strategy and with CPU offload.
+class FsdpGpuTest : public FsdpLauncher {
+ protected:
+  void ExpectTwoRanksMatchOneRank(const std::string& backend) {
+    Outcome one = Launch("one", {.world = 1, .batch = 4, .device = "cuda", .dtype = "bf16"});
+    ASSERT_EQ(one.exit_codes[0], 0) << one.rank0_log;
+    LaunchOptions two{.world = 2, .batch = 2, .device = "cuda", .dtype = "bf16",
+                      .backend = backend};
+    for (const char* sharding : {"full_shard", "shard_grad_op", "no_shard"}) {
+      SCOPED_TRACE(sharding);
+      two.sharding = sharding;
+      ExpectSameTraining(one, Launch(backend + "_" + sharding, two), kLossTol, kWeightTol);
+    }
+    two.sharding = "full_shard";
+    two.cpu_offload = true;
+    ExpectSameTraining(one, Launch(backend + "_offload", two), kLossTol, kWeightTol);
+  }
+};
+
+class FsdpNcclTest : public FsdpGpuTest {
  protected:
   void SetUp() override {
     if (!at::hasCUDA() || at::getNumGPUs() < 2) GTEST_SKIP() << "needs two CUDA devices";
-    FsdpLauncher::SetUp();
+    FsdpGpuTest::SetUp();
   }
 };
 
-TEST_F(FsdpNcclTest, TwoRanksBf16MatchOneRank) {
-  Outcome one = Launch("one", {.world = 1, .batch = 4, .device = "cuda", .dtype = "bf16"});
-  ASSERT_EQ(one.exit_codes[0], 0) << one.rank0_log;
-  for (const char* sharding : {"full_shard", "shard_grad_op", "no_shard"}) {
-    SCOPED_TRACE(sharding);
-    ExpectSameTraining(one,
-                       Launch(std::string("two_") + sharding,
-                              {.world = 2, .batch = 2, .sharding = sharding, .device = "cuda",
-                               .dtype = "bf16"}),
-                       kLossTol, kWeightTol);
-  }
-  ExpectSameTraining(one,
-                     Launch("two_offload", {.world = 2, .batch = 2, .device = "cuda",
-                                            .dtype = "bf16", .cpu_offload = true}),
-                     kLossTol, kWeightTol);
-}
+TEST_F(FsdpNcclTest, TwoRanksBf16MatchOneRank) { ExpectTwoRanksMatchOneRank("nccl"); }
 
-class FsdpOneGpuTest : public FsdpLauncher {
+class FsdpOneGpuTest : public FsdpGpuTest {
  protected:
   void SetUp() override {
     if (!at::hasCUDA()) GTEST_SKIP() << "needs a CUDA device";
-    FsdpLauncher::SetUp();
+    FsdpGpuTest::SetUp();
   }
 };
 
+// Both ranks on the same device (as with CUDA_VISIBLE_DEVICES=0 for both),
+// talking over Gloo through host memory.
 TEST_F(FsdpOneGpuTest, TwoRanksSharingAGpuOverGlooMatchOneRank) {
-  // CUDA_VISIBLE_DEVICES-style: both ranks see (at most) the same device.
-  Outcome one = Launch("one", {.world = 1, .batch = 4, .device = "cuda", .dtype = "bf16"});
-  ASSERT_EQ(one.exit_codes[0], 0) << one.rank0_log;
-  for (const char* sharding : {"full_shard", "shard_grad_op", "no_shard"}) {
-    SCOPED_TRACE(sharding);
-    ExpectSameTraining(one,
-                       Launch(std::string("gloo_") + sharding,
-                              {.world = 2, .batch = 2, .sharding = sharding, .device = "cuda",
-                               .dtype = "bf16", .backend = "gloo"}),
-                       kLossTol, kWeightTol);
-  }
-  ExpectSameTraining(one,
-                     Launch("gloo_offload", {.world = 2, .batch = 2, .device = "cuda",
-                                             .dtype = "bf16", .backend = "gloo",
-                                             .cpu_offload = true}),
-                     kLossTol, kWeightTol);
+  ExpectTwoRanksMatchOneRank("gloo");
 }
 
 }  // namespace
