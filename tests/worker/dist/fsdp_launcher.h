@@ -59,6 +59,8 @@ struct LaunchOptions {
   std::string dtype = "fp32";
   std::string backend = "auto";
   int kill_rank = -1;  // SIGKILLed after its first step
+  int stop_rank = -1;  // SIGSTOPped (hung) after its first step; killed once the others exit
+  double timeout_seconds = 60;  // dist.timeout_seconds
   int steps = 4;
   bool cpu_offload = false;
   std::string resume_from = "";  // checkpoint folder to resume from
@@ -97,7 +99,7 @@ class FsdpLauncher : public ::testing::Test {
                    {"max_grad_norm", 0.05}}},
         {"train", {{"context_length", 16}, {"batch_size", o.batch}, {"max_steps", o.steps},
                    {"dtype", o.dtype}, {"device", o.device}, {"seed", 3}}},
-        {"dist", {{"sharding", o.sharding}, {"timeout_seconds", 60},
+        {"dist", {{"sharding", o.sharding}, {"timeout_seconds", o.timeout_seconds},
                   {"cpu_offload", o.cpu_offload}, {"backend", o.backend}}},
         {"checkpoint", {{"every_steps", o.checkpoint_every}}},
         {"resume_from", o.resume_from}};
@@ -125,17 +127,26 @@ class FsdpLauncher : public ::testing::Test {
       }
       pids.push_back(pid);
     }
-    if (o.kill_rank >= 0) {
-      const std::string log = out.dir + "/rank" + std::to_string(o.kill_rank) + ".log";
+    for (auto [r, sig] : {std::pair{o.kill_rank, SIGKILL}, std::pair{o.stop_rank, SIGSTOP}}) {
+      if (r < 0) continue;
+      const std::string log = out.dir + "/rank" + std::to_string(r) + ".log";
       for (int i = 0; i < 600 && Slurp(log).find("step 1 ") == std::string::npos; ++i) {
         std::this_thread::sleep_for(std::chrono::milliseconds(100));
       }
-      kill(pids[o.kill_rank], SIGKILL);
+      kill(pids[r], sig);
     }
-    for (pid_t pid : pids) {
+    out.exit_codes.assign(o.world, -1);
+    auto reap = [&](int r) {
       int status = 0;
-      waitpid(pid, &status, 0);
-      out.exit_codes.push_back(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+      waitpid(pids[r], &status, 0);
+      out.exit_codes[r] = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    };
+    for (int r = 0; r < o.world; ++r) {
+      if (r != o.stop_rank) reap(r);
+    }
+    if (o.stop_rank >= 0) {  // the hung rank never exits by itself
+      kill(pids[o.stop_rank], SIGKILL);
+      reap(o.stop_rank);
     }
     out.rank0_log = Slurp(out.dir + "/rank0.log");
     const std::string losses = Slurp(out.dir + "/losses0.json");

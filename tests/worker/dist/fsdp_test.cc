@@ -87,5 +87,15 @@ TEST_F(FsdpTest, DeadRankEndsTheJobNamingIt) {
   EXPECT_THAT(o.rank0_log, ::testing::HasSubstr("rank 1"));
 }
 
+TEST_F(FsdpTest, HungRankEndsTheJobAfterTheTimeoutNamingIt) {
+  // Rank 1 stops (SIGSTOP) without closing its connections: rank 0's next
+  // collective can only end by its timeout, and the error names rank 1,
+  // whose heartbeat stopped with it.
+  Outcome o = Launch("hung", {.world = 2, .batch = 2, .stop_rank = 1, .timeout_seconds = 5,
+                              .steps = 100000});
+  EXPECT_EQ(o.exit_codes[0], 1);
+  EXPECT_THAT(o.rank0_log, ::testing::HasSubstr("rank 1 stopped responding"));
+}
+
 }  // namespace
 }  // namespace rigtune::testing
