@@ -86,6 +86,8 @@ for stage in "${stages[@]}"; do
       runs=("--batch 2 --cpu-offload --activation-offload --max-gpu-memory-gib 22"
             "--batch 2 --cpu-offload --max-gpu-memory-gib 22"
             "--batch 1 --r 16 --activation-offload --max-gpu-memory-gib 22")
+      # Throughput means something only with a GPU per rank: then also uncapped.
+      [ "$gpus" -ge 2 ] && runs+=("--batch 4")
       [ -n "${FSDP_RUNS:-}" ] && IFS=';' read -ra runs <<<"$FSDP_RUNS"  # "flags;flags;..."
       for args in "${runs[@]}"; do
         run2 --model $m --seq 2048 --steps ${FSDP_STEPS:-3} $args
