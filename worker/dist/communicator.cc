@@ -111,10 +111,8 @@ absl::StatusOr<std::unique_ptr<Communicator>> Communicator::Create(const DistEnv
                                                                    at::Device device,
                                                                    double timeout_seconds,
                                                                    const std::string& backend) {
-  if (backend != "auto" && backend != "nccl" && backend != "gloo") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("dist.backend: \"", backend, "\" is not one of auto, nccl, gloo"));
-  }
+  // The job file's validation has checked the name; what it cannot know is
+  // the device this rank ended up on.
   if (backend == "nccl" && !device.is_cuda()) {
     return absl::InvalidArgumentError(
         "dist.backend: nccl needs CUDA devices (this rank trains on the CPU); use auto or gloo");

@@ -103,7 +103,7 @@ absl::StatusOr<std::unique_ptr<FsdpLayers>> FsdpLayers::Create(model::ModelSourc
     }
     at::Tensor o = offsets.to(at::kCPU);
     layout.SetNestedOffsets(std::vector<float>(o.data_ptr<float>(), o.data_ptr<float>() + o.numel()));
-    const int64_t part = shards == 1 ? 0 : f->shard_comm()->rank();
+    const int64_t part = f->shard_index();
     const int64_t tf = layout.trainable_shard_floats(shards);
     f->frozen_shards_.push_back(f->KeepFrozenSlice(frozen, layout.frozen_shard_bytes(shards)));
     f->lora_shards_.push_back(trainable.narrow(0, part * tf, tf).clone());
@@ -114,12 +114,17 @@ absl::StatusOr<std::unique_ptr<FsdpLayers>> FsdpLayers::Create(model::ModelSourc
 }
 
 at::Tensor FsdpLayers::KeepFrozenSlice(const at::Tensor& full, int64_t shard_bytes) const {
-  const int64_t part = shards_ == 1 ? 0 : shard_comm()->rank();
+  const int64_t part = shard_index();
   at::Tensor mine = full.narrow(0, part * shard_bytes, shard_bytes).clone();
   if (options_.cpu_offload && device_.is_cuda()) {
     mine = mine.to(at::TensorOptions().device(at::kCPU)).pin_memory();
   }
   return mine;
+}
+
+at::Tensor FsdpLayers::OnDevice(const at::Tensor& shard) const {
+  // An offloaded shard is copied up just before its gather.
+  return shard.device() == device_ ? shard : shard.to(device_, /*non_blocking=*/true);
 }
 
 void FsdpLayers::ShardEdge(Edge e, const std::vector<at::Tensor>& tensors) {
@@ -131,8 +136,7 @@ void FsdpLayers::ShardEdge(Edge e, const std::vector<at::Tensor>& tensors) {
 void FsdpLayers::StartEdgeGather(Edge e) {
   EdgeUnit& unit = edges_[e];
   if (unit.full.defined()) return;
-  at::Tensor shard = unit.shard;
-  if (shard.device() != device_) shard = shard.to(device_, /*non_blocking=*/true);
+  at::Tensor shard = OnDevice(unit.shard);
   if (shards_ == 1) {
     unit.full = shard;
     return;
@@ -176,8 +180,7 @@ void FsdpLayers::StartGather(int64_t i) {
   if (gathered_.count(i)) return;
   auto g = std::make_unique<Gathered>();
   const LayerLayout& layout = layouts_[i];
-  at::Tensor frozen_shard = frozen_shards_[i];
-  if (frozen_shard.device() != device_) frozen_shard = frozen_shard.to(device_, /*non_blocking=*/true);
+  at::Tensor frozen_shard = OnDevice(frozen_shards_[i]);
   // The float32 masters are updated in place by AdamW; the gathered copy is
   // what the layer computes with, so a rank's own slice is copied too.
   if (shards_ == 1) {
@@ -310,7 +313,7 @@ absl::Status FsdpLayers::LoadTrainableState(const std::map<std::string, at::Tens
         "LoadTrainableState: expected ", n, " moment shards (one per layer), got ",
         exp_avg.size(), " and ", exp_avg_sq.size()));
   }
-  const int64_t part = shards_ == 1 ? 0 : shard_comm()->rank();
+  const int64_t part = shard_index();
   for (size_t i = 0; i < n; ++i) {
     const LayerLayout& layout = layouts_[i];
     const std::array<std::pair<at::Tensor*, const char*>, 3> parts = {

@@ -133,6 +133,8 @@ class FsdpLayers : public train::LayerSource {
   void StartEdgeGather(Edge e);
   // Waits for edge unit `e` and returns views of its tensors.
   std::vector<at::Tensor> WaitEdge(Edge e);
+  // `shard` on this rank's device (an offloaded one is copied up).
+  at::Tensor OnDevice(const at::Tensor& shard) const;
   // This rank's slice of a full frozen buffer, kept (device or pinned host).
   at::Tensor KeepFrozenSlice(const at::Tensor& full, int64_t shard_bytes) const;
   // Layer i's full flat float32 buffer on the CPU from this rank's `shard`
@@ -146,6 +148,8 @@ class FsdpLayers : public train::LayerSource {
   // The ranks that split one copy of the model: all of them, or (hybrid
   // across nodes) the ranks of this node.
   Communicator* shard_comm() const { return shard_group_ ? shard_group_.get() : comm_; }
+  // Which slice of every unit this rank keeps.
+  int64_t shard_index() const { return shards_ == 1 ? 0 : shard_comm()->rank(); }
 
   Communicator* comm_;
   std::unique_ptr<Communicator> shard_group_;    // hybrid: this node's ranks
