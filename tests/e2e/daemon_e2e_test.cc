@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
+#include "tests/server/test_dir.h"
 #include "nlohmann/json.hpp"
 #include "tests/e2e/daemon_process.h"
 
@@ -25,14 +26,8 @@ namespace fs = std::filesystem;
 class DaemonE2ETest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::path(::testing::TempDir()) / "e2e" /
-           ::testing::UnitTest::GetInstance()->current_test_info()->name();
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-    for (const char* knob : {"RIGTUNE_FAKE_STEP_MS", "RIGTUNE_FAKE_CRASH_AT_STEP",
-                             "RIGTUNE_FAKE_FAIL"}) {
-      unsetenv(knob);
-    }
+    dir_ = rigtune::testing::FreshTestDir("e2e");
+    rigtune::testing::ClearFakeWorkerKnobs();
   }
 
   void StartDaemon(const std::string& worker = RIGTUNE_FAKE_WORKER) {

@@ -12,6 +12,7 @@
 
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "tests/server/test_dir.h"
 #include "server/job_service.h"
 #include "server/worker_service.h"
 
@@ -24,14 +25,8 @@ using rigtune::v1::Job;
 class CoordinatorTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::path(::testing::TempDir()) /
-           ::testing::UnitTest::GetInstance()->current_test_info()->name();
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-    for (const char* knob : {"RIGTUNE_FAKE_STEP_MS", "RIGTUNE_FAKE_CRASH_AT_STEP",
-                             "RIGTUNE_FAKE_FAIL"}) {
-      unsetenv(knob);
-    }
+    dir_ = rigtune::testing::FreshTestDir();
+    rigtune::testing::ClearFakeWorkerKnobs();
     options_.state_dir = (dir_ / "state").string();
     options_.worker_binary = RIGTUNE_FAKE_WORKER;
     options_.grace_period = absl::Seconds(5);

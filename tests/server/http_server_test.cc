@@ -7,6 +7,7 @@
 #include <fstream>
 
 #include "gtest/gtest.h"
+#include "tests/server/test_dir.h"
 #include "nlohmann/json.hpp"
 
 namespace rigtune::server {
@@ -17,9 +18,7 @@ namespace fs = std::filesystem;
 class HttpServerTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::path(::testing::TempDir()) /
-           ::testing::UnitTest::GetInstance()->current_test_info()->name();
-    fs::remove_all(dir_);
+    dir_ = rigtune::testing::FreshTestDir();
     fs::create_directories(dir_ / "data");
     std::ofstream(dir_ / "data" / "train.jsonl") << "{}\n";
   }

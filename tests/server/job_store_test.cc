@@ -4,6 +4,7 @@
 #include <set>
 
 #include "gtest/gtest.h"
+#include "tests/server/test_dir.h"
 #include "server/sqlite_db.h"
 
 namespace rigtune::server {
@@ -14,10 +15,7 @@ using rigtune::v1::Job;
 class JobStoreTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = std::filesystem::path(::testing::TempDir()) /
-           ::testing::UnitTest::GetInstance()->current_test_info()->name();
-    std::filesystem::remove_all(dir_);
-    std::filesystem::create_directories(dir_);
+    dir_ = rigtune::testing::FreshTestDir();
     path_ = (dir_ / "store.db").string();
   }
 

@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "gtest/gtest.h"
+#include "tests/server/test_dir.h"
 
 namespace rigtune::server {
 namespace {
@@ -16,10 +17,7 @@ namespace fs = std::filesystem;
 class WorkerSupervisorTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::path(::testing::TempDir()) /
-           ::testing::UnitTest::GetInstance()->current_test_info()->name();
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
+    dir_ = rigtune::testing::FreshTestDir();
   }
 
   // A worker script: the shell snippet runs with the launch environment.
