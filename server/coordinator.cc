@@ -316,10 +316,19 @@ void Coordinator::HandleExit(const GroupExit& exit, const Runtime& runtime) {
           !exit.ok ? exit.failure
           : runtime.stopped_early ? std::string("workers stopped early without being asked")
                                   : std::string("workers exited without reporting a result");
-      if (!runtime.worker_error.empty()) absl::StrAppend(&failure, ": ", runtime.worker_error);
+      if (!runtime.worker_error.empty() && !exit.has_reason) {
+        absl::StrAppend(&failure, ": ", runtime.worker_error);
+      }
       const int max_restarts = job.spec().has_max_restarts() ? job.spec().max_restarts()
                                                                : options_.max_restarts;
-      if (job.restarts() < max_restarts) {
+      if (!exit.retryable) {
+        // Note [Deterministic failures]: the worker found the job itself at
+        // fault (config, model, data); a relaunch would fail the same way.
+        job.set_state(Job::FAILED);
+        job.mutable_error()->set_code("INVALID_JOB");
+        job.mutable_error()->set_message(failure);
+        update.reason = absl::StrCat(failure, " (not retried: the job itself is at fault)");
+      } else if (job.restarts() < max_restarts) {
         job.set_restarts(job.restarts() + 1);
         job.set_state(Job::QUEUED);
         update.reason = absl::StrCat(failure, "; restart ", job.restarts(), " of ", max_restarts,

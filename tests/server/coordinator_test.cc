@@ -191,6 +191,33 @@ TEST_F(CoordinatorTest, FailsWithTheWorkersErrorAfterMaxRestarts) {
       << failed.error().message();
 }
 
+TEST_F(CoordinatorTest, DeterministicFailureIsNotRetriedAndNamesTheWorkersReason) {
+  setenv("RIGTUNE_FAKE_FAIL", "bad_data", 1);
+  options_.max_restarts = 2;
+  Start();
+  Job job = Submit(5);
+  Job failed = WaitFor(job.id(), Job::FAILED);
+  EXPECT_EQ(failed.restarts(), 0);
+  EXPECT_EQ(failed.attempt(), 1);
+  EXPECT_EQ(failed.error().code(), "INVALID_JOB");
+  EXPECT_NE(failed.error().message().find("exited with status 2: dataset too small: 0 rows"),
+            std::string::npos)
+      << failed.error().message();
+  EXPECT_NE(coordinator_->metrics().Serialize().find("rigtune_worker_restarts_total 0"),
+            std::string::npos);
+}
+
+TEST_F(CoordinatorTest, ReasonOfAWorkerThatFailsBeforeConnectingIsInTheError) {
+  options_.worker_args = {"--no-such-flag", "1"};
+  Start();
+  Job job = Submit(5);
+  Job failed = WaitFor(job.id(), Job::FAILED);
+  EXPECT_EQ(failed.restarts(), 0);
+  EXPECT_NE(failed.error().message().find("status 2: unknown flag --no-such-flag"),
+            std::string::npos)
+      << failed.error().message();
+}
+
 TEST_F(CoordinatorTest, PauseCheckpointsAndResumeFinishesTheJob) {
   setenv("RIGTUNE_FAKE_STEP_MS", "100", 1);
   Start();

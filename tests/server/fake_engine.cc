@@ -8,7 +8,9 @@
 // Knobs (environment, inherited from the daemon):
 //   RIGTUNE_FAKE_STEP_MS        sleep per step (default 30)
 //   RIGTUNE_FAKE_CRASH_AT_STEP  exit(3) on reaching that step, once per output_dir
-//   RIGTUNE_FAKE_FAIL           RunJob returns an error at step 2
+//   RIGTUNE_FAKE_FAIL           RunJob returns an error at step 2 (INTERNAL, which a
+//                               relaunch may fix); "bad_data": FAILED_PRECONDITION
+//                               "dataset too small" before the first step
 // MergeAdapter (the worker's `merge` command) is not part of what it stands in for.
 #include <unistd.h>
 
@@ -83,6 +85,11 @@ absl::StatusOr<RunResult> RunJob(const JobConfig& config, const RunCallbacks& ca
     callbacks.on_log(absl::StrCat("fake engine: steps ", start + 1, "..", total, " of ",
                                   config.model));
   }
+  const char* fail = std::getenv("RIGTUNE_FAKE_FAIL");
+  if (fail != nullptr && std::string(fail) == "bad_data") {
+    return absl::FailedPreconditionError(
+        "dataset too small: 0 rows cannot fill one global batch of 1 rows");
+  }
   RunResult result;
   double loss = 3.0;
   for (int64_t step = start + 1; step <= total; ++step) {
@@ -103,7 +110,7 @@ absl::StatusOr<RunResult> RunJob(const JobConfig& config, const RunCallbacks& ca
         _exit(3);
       }
     }
-    if (std::getenv("RIGTUNE_FAKE_FAIL") != nullptr && step == 2) {
+    if (fail != nullptr && step == 2) {
       return absl::InternalError("fake engine: asked to fail at step 2");
     }
     absl::SleepFor(absl::Milliseconds(step_ms));

@@ -221,6 +221,11 @@ absl::StatusOr<RunResult> Train(const JobConfig& config, const RunCallbacks& cal
   result.steps = trainer.steps_done();
   // At the end, and when stopped early, so that a paused job resumes exactly.
   if (auto s = checkpoint(result.final_loss); !s.ok()) return s;
+  // Only a finished run writes the job's adapter/ folder: a stopped one
+  // (pause, cancel, SIGTERM, the daemon gone) leaves its state in the
+  // checkpoint, so adapter/ never holds a half-trained adapter. Every rank
+  // agreed on the stop above, so all of them skip the collective gather.
+  if (result.stopped_early) return result;
 
   std::map<std::string, at::Tensor> adapter;
   if (run.fsdp) {
