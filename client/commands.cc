@@ -125,6 +125,15 @@ int Submit(Connection& connection, const SubmitOptions& options, bool json) {
   request.set_idempotency_key(options.idempotency_key);
   Job job;
   grpc::Status status = connection.jobs().CreateJob(connection.Context().get(), request, &job);
+  if (status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+    // The daemon refused the message for its size before reading it.
+    std::fprintf(stderr,
+                 "rigtune: the job is %zu bytes, more than rigtuned accepts in one request "
+                 "(--max-request-bytes, 1 MiB by default); a JobSpec needs a few KB: check the "
+                 "job file for oversized values such as labels\n",
+                 request.ByteSizeLong());
+    return kExitInvalid;
+  }
   if (!status.ok()) return ReportError(status);
   if (json) {
     std::printf("%s\n", ToJsonLine(job).c_str());
