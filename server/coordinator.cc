@@ -71,7 +71,17 @@ Coordinator::Coordinator(CoordinatorOptions options, std::unique_ptr<JobStore> s
       store_(std::move(store)),
       metrics_(options_.version),
       supervisor_(options_.grace_period),
-      scheduler_(options_.gpus, options_.cpu_slots) {}
+      scheduler_(options_.gpus, options_.cpu_slots) {
+  if (!options_.nvml_library.empty()) {
+    absl::StatusOr<std::unique_ptr<GpuMonitor>> nvml = GpuMonitor::Open(options_.nvml_library);
+    if (nvml.ok()) gpu_monitor_ = *std::move(nvml);
+  }
+  metrics_.AddScrapeHook([this] { PublishJobCounts(); });
+  if (gpu_monitor_) {
+    metrics_.AddScrapeHook([this] { metrics_.SetGpuSamples(gpu_monitor_->Sample()); });
+  }
+}
+
 
 Coordinator::~Coordinator() { Shutdown(); }
 
@@ -130,7 +140,7 @@ void Coordinator::Loop() {
     Tick();
     if (absl::Now() - last_heartbeat >= absl::Seconds(1)) {
       last_heartbeat = absl::Now();
-      PublishGauges();
+      Heartbeat();
     }
   }
   // Whatever exited during the last moments of a shutdown.
@@ -273,6 +283,8 @@ void Coordinator::Launch(const Job& queued, const Placement& placement) {
   launch.env = {absl::StrCat("WORLD_SIZE=", world_size), "MASTER_ADDR=127.0.0.1",
                 absl::StrCat("MASTER_PORT=", FreePort()),
                 absl::StrCat("CUDA_VISIBLE_DEVICES=", absl::StrJoin(visible, ",")),
+                // The numbering of nvidia-smi and NVML (gpu_monitor.h), not CUDA's default.
+                "CUDA_DEVICE_ORDER=PCI_BUS_ID",
                 absl::StrCat("RIGTUNE_JOB_ID=", id), absl::StrCat("RIGTUNE_ATTEMPT=", attempt),
                 absl::StrCat("RIGTUNE_COORDINATOR=", worker_address_)};
   if (!options_.worker_token.empty()) {
@@ -386,16 +398,20 @@ absl::Status Coordinator::Recover() {
   return absl::OkStatus();
 }
 
-void Coordinator::PublishGauges() {
+std::map<Job::State, int> Coordinator::PublishJobCounts() {
   absl::StatusOr<std::map<Job::State, int>> counts = store_->CountByState();
-  if (!counts.ok()) return;
+  if (!counts.ok()) return {};
   metrics_.SetJobCounts(*counts);
   metrics_.SetQueueDepth((*counts)[Job::QUEUED]);
-  if (options_.heartbeat) {
-    options_.heartbeat(absl::StrCat((*counts)[Job::RUNNING] + (*counts)[Job::STARTING],
-                                    " running, ", (*counts)[Job::QUEUED], " queued, ",
-                                    (*counts)[Job::PAUSED], " paused"));
-  }
+  return *counts;
+}
+
+void Coordinator::Heartbeat() {
+  if (!options_.heartbeat) return;
+  std::map<Job::State, int> counts = PublishJobCounts();
+  options_.heartbeat(absl::StrCat(counts[Job::RUNNING] + counts[Job::STARTING], " running, ",
+                                  counts[Job::QUEUED], " queued, ", counts[Job::PAUSED],
+                                  " paused"));
 }
 
 int Coordinator::GpusFor(const rigtune::v1::JobSpec& spec) const {

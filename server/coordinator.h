@@ -31,6 +31,7 @@
 #include "absl/time/time.h"
 #include "rigtune/v1/job_service.pb.h"
 #include "rigtune/v1/worker_service.pb.h"
+#include "server/gpu_monitor.h"
 #include "server/job_store.h"
 #include "server/metrics.h"
 #include "server/scheduler.h"
@@ -52,6 +53,9 @@ struct CoordinatorOptions {
   absl::Duration grace_period = absl::Seconds(30);
   absl::Duration tick = absl::Milliseconds(100);
   std::string worker_token;  // handed to workers as RIGTUNE_TOKEN
+  // NVML for the per-GPU gauges (gpu_monitor.h); empty, or a library that
+  // does not load (no driver): no GPU gauges.
+  std::string nvml_library = GpuMonitor::kDefaultLibrary;
   std::string version = "dev";
   // Called about once a second from the scheduling thread with a one-line
   // summary ("2 running, 1 queued"); rigtuned pings the systemd watchdog here.
@@ -134,7 +138,10 @@ class Coordinator {
   void Launch(const rigtune::v1::Job& job, const Placement& placement);
   void HandleExit(const GroupExit& exit, const Runtime& runtime);
   absl::Status Recover();
-  void PublishGauges();
+  // The job counts, fresh from the store, into rigtune_jobs and
+  // rigtune_queue_depth (a scrape hook; also feeds the heartbeat).
+  std::map<rigtune::v1::Job::State, int> PublishJobCounts();
+  void Heartbeat();
 
   // Shared helpers.
   int GpusFor(const rigtune::v1::JobSpec& spec) const;
@@ -150,6 +157,7 @@ class Coordinator {
   const CoordinatorOptions options_;
   std::unique_ptr<JobStore> store_;
   ServiceMetrics metrics_;
+  std::unique_ptr<GpuMonitor> gpu_monitor_;  // null without NVML
   WorkerSupervisor supervisor_;
   std::string worker_address_;
   std::atomic<bool> ready_{false};

@@ -111,8 +111,15 @@ for stage in "${stages[@]}"; do
         --gpus 1 --output-dir "$state/out" --set train.context_length=2048 \
         --set train.batch_size=4 --max-steps 8 --watch >"$OUT/daemon-watch.txt" 2>&1
       note "daemon job: exit $? ($(tail -1 "$OUT/daemon-watch.txt"))"
-      curl -s 127.0.0.1:8181/metrics | grep -E '^rigtune_(job_train_loss|train_steps_total|gpu_memory_peak_bytes)' \
+      curl -s 127.0.0.1:8181/metrics | grep -E '^rigtune_(job_train_loss|train_steps_total|gpu_)' \
         >"$OUT/daemon-metrics.txt"
+      # NVML gauges: one series per GPU and quantity, next to nvidia-smi's view.
+      nvml=$(grep -c '^rigtune_gpu_memory_total_bytes{' "$OUT/daemon-metrics.txt")
+      note "NVML gauges: $nvml GPU(s) of $gpus in /metrics (want equal):"
+      grep -E '^rigtune_gpu_(memory_used|memory_total|utilization|power|temperature)' \
+        "$OUT/daemon-metrics.txt"
+      nvidia-smi --query-gpu=index,name,memory.used,memory.total,utilization.gpu,power.draw,temperature.gpu \
+        --format=csv
       kill $daemon; wait $daemon 2>/dev/null ;;
     *) echo "unknown stage $stage"; exit 2 ;;
   esac

@@ -191,6 +191,31 @@ TEST_F(CoordinatorTest, FailsWithTheWorkersErrorAfterMaxRestarts) {
       << failed.error().message();
 }
 
+TEST_F(CoordinatorTest, JobCountsAreReadFromTheStoreAtScrapeTime) {
+  // No scheduling thread: nothing but the scrape itself can update the gauges.
+  auto coordinator = Coordinator::Create(options_);
+  ASSERT_TRUE(coordinator.ok()) << coordinator.status();
+  rigtune::v1::CreateJobRequest request;
+  request.mutable_spec()->set_model("random:tiny");
+  auto job = (*coordinator)->CreateJob(request);
+  ASSERT_TRUE(job.ok()) << job.status();
+  std::string text = (*coordinator)->metrics().Serialize();
+  EXPECT_NE(text.find("rigtune_jobs{state=\"QUEUED\"} 1"), std::string::npos) << text;
+  EXPECT_NE(text.find("rigtune_queue_depth 1"), std::string::npos) << text;
+  ASSERT_TRUE((*coordinator)->CancelJob(job->id(), "test").ok());
+  text = (*coordinator)->metrics().Serialize();
+  EXPECT_NE(text.find("rigtune_jobs{state=\"QUEUED\"} 0"), std::string::npos) << text;
+  EXPECT_NE(text.find("rigtune_jobs{state=\"CANCELLED\"} 1"), std::string::npos) << text;
+}
+
+TEST_F(CoordinatorTest, GpuGaugesComeFromNvml) {
+  options_.nvml_library = RIGTUNE_FAKE_NVML;
+  Start();
+  EXPECT_NE(coordinator_->metrics().Serialize().find(
+                "rigtune_gpu_memory_used_bytes{gpu=\"1\",name=\"Fake GPU B\"}"),
+            std::string::npos);
+}
+
 TEST_F(CoordinatorTest, DeterministicFailureIsNotRetriedAndNamesTheWorkersReason) {
   setenv("RIGTUNE_FAKE_FAIL", "bad_data", 1);
   options_.max_restarts = 2;
