@@ -8,10 +8,12 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "google/protobuf/util/time_util.h"
+#include "server/checkpoint_adoption.h"
 #include "server/job_file.h"
 #include "server/job_state.h"
 
@@ -42,6 +44,11 @@ int FreePort() {
 
 std::string JobDir(const CoordinatorOptions& options, const std::string& id) {
   return (fs::path(options.state_dir) / "jobs" / id).string();
+}
+
+std::string OutputDir(const CoordinatorOptions& options, const Job& job) {
+  return job.spec().output_dir().empty() ? (fs::path(options.output_root) / job.id()).string()
+                                         : job.spec().output_dir();
 }
 
 }  // namespace
@@ -81,7 +88,6 @@ Coordinator::Coordinator(CoordinatorOptions options, std::unique_ptr<JobStore> s
     metrics_.AddScrapeHook([this] { metrics_.SetGpuSamples(gpu_monitor_->Sample()); });
   }
 }
-
 
 Coordinator::~Coordinator() { Shutdown(); }
 
@@ -202,9 +208,7 @@ void Coordinator::Launch(const Job& queued, const Placement& placement) {
   const std::string job_dir = JobDir(options_, id);
   const std::string log_dir = (fs::path(job_dir) / "logs").string();
   const std::string job_file = (fs::path(job_dir) / "job.json").string();
-  const std::string output_dir = queued.spec().output_dir().empty()
-                                     ? (fs::path(options_.output_root) / id).string()
-                                     : queued.spec().output_dir();
+  const std::string output_dir = OutputDir(options_, queued);
   auto fail = [&](const std::string& code, const std::string& message) {
     {
       absl::MutexLock lock(&mu_);
@@ -369,9 +373,23 @@ absl::Status Coordinator::Recover() {
       {Job::STARTING, Job::RUNNING, Job::PAUSING, Job::CANCELLING});
   if (!left.ok()) return left.status();
   for (const Job& stale : *left) {
+    // See server/checkpoint_adoption.h; read before the transaction.
+    std::optional<rigtune::v1::Checkpoint> unrecorded;
+    if (stale.state() == Job::STARTING || stale.state() == Job::RUNNING) {
+      unrecorded = NewerCheckpointOnDisk(OutputDir(options_, stale), stale.resume_from());
+    }
     absl::StatusOr<Job> updated = store_->UpdateJob(stale.id(), [&](Job& job, JobUpdate& update) {
       std::error_code error;
-      if (job.state() == Job::PAUSING) {
+      if (unrecorded && job.resume_from() == stale.resume_from()) {
+        unrecorded->set_attempt(job.attempt());
+        *unrecorded->mutable_create_time() = google::protobuf::util::TimeUtil::GetCurrentTime();
+        job.set_resume_from(unrecorded->path());
+        update.checkpoints.push_back(*unrecorded);
+        job.set_state(Job::QUEUED);
+        update.reason = absl::StrCat("rigtuned restarted; resuming from ", unrecorded->path(),
+                                     " (step ", unrecorded->step(),
+                                     ", written but not recorded before the restart)");
+      } else if (job.state() == Job::PAUSING) {
         job.set_state(Job::PAUSED);
         update.reason = "rigtuned restarted while the job was pausing";
       } else if (job.state() == Job::CANCELLING) {

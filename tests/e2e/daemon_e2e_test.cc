@@ -119,7 +119,7 @@ TEST_F(DaemonE2ETest, SubmitAndWatchToSuccessThroughCliRestAndMetrics) {
   EXPECT_EQ(job["result"]["steps"], "6");  // the flag overrode the file
   EXPECT_EQ(RunCli(daemon_->grpc_address(), "show " + id).exit_code, 0);
   CliResult checkpoints = RunCli(daemon_->grpc_address(), "checkpoints " + id);
-  EXPECT_NE(checkpoints.output.find("checkpoint-6"), std::string::npos) << checkpoints.output;
+  EXPECT_NE(checkpoints.output.find("step-6"), std::string::npos) << checkpoints.output;
   CliResult logs = RunCli(daemon_->grpc_address(), "logs " + id);
   EXPECT_NE(logs.output.find("fake engine"), std::string::npos) << logs.output;
   CliResult list = RunCli(daemon_->grpc_address(), "list --label suite=e2e --json");
@@ -166,7 +166,7 @@ TEST_F(DaemonE2ETest, KilledWorkerIsRetriedFromItsCheckpoint) {
                              ? event["state_change"].value("reason", "")
                              : "";
     if (reason.find("killed by signal 9") != std::string::npos &&
-        reason.find("checkpoint-") != std::string::npos) {
+        reason.find("checkpoints/step-") != std::string::npos) {
       from_checkpoint = true;
     }
   }
@@ -193,11 +193,19 @@ TEST_F(DaemonE2ETest, KilledDaemonResumesTheJobOnRestart) {
   EXPECT_EQ(job["state"], "SUCCEEDED");
   EXPECT_EQ(job["result"]["steps"], "20");
   bool resumed = false;
+  int64_t last_step = 0;
   for (const auto& event : AllEvents(id)) {
     if (event.contains("state_change") &&
         event["state_change"].value("reason", "").find("rigtuned restarted; resuming from") !=
             std::string::npos) {
       resumed = true;
+    }
+    // The checkpoint the worker wrote on its way out was adopted: no step
+    // was trained (and reported) twice.
+    if (event.contains("metrics")) {
+      const int64_t step = std::stoll(event["metrics"].value("step", "0"));
+      EXPECT_GT(step, last_step) << event.dump();
+      last_step = step;
     }
   }
   EXPECT_TRUE(resumed);

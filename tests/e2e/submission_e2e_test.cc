@@ -36,8 +36,8 @@ class SubmissionE2ETest : public ::testing::Test {
 };
 
 TEST_F(SubmissionE2ETest, OversizedJobFileIsAnInvalidRequestWithASentence) {
-  const std::string file =
-      WriteFile("huge.yaml", "model: random:tiny\nlabels: {blob: " + std::string(5 << 20, 'a') + "}\n");
+  const std::string file = WriteFile(
+      "huge.yaml", "model: random:tiny\nlabels: {blob: " + std::string(5 << 20, 'a') + "}\n");
   CliResult result = Cli("submit " + file);
   EXPECT_EQ(result.exit_code, 5) << result.output;
   EXPECT_NE(result.output.find("more than rigtuned accepts in one request"), std::string::npos)
@@ -60,7 +60,8 @@ TEST_F(SubmissionE2ETest, YamlAliasBombIsAUsageErrorNotACrash) {
 
 TEST_F(SubmissionE2ETest, CheckableFaultsAreRefusedAtSubmissionNamingTheField) {
   fs::create_directories(dir_ / "dataset-folder");
-  CliResult folder = Cli("submit --model random:tiny --dataset " + (dir_ / "dataset-folder").string());
+  CliResult folder =
+      Cli("submit --model random:tiny --dataset " + (dir_ / "dataset-folder").string());
   EXPECT_EQ(folder.exit_code, 5) << folder.output;
   EXPECT_NE(folder.output.find("spec.dataset.path: "), std::string::npos) << folder.output;
   EXPECT_NE(folder.output.find("is a folder"), std::string::npos) << folder.output;
@@ -74,7 +75,8 @@ TEST_F(SubmissionE2ETest, CheckableFaultsAreRefusedAtSubmissionNamingTheField) {
 
   fs::create_directories(dir_ / "model");
   WriteFile("model/config.json", "{\"architectures\": [\"LlamaForCausalLM\"]");
-  CliResult config = Cli("submit --model " + (dir_ / "model").string());
+  const std::string data = WriteFile("train.jsonl", "{\"text\": \"hi\"}\n");
+  CliResult config = Cli("submit --model " + (dir_ / "model").string() + " --dataset " + data);
   EXPECT_EQ(config.exit_code, 5) << config.output;
   EXPECT_NE(config.output.find("config.json: not valid JSON"), std::string::npos)
       << config.output;

@@ -15,6 +15,7 @@
 #include "tests/server/test_dir.h"
 #include "server/job_service.h"
 #include "server/worker_service.h"
+#include "worker/train/checkpoint_manifest.h"
 
 namespace rigtune::server {
 namespace {
@@ -170,7 +171,7 @@ TEST_F(CoordinatorTest, CrashedWorkerIsRetriedFromItsLatestCheckpoint) {
   for (const auto& event : Events(job.id())) {
     const std::string& reason = event.state_change().reason();
     if (reason.find("restart 1 of 2 from") != std::string::npos &&
-        reason.find("checkpoint-4") != std::string::npos) {
+        reason.find("checkpoints/step-4") != std::string::npos) {
       retried_from_checkpoint = true;
     }
   }
@@ -376,6 +377,64 @@ TEST_F(CoordinatorTest, ShutdownLeavesRunningJobsToTheNextStart) {
   for (size_t i = 0; i < events.size(); ++i) {
     EXPECT_EQ(events[i].seq(), static_cast<int64_t>(i + 1));
   }
+}
+
+// A copy of checkpoint `from` as step-<step> beside it, as the worker would
+// have written it (trainer_state.json and manifest made for that step).
+std::string CopyCheckpoint(const std::string& from, int64_t step) {
+  const fs::path to = fs::path(from).parent_path() / ("step-" + std::to_string(step));
+  fs::copy(from, to, fs::copy_options::recursive);
+  std::ofstream(to / train::kTrainerState) << "{\"step\": " << step << ", \"loss\": 0.5}";
+  std::ofstream(to / train::kManifest)
+      << *train::MakeManifest(to.string(), step,
+                              {train::kAdapter, train::kAdapterConfig, train::kOptimizer,
+                               train::kTrainerState});
+  return to.string();
+}
+
+TEST_F(CoordinatorTest, StartAdoptsTheNewestVerifiedCheckpointLeftUnrecorded) {
+  setenv("RIGTUNE_FAKE_STEP_MS", "50", 1);
+  Start();
+  Job job = Submit(60, 5);
+  WaitFor(job.id(), Job::RUNNING);
+  absl::SleepFor(absl::Milliseconds(700));
+  Stop();
+  std::string recorded;
+  {
+    auto store = JobStore::Open((dir_ / "state" / "rigtune.db").string());
+    ASSERT_TRUE(store.ok());
+    recorded = (*store)->GetJob(job.id())->resume_from();
+  }
+  ASSERT_FALSE(recorded.empty());
+  const int64_t step = std::stoll(fs::path(recorded).filename().string().substr(5));
+  // The daemon died after the worker wrote step+3 and step+4, before it
+  // recorded them; step+4 was damaged on the way.
+  const std::string adopted = CopyCheckpoint(recorded, step + 3);
+  const std::string damaged = CopyCheckpoint(recorded, step + 4);
+  std::ofstream(fs::path(damaged) / train::kAdapter) << "torn";
+  setenv("RIGTUNE_FAKE_STEP_MS", "5", 1);
+  Start();
+  Job done = WaitFor(job.id(), Job::SUCCEEDED);
+  EXPECT_EQ(done.result().steps(), 60);
+  bool resumed = false;
+  int64_t first_step_after = -1;
+  for (const auto& event : Events(job.id())) {
+    if (event.state_change().reason().find("resuming from " + adopted + " (step " +
+                                           std::to_string(step + 3) + ", written but not") !=
+        std::string::npos) {
+      resumed = true;
+    }
+    if (resumed && event.has_metrics() && first_step_after < 0) {
+      first_step_after = event.metrics().step();
+    }
+  }
+  EXPECT_TRUE(resumed);
+  EXPECT_EQ(first_step_after, step + 4);  // nothing trained twice
+  auto checkpoints = coordinator_->ListCheckpoints(job.id());
+  ASSERT_TRUE(checkpoints.ok());
+  bool listed = false;
+  for (const auto& c : checkpoints->checkpoints()) listed |= c.path() == adopted;
+  EXPECT_TRUE(listed);
 }
 
 TEST_F(CoordinatorTest, RecoveryFailsAJobWhoseCheckpointVanished) {
