@@ -1,5 +1,5 @@
-// Coordinator lifecycle and its scheduling thread: recovery, launches,
-// worker exits, retries. The JobService side is in coordinator_jobs.cc, the
+// Coordinator lifecycle and its scheduling thread: launches, worker exits,
+// retries. Recovery at start is in coordinator_recovery.cc. The JobService side is in coordinator_jobs.cc, the
 // WorkerService side in coordinator_workers.cc.
 #include "server/coordinator.h"
 
@@ -8,12 +8,10 @@
 #include <unistd.h>
 
 #include <filesystem>
-#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "google/protobuf/util/time_util.h"
-#include "server/checkpoint_adoption.h"
 #include "server/job_file.h"
 #include "server/job_state.h"
 
@@ -46,10 +44,6 @@ std::string JobDir(const CoordinatorOptions& options, const std::string& id) {
   return (fs::path(options.state_dir) / "jobs" / id).string();
 }
 
-std::string OutputDir(const CoordinatorOptions& options, const Job& job) {
-  return job.spec().output_dir().empty() ? (fs::path(options.output_root) / job.id()).string()
-                                         : job.spec().output_dir();
-}
 
 }  // namespace
 
@@ -208,7 +202,7 @@ void Coordinator::Launch(const Job& queued, const Placement& placement) {
   const std::string job_dir = JobDir(options_, id);
   const std::string log_dir = (fs::path(job_dir) / "logs").string();
   const std::string job_file = (fs::path(job_dir) / "job.json").string();
-  const std::string output_dir = OutputDir(options_, queued);
+  const std::string output_dir = OutputDirOf(queued);
   auto fail = [&](const std::string& code, const std::string& message) {
     {
       absl::MutexLock lock(&mu_);
@@ -368,54 +362,6 @@ void Coordinator::HandleExit(const GroupExit& exit, const Runtime& runtime) {
   Kick();
 }
 
-absl::Status Coordinator::Recover() {
-  absl::StatusOr<std::vector<Job>> left = store_->JobsInStates(
-      {Job::STARTING, Job::RUNNING, Job::PAUSING, Job::CANCELLING});
-  if (!left.ok()) return left.status();
-  for (const Job& stale : *left) {
-    // See server/checkpoint_adoption.h; read before the transaction.
-    std::optional<rigtune::v1::Checkpoint> unrecorded;
-    if (stale.state() == Job::STARTING || stale.state() == Job::RUNNING) {
-      unrecorded = NewerCheckpointOnDisk(OutputDir(options_, stale), stale.resume_from());
-    }
-    absl::StatusOr<Job> updated = store_->UpdateJob(stale.id(), [&](Job& job, JobUpdate& update) {
-      std::error_code error;
-      if (unrecorded && job.resume_from() == stale.resume_from()) {
-        unrecorded->set_attempt(job.attempt());
-        *unrecorded->mutable_create_time() = google::protobuf::util::TimeUtil::GetCurrentTime();
-        job.set_resume_from(unrecorded->path());
-        update.checkpoints.push_back(*unrecorded);
-        job.set_state(Job::QUEUED);
-        update.reason = absl::StrCat("rigtuned restarted; resuming from ", unrecorded->path(),
-                                     " (step ", unrecorded->step(),
-                                     ", written but not recorded before the restart)");
-      } else if (job.state() == Job::PAUSING) {
-        job.set_state(Job::PAUSED);
-        update.reason = "rigtuned restarted while the job was pausing";
-      } else if (job.state() == Job::CANCELLING) {
-        job.set_state(Job::CANCELLED);
-        update.reason = "rigtuned restarted while the job was cancelling";
-      } else if (!job.resume_from().empty() && !fs::exists(job.resume_from(), error)) {
-        job.set_state(Job::FAILED);
-        job.mutable_error()->set_code("CHECKPOINT_MISSING");
-        job.mutable_error()->set_message(absl::StrCat(
-            "rigtuned restarted under the job and its latest checkpoint ", job.resume_from(),
-            " is missing"));
-        update.reason = job.error().message();
-      } else {
-        job.set_state(Job::QUEUED);
-        update.reason = job.resume_from().empty()
-                            ? std::string("rigtuned restarted; the job starts over (no checkpoint)")
-                            : absl::StrCat("rigtuned restarted; resuming from ", job.resume_from());
-      }
-      return absl::OkStatus();
-    });
-    if (!updated.ok()) return updated.status();
-  }
-  NotifyEvents();
-  return absl::OkStatus();
-}
-
 std::map<Job::State, int> Coordinator::PublishJobCounts() {
   absl::StatusOr<std::map<Job::State, int>> counts = store_->CountByState();
   if (!counts.ok()) return {};
@@ -430,6 +376,11 @@ void Coordinator::Heartbeat() {
   options_.heartbeat(absl::StrCat(counts[Job::RUNNING] + counts[Job::STARTING], " running, ",
                                   counts[Job::QUEUED], " queued, ", counts[Job::PAUSED],
                                   " paused"));
+}
+
+std::string Coordinator::OutputDirOf(const Job& job) const {
+  return job.spec().output_dir().empty() ? (fs::path(options_.output_root) / job.id()).string()
+                                         : job.spec().output_dir();
 }
 
 int Coordinator::GpusFor(const rigtune::v1::JobSpec& spec) const {

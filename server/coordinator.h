@@ -137,7 +137,7 @@ class Coordinator {
   void ScheduleQueued();
   void Launch(const rigtune::v1::Job& job, const Placement& placement);
   void HandleExit(const GroupExit& exit, const Runtime& runtime);
-  absl::Status Recover();
+  absl::Status Recover();  // coordinator_recovery.cc
   // The job counts, fresh from the store, into rigtune_jobs and
   // rigtune_queue_depth (a scrape hook; also feeds the heartbeat).
   std::map<rigtune::v1::Job::State, int> PublishJobCounts();
@@ -145,6 +145,8 @@ class Coordinator {
 
   // Shared helpers.
   int GpusFor(const rigtune::v1::JobSpec& spec) const;
+  // spec.output_dir, else <output_root>/<job id>.
+  std::string OutputDirOf(const rigtune::v1::Job& job) const;
   absl::StatusOr<rigtune::v1::Job> Decorate(rigtune::v1::Job job);
   std::map<std::string, int> QueuePositions();
   void RequestStop(const std::string& id, const std::string& reason);
