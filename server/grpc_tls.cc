@@ -27,9 +27,11 @@ grpc_ssl_certificate_config_reload_status ReloadingSslServerCredentials::Fetch(
   }
   std::shared_ptr<const TlsPem> pem = credentials->tls_->pem();
   grpc_ssl_pem_key_cert_pair pair = {pem->private_key.c_str(), pem->cert_chain.c_str()};
-  // gRPC copies the strings.
+  // gRPC copies the strings. It insists on root certificates even when it
+  // asks clients for none; without a client CA it gets the server's own
+  // chain, which it then never uses.
   *config = grpc_ssl_server_certificate_config_create(
-      pem->client_ca.empty() ? nullptr : pem->client_ca.c_str(), &pair, 1);
+      pem->client_ca.empty() ? pem->cert_chain.c_str() : pem->client_ca.c_str(), &pair, 1);
   return GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_NEW;
 }
 
