@@ -94,9 +94,28 @@ class Connection : public std::enable_shared_from_this<Connection<Stream>> {
     parser_.emplace();
     parser_->header_limit(static_cast<uint32_t>(shared_.options.max_header_bytes));
     parser_->body_limit(shared_.options.max_request_bytes);
+    // One deadline for the whole request: headers, "100 Continue", body.
     Socket().expires_after(absl::ToChronoMilliseconds(shared_.options.request_timeout));
-    http::async_read(stream_, buffer_, *parser_,
-                     [self = Self()](beast::error_code ec, size_t) { self->OnRead(ec); });
+    http::async_read_header(stream_, buffer_, *parser_,
+                            [self = Self()](beast::error_code ec, size_t) { self->OnHeader(ec); });
+  }
+
+  // Clients such as curl announce a large body with "Expect: 100-continue"
+  // and wait for the go-ahead before sending it.
+  void OnHeader(beast::error_code ec) {
+    if (ec) return OnRead(ec);
+    auto read_body = [self = Self()](beast::error_code ec, size_t) {
+      if (ec) return self->OnRead(ec);
+      http::async_read(self->stream_, self->buffer_, *self->parser_,
+                       [self](beast::error_code ec, size_t) { self->OnRead(ec); });
+    };
+    if (beast::iequals(parser_->get()[http::field::expect], "100-continue") &&
+        mode_ == Mode::kServe) {
+      static constexpr char kContinue[] = "HTTP/1.1 100 Continue\r\n\r\n";
+      return asio::async_write(stream_, asio::buffer(kContinue, sizeof(kContinue) - 1),
+                               std::move(read_body));
+    }
+    read_body(beast::error_code(), 0);
   }
 
   void OnRead(beast::error_code ec) {

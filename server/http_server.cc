@@ -98,19 +98,26 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Create(Coordinator* coor
   }
   std::string host = address.substr(0, colon);
   if (host.size() > 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
-  if (host == "localhost") host = "127.0.0.1";
+  if (host == "localhost") host = "127.0.0.1";  // not ::1: where clients dial by default
   auto impl = std::make_unique<Impl>(coordinator, auth, options);
   if (options.tls != nullptr) {
     absl::StatusOr<std::shared_ptr<ssl::context>> context = MakeSslContext(*options.tls->pem());
     if (!context.ok()) return context.status();
   }
   boost::system::error_code ec;
+  tcp::endpoint endpoint;
   asio::ip::address ip = asio::ip::make_address(host.empty() ? "0.0.0.0" : host, ec);
-  if (ec) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("http_listen: '", host, "' is not an IP address or localhost"));
+  if (!ec) {
+    endpoint = tcp::endpoint(ip, static_cast<uint16_t>(port));
+  } else {  // a host name: its first address
+    tcp::resolver resolver(impl->io);
+    auto found = resolver.resolve(host, std::to_string(port), ec);
+    if (ec || found.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("http_listen: cannot resolve '", host, "'", ec ? ": " + ec.message() : ""));
+    }
+    endpoint = found.begin()->endpoint();
   }
-  tcp::endpoint endpoint(ip, static_cast<uint16_t>(port));
   impl->acceptor.open(endpoint.protocol(), ec);
   if (!ec) impl->acceptor.set_option(asio::socket_base::reuse_address(true), ec);
   if (!ec) impl->acceptor.bind(endpoint, ec);

@@ -120,6 +120,20 @@ TEST_F(HttpServerTest, OversizedHeadersGet431) {
   EXPECT_NE(res->body.find("headers"), std::string::npos) << res->body;
 }
 
+TEST_F(HttpServerTest, ExpectContinueGetsTheGoAheadBeforeTheBody) {
+  Start();
+  const std::string body = R"({"spec": {"model": "random:tiny", "dataset": {"path": ")" +
+                           (dir_ / "data" / "train.jsonl").string() + R"("}}})";
+  RawHttpConnection client;
+  ASSERT_TRUE(client.Connect(http_->port()));
+  ASSERT_TRUE(client.Send("POST /v1/jobs HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n"
+                          "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n"));
+  ASSERT_TRUE(client.ReadUntil("HTTP/1.1 100 Continue\r\n\r\n", kPatience)) << client.received();
+  ASSERT_TRUE(client.Send(body));
+  ASSERT_TRUE(client.ReadUntil("\"QUEUED\"", kPatience)) << client.received();
+  EXPECT_NE(client.received().find("HTTP/1.1 200 OK"), std::string::npos) << client.received();
+}
+
 TEST_F(HttpServerTest, LastEventIdIsCheckedLikeAfterSeq) {
   Start();
   const std::string job = CreateJob();
