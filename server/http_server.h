@@ -62,9 +62,8 @@ class HttpServer {
   // "end" frame; clients resume with Last-Event-ID). Idempotent.
   void Stop();
 
-  struct Impl;
-
  private:
+  struct Impl;
   explicit HttpServer(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
