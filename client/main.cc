@@ -12,6 +12,9 @@
 // Server: --server, else $RIGTUNE_SERVER, else the config file's `server`,
 // else 127.0.0.1:50051. Token: $RIGTUNE_TOKEN, else the config file's
 // `token`. Config file: $RIGTUNE_CONFIG, else ~/.config/rigtune/config.yaml.
+// TLS: --tls or an https:// server address (config: `tls: true`), checked
+// against --ca-file (config `ca_file`; default: the system's CAs); mutual
+// TLS with --cert-file/--key-file (config `cert_file`, `key_file`).
 // Every read command takes --json (one JSON document per line).
 //
 // Exit codes: 0 ok (watch: SUCCEEDED), 1 error, 2 usage, 3 daemon
@@ -44,6 +47,12 @@ void LoadDefaults(ConnectionOptions& options) {
       YAML::Node config = YAML::LoadFile(path);
       if (config["server"]) options.server = config["server"].as<std::string>();
       if (config["token"]) options.token = config["token"].as<std::string>();
+      if (config["tls"]) options.tls = config["tls"].as<bool>();
+      for (auto [key, field] : {std::pair{"ca_file", &options.ca_file},
+                                std::pair{"cert_file", &options.cert_file},
+                                std::pair{"key_file", &options.key_file}}) {
+        if (config[key]) *field = config[key].as<std::string>();
+      }
     } catch (const YAML::Exception& e) {
       std::fprintf(stderr, "rigtune: ignoring %s: %s\n", path.c_str(), e.what());
     }
@@ -60,8 +69,15 @@ int main(int argc, char** argv) {
   ConnectionOptions connection_options;
   LoadDefaults(connection_options);
   bool json = false;
-  app.add_option("--server", connection_options.server, "rigtuned's gRPC address")
+  app.add_option("--server", connection_options.server,
+                 "rigtuned's gRPC address (https://host:port: TLS)")
       ->capture_default_str();
+  app.add_flag("--tls", connection_options.tls, "speak TLS to the server");
+  app.add_option("--ca-file", connection_options.ca_file,
+                 "PEM CA that signed the server's certificate (default: the system's)");
+  app.add_option("--cert-file", connection_options.cert_file,
+                 "PEM client certificate, when the server asks for one (mutual TLS)");
+  app.add_option("--key-file", connection_options.key_file, "PEM key of --cert-file");
   app.add_option("--timeout", connection_options.timeout_seconds, "seconds per call")
       ->capture_default_str();
   app.add_flag("--json", json, "print proto3 JSON")->configurable();
@@ -141,7 +157,12 @@ int main(int argc, char** argv) {
   for (CLI::App* cmd : merge_cmds) {
     if (cmd->parsed()) return rigtune::client::Merge(merge);
   }
-  rigtune::client::Connection connection(connection_options);
+  auto created = rigtune::client::Connection::Create(connection_options);
+  if (!created.ok()) {
+    std::fprintf(stderr, "rigtune: %s\n", std::string(created.status().message()).c_str());
+    return rigtune::client::kExitUsage;
+  }
+  rigtune::client::Connection& connection = **created;
   if (submit_cmd->parsed()) return rigtune::client::Submit(connection, submit, json);
   if (list_cmd->parsed()) return rigtune::client::List(connection, list, json);
   if (show_cmd->parsed()) return rigtune::client::Show(connection, id, json);

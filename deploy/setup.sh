@@ -23,7 +23,7 @@ apt_pkgs=(
   build-essential cmake ninja-build ccache pkg-config git python3 python3-venv
   libgrpc++-dev libgrpc-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libsqlite3-dev sqlite3 prometheus-cpp-dev nlohmann-json3-dev
-  libpcre2-dev libicu-dev libcpp-httplib-dev libcli11-dev libyaml-cpp-dev
+  libpcre2-dev libicu-dev libcpp-httplib-dev libboost-dev libssl-dev openssl libcli11-dev libyaml-cpp-dev
   libgtest-dev libgmock-dev googletest libsystemd-dev libgloo-dev zlib1g-dev
   systemd prometheus curl
 )

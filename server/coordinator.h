@@ -109,6 +109,13 @@ class Coordinator {
   rigtune::v1::GetControlResponse GetControl(const rigtune::v1::GetControlRequest& request);
   absl::Status FinishWorker(const rigtune::v1::FinishRequest& request);
 
+  // Moves on every stored event. A watcher that found nothing new after
+  // reading generation g waits for it to change (sse_events.h polls this).
+  int64_t event_generation() {
+    absl::MutexLock lock(&events_mu_);
+    return event_generation_;
+  }
+
   ServiceMetrics& metrics() { return metrics_; }
   // True between Start() and Shutdown().
   bool ready() const { return ready_.load(); }
