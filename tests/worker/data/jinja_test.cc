@@ -259,6 +259,17 @@ TEST(JinjaTest, UnknownFilterFailsAtParseNamingTheLine) {
   EXPECT_EQ(s.message(), "t.jinja, line 3: no filter named 'frobnicate'");
 }
 
+TEST(JinjaTest, UnknownFilterInsideIfFailsOnlyWhenReached) {
+  EXPECT_EQ(Render("{% if false %}{{ x | nope }}{% endif %}ok"), "ok");
+  EXPECT_EQ(Error("{% if true %}\n{{ x | nope }}{% endif %}").message(),
+            "t.jinja, line 2: no filter named 'nope'");
+}
+
+TEST(JinjaTest, SafeStringsEscapeWhatIsAddedToThem) {
+  EXPECT_EQ(Render("{{ '<b>' | safe + '<i>' }}|{{ '<i>' ~ '<b>' | safe }}|{{ '\"' | e }}"),
+            "<b>&lt;i&gt;|<i><b>|&#34;");
+}
+
 TEST(JinjaTest, SyntaxErrorNamesTheLine) {
   const absl::Status s = Error("{% for x in y %}\n{{ x }");
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);

@@ -136,7 +136,10 @@ absl::StatusOr<Value> SelectFilter(absl::string_view name, const Value& subject,
                                    const CallArgs& args) {
   const bool attr = name == "selectattr" || name == "rejectattr";
   const bool keep = name == "select" || name == "selectattr";
-  JINJA_ASSIGN_OR_RETURN(ValueList items, Iterate(subject));
+  ValueList items;  // Jinja skips a falsy sequence (e.g. tools=None) without iterating it
+  if (subject.Truthy()) {
+    JINJA_ASSIGN_OR_RETURN(items, Iterate(subject));
+  }
   size_t next = 0;
   std::string path;
   if (attr) {
@@ -170,7 +173,10 @@ absl::StatusOr<Value> SelectFilter(absl::string_view name, const Value& subject,
 }
 
 absl::StatusOr<Value> MapFilter(const Value& subject, const CallArgs& args) {
-  JINJA_ASSIGN_OR_RETURN(ValueList items, Iterate(subject));
+  ValueList items;  // as in select: a falsy sequence maps to nothing
+  if (subject.Truthy()) {
+    JINJA_ASSIGN_OR_RETURN(items, Iterate(subject));
+  }
   ValueList out;
   for (const auto& [key, value] : args.keyword) {
     if (key != "attribute" && key != "default") {
@@ -275,6 +281,8 @@ absl::StatusOr<Value> Aggregate(absl::string_view name, const Value& subject, co
   return best.is_undefined() ? Value::Undefined(absl::StrCat(name, "(): empty sequence")) : best;
 }
 
+}  // namespace
+
 std::string HtmlEscape(const std::string& s) {
   std::string out;
   for (char c : s) {
@@ -289,6 +297,8 @@ std::string HtmlEscape(const std::string& s) {
   }
   return out;
 }
+
+namespace {
 
 absl::StatusOr<Value> Length(const Value& v) {
   switch (v.kind()) {
@@ -368,13 +378,15 @@ absl::StatusOr<Value> ApplyFilter(absl::string_view name, const Value& subject, 
     return Value(r / scale);
   }
   JINJA_RETURN_IF_ERROR(BindArgs(args, {}, name).status());
-  if (name == "safe") return subject;
+  if (name == "safe") return subject.is_markup() ? subject : Value::Markup(subject.Str());
   if (name == "string") return Value(subject.Str());
   if (name == "upper") return Value(PythonUpper(subject.Str()));
   if (name == "lower") return Value(PythonLower(subject.Str()));
   if (name == "title") return Value(PythonTitle(subject.Str()));
   if (name == "capitalize") return Value(PythonCapitalize(subject.Str()));
-  if (name == "escape" || name == "e") return Value(HtmlEscape(subject.Str()));
+  if (name == "escape" || name == "e") {
+    return subject.is_markup() ? subject : Value::Markup(HtmlEscape(subject.Str()));
+  }
   if (name == "length" || name == "count") return Length(subject);
   if (name == "abs") {
     if (!subject.is_number()) return absl::InvalidArgumentError("abs: needs a number");

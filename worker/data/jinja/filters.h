@@ -21,6 +21,9 @@
 namespace rigtune::data::jinja {
 
 bool IsKnownFilter(absl::string_view name);
+
+// markupsafe's escape: & < > " ' as entities.
+std::string HtmlEscape(const std::string& s);
 bool IsKnownTest(absl::string_view name);
 
 // Fails with InvalidArgument naming the filter on bad arguments or types.

@@ -5,6 +5,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "worker/data/jinja/filters.h"
 #include "worker/data/utf8.h"
 
 namespace rigtune::data::jinja {
@@ -122,7 +123,13 @@ absl::StatusOr<Value> BinaryOp(absl::string_view op, const Value& a, const Value
   }
   if (a.is_number() && b.is_number()) return Arithmetic(op, a, b);
   if (op == "+") {
-    if (a.is_string() && b.is_string()) return Value(a.str() + b.str());
+    if (a.is_string() && b.is_string()) {
+      if (a.is_markup() || b.is_markup()) {
+        return Value::Markup((a.is_markup() ? a.str() : HtmlEscape(a.str())) +
+                             (b.is_markup() ? b.str() : HtmlEscape(b.str())));
+      }
+      return Value(a.str() + b.str());
+    }
     if (a.is_list() && b.is_list()) {
       ValueList out = a.list();
       out.insert(out.end(), b.list().begin(), b.list().end());

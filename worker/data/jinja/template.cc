@@ -9,8 +9,11 @@
 namespace rigtune::data::jinja {
 namespace {
 
-// Unknown filters and tests fail at parse time, as Jinja's compiler does.
+// Unknown filters and tests fail at parse time, as Jinja's compiler does,
+// except inside {% if %} bodies and the branches of `a if b else c`, where
+// Jinja (3.x) defers the check to when they run.
 absl::Status CheckNames(const Expr& e) {
+  if (e.kind == Expr::Kind::kConditional) return e.args[0] ? CheckNames(*e.args[0]) : absl::OkStatus();
   if (e.kind == Expr::Kind::kFilter && !IsKnownFilter(e.name)) {
     return absl::InvalidArgumentError(absl::StrCat("line ", e.line, ": no filter named '", e.name, "'"));
   }
@@ -28,6 +31,14 @@ absl::Status CheckNames(const Expr& e) {
   return absl::OkStatus();
 }
 
+void FindGeneration(const Body& body, bool* has_generation) {
+  for (const Stmt& s : body) {
+    if (s.kind == Stmt::Kind::kGeneration) *has_generation = true;
+    FindGeneration(s.body, has_generation);
+    FindGeneration(s.else_body, has_generation);
+  }
+}
+
 absl::Status CheckBody(const Body& body, bool* has_generation) {
   for (const Stmt& s : body) {
     if (s.kind == Stmt::Kind::kGeneration) *has_generation = true;
@@ -40,6 +51,11 @@ absl::Status CheckBody(const Body& body, bool* has_generation) {
       if (def) {
         if (absl::Status st = CheckNames(*def); !st.ok()) return st;
       }
+    }
+    if (s.kind == Stmt::Kind::kIf) {
+      FindGeneration(s.body, has_generation);
+      FindGeneration(s.else_body, has_generation);
+      continue;
     }
     for (const Body* b : {&s.body, &s.else_body}) {
       if (absl::Status st = CheckBody(*b, has_generation); !st.ok()) return st;

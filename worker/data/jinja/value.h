@@ -63,6 +63,14 @@ class Value {
   static Value Namespace(ValueDict items);
   static Value Callable(std::string name, Function fn);
   static Value FromJson(const nlohmann::ordered_json& json);
+  // A string marked safe (Jinja's Markup, from |safe or |escape): adding a
+  // plain string to it HTML-escapes that string, as markupsafe does.
+  static Value Markup(std::string s) {
+    Value v(std::move(s));
+    v.markup_ = true;
+    return v;
+  }
+  bool is_markup() const { return markup_ && is_string(); }
 
   Kind kind() const { return static_cast<Kind>(data_.index()); }
   bool is_undefined() const { return kind() == Kind::kUndefined; }
@@ -127,6 +135,7 @@ class Value {
   std::variant<UndefinedName, std::nullptr_t, bool, int64_t, double, std::string, ListPtr,
                DictPtr, FunctionPtr>
       data_;
+  bool markup_ = false;
 };
 
 // Python ordering (<) for numbers, strings and lists; InvalidArgument for
