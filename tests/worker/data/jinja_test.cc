@@ -302,6 +302,15 @@ TEST(JinjaTest, OutputSizeIsBounded) {
               HasSubstr("output grew beyond 100 bytes"));
 }
 
+TEST(JinjaTest, ValuesBuiltInMemoryAreBounded) {
+  EXPECT_THAT(Error("{% set ns = namespace(s='x') %}{% for i in range(40) %}"
+                    "{% set ns.s = ns.s + ns.s %}{% endfor %}").message(),
+              HasSubstr("larger than 16 MiB"));
+  EXPECT_THAT(Error("{{ ('x' * 9999999).replace('x', 'yy') }}").message(),
+              HasSubstr("larger than 16 MiB"));
+  EXPECT_EQ(Render("{{ ([] * 1000000000000) | length }}{{ '' * 1000000000000 }}"), "0");
+}
+
 TEST(JinjaTest, TemplateSizeIsBounded) {
   TemplateOptions options = Named();
   options.max_template_bytes = 10;

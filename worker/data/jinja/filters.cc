@@ -345,7 +345,9 @@ absl::StatusOr<Value> ApplyFilter(absl::string_view name, const Value& subject, 
   if (name == "replace") {
     JINJA_ASSIGN_OR_RETURN(std::vector<Value> a, BindArgs(args, {"old", "new", "count"}, "replace"));
     JINJA_ASSIGN_OR_RETURN(int64_t count, IntArg(a[2], "count", -1));
-    return Value(PythonReplace(subject.Str(), a[0].Str(), a[1].Str(), count));
+    std::optional<std::string> out = PythonReplace(subject.Str(), a[0].Str(), a[1].Str(), count);
+    if (!out) return absl::InvalidArgumentError("replace: the result would be larger than 16 MiB");
+    return Value(std::move(*out));
   }
   if (name == "join") {
     JINJA_ASSIGN_OR_RETURN(std::vector<Value> a, BindArgs(args, {"d", "attribute"}, "join"));

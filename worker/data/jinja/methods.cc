@@ -102,7 +102,9 @@ Value StringMethod(const std::string& s, const std::string& name) {
       JINJA_ASSIGN_OR_RETURN(std::string old_text, StringArg(a[0], "old", ""));
       JINJA_ASSIGN_OR_RETURN(std::string new_text, StringArg(a[1], "new", ""));
       JINJA_ASSIGN_OR_RETURN(int64_t count, IntArg(a[2], "count", -1));
-      return Value(PythonReplace(s, old_text, new_text, count));
+      std::optional<std::string> out = PythonReplace(s, old_text, new_text, count);
+      if (!out) return absl::InvalidArgumentError("replace(): the result would be larger than 16 MiB");
+      return Value(std::move(*out));
     };
   } else if (name == "format") {
     fn = [s](const CallArgs& a) -> absl::StatusOr<Value> {

@@ -51,8 +51,20 @@ absl::StatusOr<Value> Arithmetic(absl::string_view op, const Value& a, const Val
   return Unsupported(op, a, b);
 }
 
+// Strings and lists a template builds in memory (not only what it prints)
+// stay under this, so `{% set s = s + s %}` in a loop cannot exhaust memory.
+constexpr size_t kMaxValueBytes = size_t{1} << 24;
+
+absl::Status TooLarge(absl::string_view op) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("the result of '", op, "' would be larger than 16 MiB"));
+}
+
 absl::StatusOr<Value> Repeat(const Value& seq, int64_t times) {
-  constexpr int64_t kMaxRepeatBytes = 1 << 24;
+  constexpr int64_t kMaxRepeatBytes = static_cast<int64_t>(kMaxValueBytes);
+  if (times <= 0 || (seq.is_string() ? seq.str().empty() : seq.list().empty())) {
+    return seq.is_string() ? Value("") : Value::List({});
+  }
   if (seq.is_string()) {
     if (times > 0 && static_cast<int64_t>(seq.str().size()) * times > kMaxRepeatBytes) {
       return absl::InvalidArgumentError("string repetition larger than 16 MiB");
@@ -107,7 +119,11 @@ ValueList Characters(const std::string& s) {
 absl::StatusOr<Value> BinaryOp(absl::string_view op, const Value& a, const Value& b) {
   if (op == "==") return Value(a == b);
   if (op == "!=") return Value(a != b);
-  if (op == "~") return Value(a.Str() + b.Str());
+  if (op == "~") {
+    std::string joined = a.Str() + b.Str();
+    if (joined.size() > kMaxValueBytes) return TooLarge(op);
+    return Value(std::move(joined));
+  }
   if (op == "in" || op == "not in") {
     absl::StatusOr<bool> in = Contains(b, a);
     if (!in.ok()) return in.status();
@@ -124,6 +140,7 @@ absl::StatusOr<Value> BinaryOp(absl::string_view op, const Value& a, const Value
   if (a.is_number() && b.is_number()) return Arithmetic(op, a, b);
   if (op == "+") {
     if (a.is_string() && b.is_string()) {
+      if (a.str().size() + b.str().size() > kMaxValueBytes) return TooLarge(op);
       if (a.is_markup() || b.is_markup()) {
         return Value::Markup((a.is_markup() ? a.str() : HtmlEscape(a.str())) +
                              (b.is_markup() ? b.str() : HtmlEscape(b.str())));
@@ -131,6 +148,7 @@ absl::StatusOr<Value> BinaryOp(absl::string_view op, const Value& a, const Value
       return Value(a.str() + b.str());
     }
     if (a.is_list() && b.is_list()) {
+      if (a.list().size() + b.list().size() > kMaxValueBytes) return TooLarge(op);
       ValueList out = a.list();
       out.insert(out.end(), b.list().begin(), b.list().end());
       return Value::List(std::move(out));

@@ -163,7 +163,7 @@ std::string PythonCapitalize(std::string_view s) {
   return out + PythonLower(FromCodePoints(cps, 1, cps.size()));
 }
 
-std::string PythonReplace(std::string_view s, std::string_view old_text, std::string_view new_text,
+std::optional<std::string> PythonReplace(std::string_view s, std::string_view old_text, std::string_view new_text,
                           int64_t count) {
   std::string out;
   if (old_text.empty()) {
@@ -171,6 +171,7 @@ std::string PythonReplace(std::string_view s, std::string_view old_text, std::st
     const std::vector<uint32_t> cps = CodePoints(s);
     for (size_t i = 0; i <= cps.size(); ++i) {
       if (count < 0 || static_cast<int64_t>(i) < count) out.append(new_text);
+      if (out.size() > kMaxReplaceBytes) return std::nullopt;
       if (i < cps.size()) AppendUtf8(cps[i], &out);
     }
     return out;
@@ -180,6 +181,7 @@ std::string PythonReplace(std::string_view s, std::string_view old_text, std::st
     const size_t found = s.find(old_text, begin);
     if (found == std::string_view::npos) break;
     out.append(s.substr(begin, found - begin));
+    if (out.size() + new_text.size() > kMaxReplaceBytes) return std::nullopt;
     out.append(new_text);
     begin = found + old_text.size();
     --count;

@@ -36,8 +36,10 @@ std::string PythonLower(std::string_view s);
 std::string PythonTitle(std::string_view s);
 std::string PythonCapitalize(std::string_view s);
 
-// str.replace(old, new, count); count < 0 replaces all.
-std::string PythonReplace(std::string_view s, std::string_view old_text,
+// str.replace(old, new, count); count < 0 replaces all. nullopt when the
+// result would pass kMaxReplaceBytes.
+inline constexpr size_t kMaxReplaceBytes = size_t{1} << 24;
+std::optional<std::string> PythonReplace(std::string_view s, std::string_view old_text,
                           std::string_view new_text, int64_t count = -1);
 
 // repr(float): the shortest text that reads back the same, "1.0", "1e-05",
