@@ -1,7 +1,5 @@
-// Parser: turns the lexer's tokens into statements (ast.h), with Jinja's
-// operator precedence: `if`-else < or < and < not < comparisons and `in` <
-// + - < ~ < * / // % < ** < unary - < postfix (. [] ()) and filters / tests.
-// So `a + b | trim` trims only b, as in Jinja.
+// Parser: turns the lexer's tokens into statements (ast.h); expressions
+// are parsed by expression_parser.h with Jinja's operator precedence.
 //
 //   auto body = Parse(*Lex("{% for m in messages %}{{ m.content }}{% endfor %}"));
 #ifndef RIGTUNE_WORKER_DATA_JINJA_PARSER_H_
