@@ -123,18 +123,14 @@ class Parser : public ExpressionParser {
       if (IsOp("|")) {
         JINJA_ASSIGN_OR_RETURN(s.filter, ParseFilterChain(tag.line, depth));
       }
-      JINJA_RETURN_IF_ERROR(ExpectBlockEnd());
-      JINJA_ASSIGN_OR_RETURN(s.body, ParseUntil({"endset"}, &end, depth + 1));
-      JINJA_RETURN_IF_ERROR(EndTag());
+      JINJA_RETURN_IF_ERROR(ParseBody("endset", depth, &s));
       return s;
     }
     if (name == "macro") {
       s.kind = Stmt::Kind::kMacro;
       JINJA_ASSIGN_OR_RETURN(s.text, ExpectName());
       JINJA_RETURN_IF_ERROR(ParseParams(&s.params, depth));
-      JINJA_RETURN_IF_ERROR(ExpectBlockEnd());
-      JINJA_ASSIGN_OR_RETURN(s.body, ParseUntil({"endmacro"}, &end, depth + 1));
-      JINJA_RETURN_IF_ERROR(EndTag());
+      JINJA_RETURN_IF_ERROR(ParseBody("endmacro", depth, &s));
       return s;
     }
     if (name == "call") {
@@ -142,24 +138,18 @@ class Parser : public ExpressionParser {
       if (IsOp("(")) JINJA_RETURN_IF_ERROR(ParseParams(&s.params, depth));
       JINJA_ASSIGN_OR_RETURN(s.expr, ParseExpression(depth));
       if (s.expr->kind != Expr::Kind::kCall) return Error(tag, "{% call %} needs a macro call");
-      JINJA_RETURN_IF_ERROR(ExpectBlockEnd());
-      JINJA_ASSIGN_OR_RETURN(s.body, ParseUntil({"endcall"}, &end, depth + 1));
-      JINJA_RETURN_IF_ERROR(EndTag());
+      JINJA_RETURN_IF_ERROR(ParseBody("endcall", depth, &s));
       return s;
     }
     if (name == "filter") {
       s.kind = Stmt::Kind::kFilterBlock;
       JINJA_ASSIGN_OR_RETURN(s.filter, ParseFilterChain(tag.line, depth));
-      JINJA_RETURN_IF_ERROR(ExpectBlockEnd());
-      JINJA_ASSIGN_OR_RETURN(s.body, ParseUntil({"endfilter"}, &end, depth + 1));
-      JINJA_RETURN_IF_ERROR(EndTag());
+      JINJA_RETURN_IF_ERROR(ParseBody("endfilter", depth, &s));
       return s;
     }
     if (name == "generation") {
       s.kind = Stmt::Kind::kGeneration;
-      JINJA_RETURN_IF_ERROR(ExpectBlockEnd());
-      JINJA_ASSIGN_OR_RETURN(s.body, ParseUntil({"endgeneration"}, &end, depth + 1));
-      JINJA_RETURN_IF_ERROR(EndTag());
+      JINJA_RETURN_IF_ERROR(ParseBody("endgeneration", depth, &s));
       return s;
     }
     if (name == "break" || name == "continue") {
@@ -168,6 +158,14 @@ class Parser : public ExpressionParser {
       return s;
     }
     return Error(tag, absl::StrCat("unknown tag '", name, "'"));
+  }
+
+  // From a block's "%}" through its end tag: the body into s->body.
+  absl::Status ParseBody(absl::string_view end_name, int depth, Stmt* s) {
+    JINJA_RETURN_IF_ERROR(ExpectBlockEnd());
+    std::string end;
+    JINJA_ASSIGN_OR_RETURN(s->body, ParseUntil({end_name}, &end, depth + 1));
+    return EndTag();
   }
 
   // After an end tag's name (endfor, endmacro name, else ...): its "%}".
