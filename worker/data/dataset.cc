@@ -124,6 +124,12 @@ absl::Status ParseRecord(const nlohmann::ordered_json& obj, DatasetFormat format
       absl::StatusOr<std::vector<Message>> messages = ParseMessages(obj, origin);
       if (!messages.ok()) return messages.status();
       example->messages = std::move(*messages);
+      if (auto tools = obj.find("tools"); tools != obj.end() && !tools->is_null()) {
+        if (!tools->is_array()) {
+          return FieldError(origin, "field \"tools\" must be a list of tool (function) schemas");
+        }
+        example->tools = *tools;
+      }
       *empty = true;
       for (const Message& m : example->messages) {
         if (m.role == "assistant" && (!m.content.empty() || m.extra.contains("tool_calls"))) {
@@ -217,7 +223,7 @@ absl::StatusOr<RenderedExample> RenderExample(const Example& example, DatasetFor
   if (format == DatasetFormat::kMessages) {
     if (chat == nullptr)
       return absl::FailedPreconditionError("messages format needs a chat template");
-    return chat->Render(example.messages, /*add_generation_prompt=*/false);
+    return chat->Render(example.messages, /*add_generation_prompt=*/false, example.tools);
   }
   RenderedExample out;
   out.text = absl::StrCat(example.prompt, example.completion);

@@ -81,6 +81,22 @@ TEST(DatasetTest, ToolCallsAndToolTurnsKeepTheirFields) {
   EXPECT_EQ(m[2].content, "21");
   EXPECT_EQ(m[2].extra["tool_call_id"], "c1");
   EXPECT_EQ(stats.empty, 0);  // a tool call is something to train on
+  EXPECT_TRUE((*ex)[0].tools.is_null());
+}
+
+TEST(DatasetTest, ToolsOfARecordAreKeptAndChecked) {
+  DatasetStats stats;
+  auto ex = ParseDataset(
+      R"({"tools": [{"type": "function"}], "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]})"
+      "\n"
+      R"({"tools": "f", "messages": [{"role": "user", "content": "q"}]})",
+      "t.jsonl", DatasetFormat::kMessages, &stats);
+  EXPECT_THAT(ex.status().ToString(), HasSubstr("t.jsonl:2: field \"tools\" must be a list"));
+  ex = ParseDataset(
+      R"({"tools": [{"type": "function"}], "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]})",
+      "t.jsonl", DatasetFormat::kMessages, &stats);
+  ASSERT_TRUE(ex.ok()) << ex.status();
+  EXPECT_EQ((*ex)[0].tools.dump(), R"([{"type":"function"}])");
 }
 
 TEST(DatasetTest, ReadsJsonArrays) {
