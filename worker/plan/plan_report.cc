@@ -11,12 +11,13 @@ namespace {
 
 // The parts in the order every report lists them: a label for people and
 // the JSON key.
-struct DevicePart {
+template <typename Bytes>
+struct Part {
   const char* label;
   const char* key;
-  int64_t DeviceBytes::*bytes;
+  int64_t Bytes::*bytes;
 };
-constexpr DevicePart kDeviceParts[] = {
+constexpr Part<DeviceBytes> kDeviceParts[] = {
     {"frozen weights", "frozen_weights", &DeviceBytes::frozen_weights},
     {"adapter", "adapter", &DeviceBytes::adapter},
     {"optimizer", "optimizer", &DeviceBytes::optimizer},
@@ -26,13 +27,7 @@ constexpr DevicePart kDeviceParts[] = {
     {"workspace", "workspace", &DeviceBytes::workspace},
     {"slack", "slack", &DeviceBytes::slack},
 };
-
-struct HostPart {
-  const char* label;
-  const char* key;
-  int64_t HostBytes::*bytes;
-};
-constexpr HostPart kHostParts[] = {
+constexpr Part<HostBytes> kHostParts[] = {
     {"process", "process", &HostBytes::process},
     {"frozen weights", "frozen_weights", &HostBytes::frozen_weights},
     {"optimizer", "optimizer", &HostBytes::optimizer},
@@ -42,7 +37,7 @@ constexpr HostPart kHostParts[] = {
 
 std::string HostBreakdown(const HostBytes& host) {
   std::vector<std::string> parts;
-  for (const HostPart& p : kHostParts) {
+  for (const auto& p : kHostParts) {
     if (host.*p.bytes > 0) parts.push_back(absl::StrFormat("%s %.2f", p.label, Gib(host.*p.bytes)));
   }
   return absl::StrCat(absl::StrJoin(parts, " + "), " GiB");
@@ -59,7 +54,7 @@ double Gib(int64_t bytes) { return static_cast<double>(bytes) / static_cast<doub
 
 std::string DeviceBreakdown(const DeviceBytes& device) {
   std::vector<std::string> parts;
-  for (const DevicePart& p : kDeviceParts) {
+  for (const auto& p : kDeviceParts) {
     parts.push_back(absl::StrFormat("%s %.2f", p.label, Gib(device.*p.bytes)));
   }
   return absl::StrCat(absl::StrJoin(parts, " + "), " GiB");
@@ -77,7 +72,7 @@ std::string PlanText(const MemoryPlan& plan, const std::vector<FitOption>& optio
   std::string text = absl::StrFormat("per GPU (%d rank%s, %.0f M trainable parameters):\n",
                                      plan.world_size, plan.world_size == 1 ? "" : "s",
                                      plan.trainable_parameters / 1e6);
-  for (const DevicePart& p : kDeviceParts) {
+  for (const auto& p : kDeviceParts) {
     absl::StrAppendFormat(&text, "  %-16s %8.2f GiB\n", p.label, Gib(plan.device.*p.bytes));
   }
   absl::StrAppendFormat(&text, "  %-16s %8.2f GiB   %s\n", "total", Gib(plan.device.Total()),
@@ -102,9 +97,9 @@ std::string PlanText(const MemoryPlan& plan, const std::vector<FitOption>& optio
 
 nlohmann::json PlanJson(const MemoryPlan& plan, const std::vector<FitOption>& options) {
   nlohmann::json device = {{"total", plan.device.Total()}};
-  for (const DevicePart& p : kDeviceParts) device[p.key] = plan.device.*p.bytes;
+  for (const auto& p : kDeviceParts) device[p.key] = plan.device.*p.bytes;
   nlohmann::json host = {{"total", plan.host.Total()}};
-  for (const HostPart& p : kHostParts) host[p.key] = plan.host.*p.bytes;
+  for (const auto& p : kHostParts) host[p.key] = plan.host.*p.bytes;
   nlohmann::json fits = nlohmann::json::array();
   for (const FitOption& o : options) {
     fits.push_back({{"setting", o.setting}, {"device_bytes", o.device_bytes}});
