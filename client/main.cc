@@ -7,6 +7,7 @@
 //   rigtune pause|resume|cancel job-1a2b3c4d
 //   rigtune checkpoints job-1a2b3c4d
 //   rigtune health
+//   rigtune plan job.yaml --gpu-memory-gib 24 [--json]   (no daemon needed)
 //   rigtune merge --base DIR --adapter DIR --out DIR [--quantize-nf4]   (alias: export)
 //
 // Server: --server, else $RIGTUNE_SERVER, else the config file's `server`,
@@ -82,22 +83,37 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_flag("--json", json, "print proto3 JSON")->configurable();
 
+  // The job file and the flags that edit it, for submit and plan.
+  auto add_job_flags = [](CLI::App* cmd, rigtune::client::SubmitOptions& job) {
+    cmd->add_option("job_file", job.job_file, "JobSpec as YAML or JSON");
+    cmd->add_option("--set", job.overrides, "override a field: train.max_steps=100");
+    cmd->add_option("--model", job.model, "model folder or random:<shape>");
+    cmd->add_option("--dataset", job.dataset, "dataset file");
+    cmd->add_option("--output-dir", job.output_dir, "where the adapter goes");
+    cmd->add_option("--gpus", job.gpus, "GPUs (0: CPU)")->check(CLI::Range(0, 1024));
+    cmd->add_option("--max-steps", job.max_steps, "cap optimizer steps");
+  };
   rigtune::client::SubmitOptions submit;
   CLI::App* submit_cmd = app.add_subcommand("submit", "submit a job from a YAML or JSON file");
-  submit_cmd->add_option("job_file", submit.job_file, "JobSpec as YAML or JSON");
-  submit_cmd->add_option("--set", submit.overrides, "override a field: train.max_steps=100");
-  submit_cmd->add_option("--model", submit.model, "model folder or random:<shape>");
-  submit_cmd->add_option("--dataset", submit.dataset, "dataset file");
-  submit_cmd->add_option("--output-dir", submit.output_dir, "where the adapter goes");
-  submit_cmd->add_option("--gpus", submit.gpus, "GPUs (0: CPU)")->check(CLI::Range(0, 1024));
+  add_job_flags(submit_cmd, submit);
   submit_cmd->add_option("--priority", submit.priority, "higher starts first")
       ->each([&](const std::string&) { submit.priority_set = true; });
-  submit_cmd->add_option("--max-steps", submit.max_steps, "cap optimizer steps");
   submit_cmd->add_option("--label", submit.labels, "key=value (repeat)");
   submit_cmd->add_option("--idempotency-key", submit.idempotency_key,
                          "resubmitting with the same key returns the same job");
   submit_cmd->add_flag("--watch", submit.watch, "watch the job after submitting it");
   submit_cmd->add_flag("--json", json, "print proto3 JSON");
+
+  rigtune::client::PlanOptions plan;
+  CLI::App* plan_cmd = app.add_subcommand(
+      "plan",
+      "print a job's memory per GPU and host without running it; exit 1 if it cannot fit");
+  add_job_flags(plan_cmd, plan.job);
+  plan_cmd->add_option("--gpu-memory-gib", plan.gpu_memory_gib,
+                       "plan for a card of this size, e.g. 24 (2 GiB of it kept for the CUDA "
+                       "context); dist.max_gpu_memory_gib wins")
+      ->check(CLI::Range(0.0, 4096.0));
+  plan_cmd->add_flag("--json", json, "print the plan as JSON");
 
   rigtune::client::ListOptions list;
   CLI::App* list_cmd = app.add_subcommand("list", "list jobs, newest first");
@@ -157,6 +173,7 @@ int main(int argc, char** argv) {
   for (CLI::App* cmd : merge_cmds) {
     if (cmd->parsed()) return rigtune::client::Merge(merge);
   }
+  if (plan_cmd->parsed()) return rigtune::client::Plan(plan, json);
   auto created = rigtune::client::Connection::Create(connection_options);
   if (!created.ok()) {
     std::fprintf(stderr, "rigtune: %s\n", std::string(created.status().message()).c_str());

@@ -43,6 +43,7 @@ absl::Status ApplyYaml(const CLI::App& app, DaemonConfig& config) {
       {"db", Set(&config.db)},
       {"gpus", Set(&config.gpus)},
       {"cpu_slots", Set(&config.cpu_slots)},
+      {"gpu_memory_gib", Set(&config.gpu_memory_gib)},
       {"worker_binary", Set(&config.worker_binary)},
       {"model_roots", Set(&config.model_roots)},
       {"data_roots", Set(&config.data_roots)},
@@ -157,6 +158,11 @@ void AddDaemonFlags(CLI::App& app, DaemonConfig& config) {
   app.add_option("--cpu-slots", config.cpu_slots, "concurrent CPU jobs")
       ->capture_default_str()
       ->check(CLI::Range(0, 256));
+  app.add_option("--gpu-memory-gib", config.gpu_memory_gib,
+                 "each GPU's memory in GiB (e.g. 24): jobs the memory planner says cannot fit "
+                 "are refused at submission; 0: only jobs with dist.max_gpu_memory_gib")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 4096.0));
   app.add_option("--worker-binary", config.worker_binary, "rigtune-worker executable");
   app.add_option("--worker-arg", config.worker_args, "extra argument for every worker")
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);

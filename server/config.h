@@ -9,6 +9,7 @@
 //   http_listen: 127.0.0.1:8080
 //   state_dir: /var/lib/rigtune
 //   gpus: auto            # auto | none | 0,1,...
+//   gpu_memory_gib: 24    # each GPU's memory, for the admission check
 //   model_roots: [/srv/models]
 //   data_roots: [/srv/datasets]
 //   output_roots: [/srv/adapters]
@@ -43,6 +44,7 @@ struct DaemonConfig {
   std::string db;  // empty: <state_dir>/rigtune.db
   std::string gpus = "auto";
   int cpu_slots = 1;
+  double gpu_memory_gib = 0;  // 0: unknown (only jobs with a memory cap are planned)
   std::string worker_binary;  // empty: rigtune-worker beside rigtuned (or ../worker/)
   std::vector<std::string> worker_args;
   std::vector<std::string> model_roots;

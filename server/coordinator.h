@@ -50,6 +50,7 @@ struct CoordinatorOptions {
   PathRoots roots;
   std::string output_root;  // default output_dir is <output_root>/<job id>
   int max_restarts = 2;     // for jobs whose spec leaves it unset
+  double gpu_memory_gib = 0;  // each GPU's memory, for admission (0 = unknown)
   absl::Duration grace_period = absl::Seconds(30);
   absl::Duration tick = absl::Milliseconds(100);
   std::string worker_token;  // handed to workers as RIGTUNE_TOKEN

@@ -63,6 +63,7 @@ int Run(DaemonConfig& config) {
   options.worker_args = config.worker_args;
   options.roots = {config.model_roots, config.data_roots, config.output_roots};
   options.max_restarts = config.max_restarts;
+  options.gpu_memory_gib = config.gpu_memory_gib;
   options.grace_period = absl::Seconds(config.grace_period_seconds);
   options.worker_token = config.token;
   options.version = RIGTUNE_VERSION;

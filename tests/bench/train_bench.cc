@@ -5,6 +5,9 @@
 //               [--sharding full_shard] [--cpu-offload] [--activation-offload]
 //               [--max-gpu-memory-gib 22] [--backend auto|nccl|gloo]
 //
+// RunJob refuses a configuration the memory planner says cannot fit its
+// card (the plan is logged first); RIGTUNE_IGNORE_MEMORY_PLAN=1 runs it anyway.
+//
 // Runs RunJob on synthetic tokens (so FSDP applies when launched with RANK /
 // WORLD_SIZE / MASTER_PORT per process). The first step is a warm-up and is
 // left out of the averages; the program exits after the last step, without

@@ -30,8 +30,10 @@ class DaemonE2ETest : public ::testing::Test {
     rigtune::testing::ClearFakeWorkerKnobs();
   }
 
-  void StartDaemon(const std::string& worker = RIGTUNE_FAKE_WORKER) {
-    daemon_ = std::make_unique<DaemonProcess>((dir_ / "state").string(), worker);
+  void StartDaemon(const std::string& worker = RIGTUNE_FAKE_WORKER,
+                   std::vector<std::string> extra_args = {}) {
+    daemon_ = std::make_unique<DaemonProcess>((dir_ / "state").string(), worker,
+                                              std::move(extra_args));
     ASSERT_TRUE(daemon_->Start()) << daemon_->Log();
     http_ = std::make_unique<httplib::Client>("127.0.0.1", daemon_->http_port());
     http_->set_read_timeout(300, 0);
@@ -227,6 +229,38 @@ TEST_F(DaemonE2ETest, SigtermCheckpointsWorkersAndTheNextStartFinishesTheJob) {
   EXPECT_EQ(job["result"]["steps"], "30");
   EXPECT_EQ(job.value("restarts", 0), 0);
   AllEvents(id);
+}
+
+// The daemon manages one (pretend) 24 GB GPU; the fake worker never runs.
+TEST_F(DaemonE2ETest, JobThatCannotFitIsRefusedAtSubmissionWithThePlannersMessage) {
+  StartDaemon(RIGTUNE_FAKE_WORKER, {"--gpus", "0", "--gpu-memory-gib", "24"});
+  CliResult card = RunCli(daemon_->grpc_address(), "submit --model random:llama2-70b --gpus 1");
+  EXPECT_EQ(card.exit_code, 5) << card.output;  // INVALID_ARGUMENT
+  EXPECT_NE(card.output.find("does not fit: needs 48.34 GiB per GPU, 22.00 GiB available (a 24 "
+                             "GiB card less 2 GiB for the CUDA context)"),
+            std::string::npos)
+      << card.output;
+  EXPECT_NE(card.output.find("would fit: dist.cpu_offload=true (14.30 GiB)"),
+            std::string::npos)
+      << card.output;
+  CliResult capped = RunCli(daemon_->grpc_address(),
+                            "submit --model random:llama2-13b --gpus 1 "
+                            "--set train.batch_size=2 --set train.context_length=2048 "
+                            "--set dist.max_gpu_memory_gib=8");
+  EXPECT_EQ(capped.exit_code, 5) << capped.output;
+  EXPECT_NE(capped.output.find("needs 12.84 GiB per GPU, 8.00 GiB available "
+                               "(dist.max_gpu_memory_gib)"),
+            std::string::npos)
+      << capped.output;
+  CliResult list = RunCli(daemon_->grpc_address(), "list --json");
+  EXPECT_EQ(list.output.find("job-"), std::string::npos) << list.output;  // nothing stored
+  // The same job with the planner's settings is admitted.
+  CliResult fits = RunCli(daemon_->grpc_address(),
+                          "submit --json --model random:llama2-13b --gpus 1 "
+                          "--set train.batch_size=2 --set train.context_length=2048 "
+                          "--set dist.max_gpu_memory_gib=8 --set dist.cpu_offload=true "
+                          "--set train.max_steps=1");
+  EXPECT_EQ(fits.exit_code, 0) << fits.output;
 }
 
 TEST_F(DaemonE2ETest, NonLoopbackListenWithoutTokenIsRefused) {

@@ -2,6 +2,7 @@
 # GPU checks and benchmarks, on a machine with NVIDIA GPUs.
 #
 #   tests/gpu/run.sh [STAGE...]      stages: build tests golden nf4 engine fit24 peer fsdp big1 daemon
+#                                    oom plan
 #                                    (default: build tests)
 #   BUILD_TARGETS="a b" tests/gpu/run.sh build ...   build only those targets
 #
@@ -121,6 +122,23 @@ for stage in "${stages[@]}"; do
       nvidia-smi --query-gpu=index,name,memory.used,memory.total,utilization.gpu,power.draw,temperature.gpu \
         --format=csv
       kill $daemon; wait $daemon 2>/dev/null ;;
+    oom)  # a job under an impossible cap: FAILED with one line, no backtrace in its log
+      job=$(mktemp --suffix=.json)
+      printf '{"model": "random:llama2-7b", "output_dir": "%s", "train": {"batch_size": 4,
+        "context_length": 2048, "max_steps": 2}, "dist": {"max_gpu_memory_gib": 5}}' \
+        "$(mktemp -d)" >"$job"
+      RIGTUNE_IGNORE_MEMORY_PLAN=1 "$BUILD/worker/rigtune-worker" --job "$job" >"$OUT/oom.log" 2>&1
+      rc=$?
+      frames=$(grep -c "frame #" "$OUT/oom.log")
+      reason=$(grep "^rigtune-worker: " "$OUT/oom.log" | tail -1)
+      ok=no
+      [ $rc -eq 1 ] && [ "$frames" -eq 0 ] && [[ $reason == *"out of memory on cuda:0"* ]] && ok=yes
+      note "oom: $ok (exit $rc, $frames 'frame #' lines): $reason" ;;
+    plan)  # the planner's numbers next to measured peaks (docs/benchmarks.md)
+      "$BUILD/client/rigtune" plan --model random:llama3.1-8b --set train.batch_size=1 \
+        --set train.context_length=${LONG_CTX:-81920} --set lora.r=32 \
+        --set dist.max_gpu_memory_gib=22 --set dist.activation_offload=true >"$OUT/plan.txt" 2>&1
+      note "plan, Llama-3.1-8B long context (exit $?):"; cat "$OUT/plan.txt" ;;
     *) echo "unknown stage $stage"; exit 2 ;;
   esac
 done

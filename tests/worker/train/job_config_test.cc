@@ -21,6 +21,16 @@ TEST(JobConfigTest, DefaultsFollowTheHeader) {
   EXPECT_TRUE(c->train.activation_checkpointing);
   EXPECT_EQ(c->dist.sharding, "full_shard");
   EXPECT_EQ(c->dist.backend, "auto");
+  EXPECT_FALSE(c->dist.offload_optimizer);
+}
+
+TEST(JobConfigTest, ReadsOffloadOptimizer) {
+  auto c = ParseJobConfig(Job(R"(, "dist": {"offload_optimizer": true})"));
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE(c->dist.offload_optimizer);
+  auto again = ParseJobConfig(JobConfigToJson(*c));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_TRUE(again->dist.offload_optimizer);
 }
 
 TEST(JobConfigTest, RoundTripsThroughJson) {
