@@ -189,6 +189,7 @@ absl::StatusOr<JobConfig> ParseJobConfig(const std::string& text) {
     RT_RETURN_IF_ERROR(s.Get("sharding", &c.dist.sharding));
     RT_RETURN_IF_ERROR(s.Get("cpu_offload", &c.dist.cpu_offload));
     RT_RETURN_IF_ERROR(s.Get("activation_offload", &c.dist.activation_offload));
+    RT_RETURN_IF_ERROR(s.Get("offload_optimizer", &c.dist.offload_optimizer));
     RT_RETURN_IF_ERROR(s.Get("max_gpu_memory_gib", &c.dist.max_gpu_memory_gib));
     RT_RETURN_IF_ERROR(s.Get("backend", &c.dist.backend));
     return s.Get("timeout_seconds", &c.dist.timeout_seconds);
@@ -241,6 +242,7 @@ std::string JobConfigToJson(const JobConfig& c) {
       {"dist",
        {{"sharding", c.dist.sharding}, {"cpu_offload", c.dist.cpu_offload},
         {"activation_offload", c.dist.activation_offload},
+        {"offload_optimizer", c.dist.offload_optimizer},
         {"max_gpu_memory_gib", c.dist.max_gpu_memory_gib},
         {"timeout_seconds", c.dist.timeout_seconds}, {"backend", c.dist.backend}}},
       {"checkpoint",
