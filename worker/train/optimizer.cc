@@ -67,7 +67,13 @@ double ClipGradNorm(const std::vector<at::Tensor>& grads, double max_norm,
   c10::NoGradGuard no_grad;
   std::vector<at::Tensor> norms;
   for (const at::Tensor& g : grads) {
-    if (g.defined()) norms.push_back(at::linalg_vector_norm(g.to(at::kFloat), 2).reshape({1}));
+    // In float64: the norm then does not depend, to float32 precision, on how
+    // the gradients are split into tensors (one per adapter matrix, or one
+    // flat buffer per layer under FSDP and weight streaming), so every layer
+    // source clips by the same coefficient.
+    if (g.defined()) {
+      norms.push_back(at::linalg_vector_norm(g, 2, std::nullopt, false, at::kDouble).reshape({1}));
+    }
   }
   double squared = 0;
   if (!norms.empty()) {
