@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # GPU checks and benchmarks, on a machine with NVIDIA GPUs.
 #
-#   tests/gpu/run.sh [STAGE...]      stages: build tests golden nf4 engine fit24 peer fsdp big1 daemon
-#                                    oom plan
+#   tests/gpu/run.sh [STAGE...]      stages: build tests golden nf4 engine fit24 peer fsdp big1
+#                                    stream70 daemon oom plan
 #                                    (default: build tests)
 #   BUILD_TARGETS="a b" tests/gpu/run.sh build ...   build only those targets
 #
@@ -101,6 +101,25 @@ for stage in "${stages[@]}"; do
           >>"$OUT/big1.md" 2>>"$OUT/big1.log"
       done
       note "Llama-2-70B on one GPU, uncapped:"; cat "$OUT/big1.md" ;;
+    stream70)  # Llama-2-70B on ONE GPU capped at 22 GiB, streamed from host memory
+      bench() {  # one train_bench run; its table row to stream70.md
+        echo "# train_bench $*" >>"$OUT/stream70.log"
+        "$BUILD/tests/bench/train_bench" --seq 2048 "$@" >>"$OUT/stream70.md" 2>>"$OUT/stream70.log"
+      }
+      m=random:llama2-70b s=${STREAM_STEPS:-3}
+      streamed="--cpu-offload --activation-offload --offload-optimizer --max-gpu-memory-gib 22"
+      bench --model $m --batch 2 --steps $s $streamed   # (a) capped, streamed
+      bench --model $m --batch 2 --steps $s             # (b) uncapped, on the device
+      bench --model $m --batch 4 --steps $s $streamed   # capped, batch 4 (if it fits)
+      # Overlap: 7B at the same batch with and without streaming.
+      bench --model random:llama2-7b --batch 4 --steps 4
+      bench --model random:llama2-7b --batch 4 --steps 4 --cpu-offload --offload-optimizer
+      grep -hE "^# |model ready|host memory|step [0-9]|rank 0: [A-Z]" "$OUT/stream70.log" | tail -n 40
+      note "streaming (70B capped vs uncapped, batch 2; 70B batch 4 capped; 7B without/with):"
+      cat "$OUT/stream70.md"
+      awk -F'|' '$2 ~ /70b/ && $4 ~ /^ *2 x/ { if ($6 ~ /optim/) c = $7; else u = $7 }
+        END { if (u > 0) printf "70B batch 2, capped/uncapped tokens/s: %.0f%% (target >= 70%%)\n", 100 * c / u }' \
+        "$OUT/stream70.md" ;;
     daemon)  # one job through rigtuned on the GPU, its loss streamed to `rigtune watch`
       state=$(mktemp -d)
       "$BUILD/server/rigtuned" --state-dir "$state" --gpus auto --grpc-listen 127.0.0.1:50151 \

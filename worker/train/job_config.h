@@ -69,7 +69,9 @@ struct DistConfig {
   std::string sharding = "full_shard";  // full_shard | shard_grad_op | no_shard | hybrid
   bool cpu_offload = false;
   bool activation_offload = false;
-  bool offload_optimizer = false;  // AdamW state of the adapter in host memory
+  // LoRA float32 masters, AdamW moments and gradients in host memory, AdamW
+  // on the host (the GPU holds only the layers in flight).
+  bool offload_optimizer = false;
   double max_gpu_memory_gib = 0;  // > 0 caps the CUDA caching allocator
   double timeout_seconds = 600;   // collective timeout
   // auto: NCCL on GPUs, Gloo on the CPU; gloo on GPUs stages through host

@@ -120,21 +120,29 @@ absl::Status Setup(const JobConfig& config, const RunCallbacks& callbacks, Run& 
         " exceeds the model's max_position_embeddings (",
         (*source)->config().max_position_embeddings, ")"));
   }
-  if (run.env.world_size == 1) {
+  const auto load_start = std::chrono::steady_clock::now();
+  // One process builds the whole model on its device, unless weights or
+  // optimizer state are offloaded: then FsdpLayers streams layers (without
+  // a communicator), and loading moves one layer at a time to host memory.
+  const bool streamed = config.dist.cpu_offload || config.dist.offload_optimizer;
+  if (run.env.world_size == 1 && !streamed) {
     auto m = model::BuildModel(**source, build);
     if (!m.ok()) return m.status();
     run.model = *std::move(m);
   } else {
-    auto comm = dist::Communicator::Create(run.env, run.device, config.dist.timeout_seconds,
-                                           config.dist.backend);
-    if (!comm.ok()) return comm.status();
-    run.comm = *std::move(comm);
+    if (run.env.world_size > 1) {
+      auto comm = dist::Communicator::Create(run.env, run.device, config.dist.timeout_seconds,
+                                             config.dist.backend);
+      if (!comm.ok()) return comm.status();
+      run.comm = *std::move(comm);
+    }
     auto shell = (*source)->LoadShell();
     if (!shell.ok()) return shell.status();
     run.model = *std::move(shell);
     auto fsdp = dist::FsdpLayers::Create(
         **source, run.model, build, run.comm.get(),
-        dist::FsdpOptions{config.dist.sharding, config.dist.cpu_offload});
+        dist::FsdpOptions{config.dist.sharding, config.dist.cpu_offload,
+                          config.dist.offload_optimizer});
     if (!fsdp.ok()) return fsdp.status();
     run.fsdp = *std::move(fsdp);
     Log(callbacks, absl::StrFormat("rank %d holds %.2f GiB of frozen shards (%d bytes, %s%s)",
@@ -142,8 +150,18 @@ absl::Status Setup(const JobConfig& config, const RunCallbacks& callbacks, Run& 
                                    run.fsdp->frozen_shard_bytes(), config.dist.sharding,
                                    config.dist.cpu_offload ? ", in host memory" : ""));
   }
-  Log(callbacks, absl::StrFormat("rank %d: model ready; peak host memory (RSS) %.2f GiB",
-                                 run.env.rank, PeakHostRssBytes() / double(1 << 30)));
+  const double load_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count();
+  Log(callbacks, absl::StrFormat("rank %d: model ready in %.1f s; peak host memory (RSS) %.2f GiB",
+                                 run.env.rank, load_seconds, PeakHostRssBytes() / double(1 << 30)));
+  if (run.fsdp && run.fsdp->host_state_bytes() > 0) {
+    // The bound this rank's host memory should stay within (issue-level
+    // target): what it keeps in host memory plus 4 GiB for everything else.
+    const double host = run.fsdp->host_state_bytes() / double(1 << 30);
+    Log(callbacks, absl::StrFormat("rank %d: host memory for weights and optimizer state "
+                                   "%.2f GiB; expected peak RSS <= %.2f GiB",
+                                   run.env.rank, host, host + 4.0));
+  }
 
   run.phase = "preparing the data";
   if (config.dataset.path.empty()) {
@@ -259,6 +277,9 @@ absl::StatusOr<RunResult> Train(const JobConfig& config, const RunCallbacks& cal
     }
   }
   result.steps = trainer.steps_done();
+  Log(callbacks, absl::StrFormat("rank %d: peak host memory (RSS) %.2f GiB after %d steps",
+                                 run.env.rank, PeakHostRssBytes() / double(1 << 30),
+                                 result.steps));
   // At the end, and when stopped early, so that a paused job resumes exactly.
   if (auto s = checkpoint(result.final_loss); !s.ok()) return s;
   // Only a finished run writes the job's adapter/ folder: a stopped one

@@ -52,6 +52,14 @@ Trainer::Trainer(model::LlamaModel* model, TrainerOptions options, LayerSource* 
   optimizer_ = std::make_unique<AdamW>(layers_->Parameters(), options_.adamw);
 }
 
+Trainer::~Trainer() {
+  try {
+    layers_->WaitForUpdate();
+  } catch (...) {
+    // The job already ends with the error that stopped it.
+  }
+}
+
 void Trainer::ZeroGrad() { layers_->ZeroGradients(); }
 
 at::Tensor Trainer::Embed(const at::Tensor& input_ids) {
@@ -197,7 +205,7 @@ StepStats Trainer::Step(const std::vector<TrainBatch>& micro_batches, double lr)
   std::vector<at::Tensor> grads = layers_->Gradients();
   stats.grad_norm = ClipGradNorm(grads, options_.max_grad_norm,
                                  [this](double sq) { return layers_->SumGradSquares(sq); });
-  optimizer_->Step(grads, lr);
+  layers_->Update(*optimizer_, grads, lr);
   stats.learning_rate = lr;
   ZeroGrad();
   return stats;

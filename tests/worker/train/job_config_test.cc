@@ -24,24 +24,17 @@ TEST(JobConfigTest, DefaultsFollowTheHeader) {
   EXPECT_FALSE(c->dist.offload_optimizer);
 }
 
-TEST(JobConfigTest, ReadsOffloadOptimizer) {
-  auto c = ParseJobConfig(Job(R"(, "dist": {"offload_optimizer": true})"));
-  ASSERT_TRUE(c.ok()) << c.status();
-  EXPECT_TRUE(c->dist.offload_optimizer);
-  auto again = ParseJobConfig(JobConfigToJson(*c));
-  ASSERT_TRUE(again.ok()) << again.status();
-  EXPECT_TRUE(again->dist.offload_optimizer);
-}
-
 TEST(JobConfigTest, RoundTripsThroughJson) {
   auto c = ParseJobConfig(Job(R"(, "lora": {"r": 8, "alpha": 16, "target_modules": ["q_proj"]},
-      "train": {"max_steps": 7, "dtype": "fp32"}, "optim": {"lr": 0.001})"));
+      "train": {"max_steps": 7, "dtype": "fp32"}, "optim": {"lr": 0.001},
+      "dist": {"cpu_offload": true, "offload_optimizer": true})"));
   ASSERT_TRUE(c.ok()) << c.status();
   auto again = ParseJobConfig(JobConfigToJson(*c));
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_EQ(JobConfigToJson(*again), JobConfigToJson(*c));
   EXPECT_EQ(again->lora.r, 8);
   EXPECT_EQ(again->train.max_steps, 7);
+  EXPECT_TRUE(again->dist.offload_optimizer);
 }
 
 struct BadCase {
@@ -68,6 +61,8 @@ INSTANTIATE_TEST_SUITE_P(
                       BadCase{R"(, "train": {"max_steps": "ten"})", "train.max_steps"},
                       BadCase{R"(, "dist": {"sharding": "zero3"})", "dist.sharding"},
                       BadCase{R"(, "dist": {"backend": "mpi"})", "dist.backend"},
+                      BadCase{R"(, "dist": {"offload_optimizer": "yes"})",
+                              "dist.offload_optimizer"},
                       BadCase{R"(, "lora": {"dropout": 1.5})", "lora.dropout"},
                       BadCase{R"(, "lora": [])", "lora"},
                       BadCase{R"(, "lora": {"target_modules": ["qkv"]})", "lora.target_modules"},
