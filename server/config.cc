@@ -160,7 +160,7 @@ void AddDaemonFlags(CLI::App& app, DaemonConfig& config) {
       ->check(CLI::Range(0, 256));
   app.add_option("--gpu-memory-gib", config.gpu_memory_gib,
                  "each GPU's memory in GiB (e.g. 24): jobs the memory planner says cannot fit "
-                 "are refused at submission; 0: only jobs with dist.max_gpu_memory_gib")
+                 "are refused at submission; 0: the smallest managed card NVML reports")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 4096.0));
   app.add_option("--worker-binary", config.worker_binary, "rigtune-worker executable");

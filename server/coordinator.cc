@@ -3,6 +3,8 @@
 // WorkerService side in coordinator_workers.cc.
 #include "server/coordinator.h"
 
+#include <algorithm>
+
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -44,6 +46,20 @@ std::string JobDir(const CoordinatorOptions& options, const std::string& id) {
   return (fs::path(options.state_dir) / "jobs" / id).string();
 }
 
+// The memory of the smallest card among `managed` (NVML indices), in GiB,
+// for admission when the daemon was not told a card size; 0 when NVML
+// reports none of them.
+double SmallestManagedCardGib(const std::vector<GpuSample>& samples,
+                              const std::vector<int>& managed) {
+  double smallest = 0;
+  for (const GpuSample& gpu : samples) {
+    if (!gpu.memory_total_bytes) continue;
+    if (std::find(managed.begin(), managed.end(), gpu.index) == managed.end()) continue;
+    const double gib = *gpu.memory_total_bytes / static_cast<double>(1ull << 30);
+    if (smallest == 0 || gib < smallest) smallest = gib;
+  }
+  return smallest;
+}
 
 }  // namespace
 
@@ -76,6 +92,10 @@ Coordinator::Coordinator(CoordinatorOptions options, std::unique_ptr<JobStore> s
   if (!options_.nvml_library.empty()) {
     absl::StatusOr<std::unique_ptr<GpuMonitor>> nvml = GpuMonitor::Open(options_.nvml_library);
     if (nvml.ok()) gpu_monitor_ = *std::move(nvml);
+  }
+  card_gib_ = options_.gpu_memory_gib;
+  if (card_gib_ <= 0 && gpu_monitor_) {
+    card_gib_ = SmallestManagedCardGib(gpu_monitor_->Sample(), options_.gpus);
   }
   metrics_.AddScrapeHook([this] { PublishJobCounts(); });
   if (gpu_monitor_) {

@@ -50,7 +50,9 @@ struct CoordinatorOptions {
   PathRoots roots;
   std::string output_root;  // default output_dir is <output_root>/<job id>
   int max_restarts = 2;     // for jobs whose spec leaves it unset
-  double gpu_memory_gib = 0;  // each GPU's memory, for admission (0 = unknown)
+  // Each GPU's memory, for admission; 0 = the smallest managed card NVML
+  // reports, or unknown without NVML.
+  double gpu_memory_gib = 0;
   absl::Duration grace_period = absl::Seconds(30);
   absl::Duration tick = absl::Milliseconds(100);
   std::string worker_token;  // handed to workers as RIGTUNE_TOKEN
@@ -168,6 +170,9 @@ class Coordinator {
   std::unique_ptr<JobStore> store_;
   ServiceMetrics metrics_;
   std::unique_ptr<GpuMonitor> gpu_monitor_;  // null without NVML
+  // Card size for admission: options_.gpu_memory_gib, else NVML's; set once
+  // in the constructor.
+  double card_gib_ = 0;
   WorkerSupervisor supervisor_;
   std::string worker_address_;
   std::atomic<bool> ready_{false};

@@ -57,8 +57,7 @@ absl::StatusOr<Job> Coordinator::CreateJob(const rigtune::v1::CreateJobRequest& 
   }
   SpecLimits limits{static_cast<int>(options_.gpus.size()), options_.roots};
   if (absl::Status s = ValidateJobSpec(request.spec(), limits); !s.ok()) return s;
-  if (absl::Status s = CheckJobFitsMemory(request.spec(), GpusFor(request.spec()),
-                                          options_.gpu_memory_gib);
+  if (absl::Status s = CheckJobFitsMemory(request.spec(), GpusFor(request.spec()), card_gib_);
       !s.ok()) {
     return s;
   }

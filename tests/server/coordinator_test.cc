@@ -217,6 +217,24 @@ TEST_F(CoordinatorTest, GpuGaugesComeFromNvml) {
             std::string::npos);
 }
 
+TEST_F(CoordinatorTest, AdmissionTakesTheCardSizeFromNvml) {
+  options_.nvml_library = RIGTUNE_FAKE_NVML;  // two 80 GiB cards
+  options_.gpus = {0, 1};
+  Start();
+  rigtune::v1::CreateJobRequest request;
+  rigtune::v1::JobSpec* spec = request.mutable_spec();
+  spec->set_model("random:llama2-70b");
+  spec->set_gpus(1);
+  spec->mutable_train()->set_batch_size(4);
+  spec->mutable_train()->set_context_length(2048);
+  EXPECT_TRUE(coordinator_->CreateJob(request).ok());  // ~58 GiB: fits an 80 GiB card
+  spec->mutable_train()->set_batch_size(32);
+  auto refused = coordinator_->CreateJob(request);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.status().message().find("80"), std::string::npos) << refused.status();
+}
+
 TEST_F(CoordinatorTest, DeterministicFailureIsNotRetriedAndNamesTheWorkersReason) {
   setenv("RIGTUNE_FAKE_FAIL", "bad_data", 1);
   options_.max_restarts = 2;
