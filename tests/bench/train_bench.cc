@@ -3,7 +3,7 @@
 //   train_bench --model random:llama2-7b --batch 4 --seq 2048 --steps 6 [--r 64]
 //               [--no-checkpointing] [--dtype bf16] [--device cuda]
 //               [--sharding full_shard] [--cpu-offload] [--activation-offload]
-//               [--max-gpu-memory-gib 22] [--backend auto|nccl|gloo]
+//               [--max-gpu-memory-gib 22] [--backend auto|nccl|gloo] [--profile]
 //
 // Runs RunJob on synthetic tokens (so FSDP applies when launched with RANK /
 // WORLD_SIZE / MASTER_PORT per process). The first step is a warm-up and is
@@ -11,6 +11,8 @@
 // the final checkpoint and adapter export. Prints one markdown table row (under FSDP, one
 // per rank, its ranks column reading "2 (rank 1)"):
 //   | model | ranks | batch x seq | ckpt | offload | tok/s/GPU | step s | peak alloc GiB | peak reserved GiB |
+// --profile adds, after the row, a table of where the measured steps' time
+// went, phase by phase (CUDA events; see worker/profile/step_profiler.h).
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
@@ -18,6 +20,7 @@
 #include <vector>
 
 #include "absl/strings/str_format.h"
+#include "worker/profile/step_profiler.h"
 #include "worker/train/run_job.h"
 
 namespace {
@@ -42,7 +45,11 @@ int main(int argc, char** argv) {
   if (Flag(argc, argv, "--help")) {
     std::cout << "usage: train_bench --model random:<shape> [--batch N] [--seq N] [--steps N] "
                  "[--r N] [--no-checkpointing] [--dtype bf16|fp32] [--device cuda|cpu] "
-                 "[--sharding S] [--cpu-offload] [--activation-offload] [--max-gpu-memory-gib G] [--backend auto|nccl|gloo]\n";
+                 "[--sharding S] [--cpu-offload] [--activation-offload] [--max-gpu-memory-gib G] "
+                 "[--backend auto|nccl|gloo] [--profile]\n"
+                 "  --profile  also print the time per phase of the measured steps (GPU time from\n"
+                 "             CUDA events: dequantize, base GEMMs, LoRA, attention, norms/RoPE/\n"
+                 "             SwiGLU/residual, loss, optimizer; recompute envelopes)\n";
     return 0;
   }
   rigtune::train::JobConfig c;
@@ -65,6 +72,9 @@ int main(int argc, char** argv) {
   c.dist.max_gpu_memory_gib = std::atof(Arg(argc, argv, "--max-gpu-memory-gib", "0"));
   const int world = std::atoi(std::getenv("WORLD_SIZE") ? std::getenv("WORLD_SIZE") : "1");
   const int rank = std::atoi(std::getenv("RANK") ? std::getenv("RANK") : "0");
+  const bool profile = Flag(argc, argv, "--profile");
+  auto& profiler = rigtune::profile::StepProfiler::Get();
+  rigtune::profile::StepProfiler::SetEnabled(profile);
 
   double seconds = 0, tokens = 0;
   int64_t peak = 0, reserved = 0, measured = 0;
@@ -78,6 +88,11 @@ int main(int argc, char** argv) {
                            : (c.dist.activation_offload ? "act" : "off"),
         tokens / seconds / world, seconds / measured,  // m.tokens counts every rank
         peak / double(1 << 30), reserved / double(1 << 30));
+    if (profile) {
+      std::cout << absl::StrFormat("\nTime per phase, %s, %d x %d, mean of %d steps:\n\n",
+                                   c.model, c.train.batch_size, c.train.context_length, measured)
+                << profiler.Table(1000.0 * seconds / measured, measured) << "\n";
+    }
     std::cout.flush();
   };
   rigtune::train::RunCallbacks cb;
@@ -88,6 +103,8 @@ int main(int argc, char** argv) {
                                  rank, m.step, m.total_steps, m.loss, m.tokens_per_second,
                                  m.step_seconds, m.gpu_memory_peak_bytes / double(1 << 30),
                                  m.gpu_memory_reserved_bytes / double(1 << 30));
+    if (profile && !profiler.Collect()) std::cerr << "profile: reading CUDA events failed\n";
+    if (m.step == 1) profiler.Reset();  // the warm-up step is not measured
     peak = std::max(peak, m.gpu_memory_peak_bytes);
     reserved = std::max(reserved, m.gpu_memory_reserved_bytes);
     if (m.step > 1) {  // the first step is a warm-up
