@@ -4,6 +4,7 @@
 //               [--no-checkpointing] [--dtype bf16] [--device cuda]
 //               [--sharding full_shard] [--cpu-offload] [--activation-offload]
 //               [--offload-optimizer] [--max-gpu-memory-gib 22] [--backend auto|nccl|gloo]
+//               [--profile]
 //
 // RunJob refuses a configuration the memory planner says cannot fit its
 // card (the plan is logged first); RIGTUNE_IGNORE_MEMORY_PLAN=1 runs it anyway.
@@ -16,6 +17,8 @@
 //   | model | ranks | batch x seq | ckpt | offload | tok/s/GPU | step s | peak alloc GiB | peak reserved GiB | load s | peak host RSS GiB |
 // (load s: from start to the end of the first step, less that step: model
 // loading or quantization, and data setup.)
+// --profile adds, after the row, a table of where the measured steps' time
+// went, phase by phase (CUDA events; see worker/profile/step_profiler.h).
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -25,6 +28,7 @@
 
 #include "absl/strings/str_format.h"
 #include "worker/train/device_memory.h"
+#include "worker/profile/step_profiler.h"
 #include "worker/train/run_job.h"
 
 namespace {
@@ -50,7 +54,10 @@ int main(int argc, char** argv) {
     std::cout << "usage: train_bench --model random:<shape> [--batch N] [--seq N] [--steps N] "
                  "[--r N] [--no-checkpointing] [--dtype bf16|fp32] [--device cuda|cpu] "
                  "[--sharding S] [--cpu-offload] [--activation-offload] [--offload-optimizer] "
-                 "[--max-gpu-memory-gib G] [--backend auto|nccl|gloo]\n";
+                 "[--max-gpu-memory-gib G] [--backend auto|nccl|gloo] [--profile]\n"
+                 "  --profile  also print the time per phase of the measured steps (GPU time from\n"
+                 "             CUDA events: dequantize, base GEMMs, LoRA, attention, norms/RoPE/\n"
+                 "             SwiGLU/residual, loss, optimizer; recompute envelopes)\n";
     return 0;
   }
   rigtune::train::JobConfig c;
@@ -74,6 +81,9 @@ int main(int argc, char** argv) {
   c.dist.max_gpu_memory_gib = std::atof(Arg(argc, argv, "--max-gpu-memory-gib", "0"));
   const int world = std::atoi(std::getenv("WORLD_SIZE") ? std::getenv("WORLD_SIZE") : "1");
   const int rank = std::atoi(std::getenv("RANK") ? std::getenv("RANK") : "0");
+  const bool profile = Flag(argc, argv, "--profile");
+  auto& profiler = rigtune::profile::StepProfiler::Get();
+  rigtune::profile::StepProfiler::SetEnabled(profile);
 
   const auto start = std::chrono::steady_clock::now();
   double seconds = 0, tokens = 0, load_seconds = 0;
@@ -91,6 +101,11 @@ int main(int argc, char** argv) {
         tokens / seconds / world, seconds / measured,  // m.tokens counts every rank
         peak / double(1 << 30), reserved / double(1 << 30), load_seconds,
         rigtune::train::PeakHostRssBytes() / double(1 << 30));
+    if (profile) {
+      std::cout << absl::StrFormat("\nTime per phase, %s, %d x %d, mean of %d steps:\n\n",
+                                   c.model, c.train.batch_size, c.train.context_length, measured)
+                << profiler.Table(1000.0 * seconds / measured, measured) << "\n";
+    }
     std::cout.flush();
   };
   rigtune::train::RunCallbacks cb;
@@ -101,6 +116,8 @@ int main(int argc, char** argv) {
                                  rank, m.step, m.total_steps, m.loss, m.tokens_per_second,
                                  m.step_seconds, m.gpu_memory_peak_bytes / double(1 << 30),
                                  m.gpu_memory_reserved_bytes / double(1 << 30));
+    if (profile && !profiler.Collect()) std::cerr << "profile: reading CUDA events failed\n";
+    if (m.step == 1) profiler.Reset();  // the warm-up step is not measured
     if (m.step == 1) {
       load_seconds =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() -

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU checks and benchmarks, on a machine with NVIDIA GPUs.
 #
-#   tests/gpu/run.sh [STAGE...]      stages: build tests golden nf4 engine fit24 peer fsdp big1
+#   tests/gpu/run.sh [STAGE...]      stages: build tests golden nf4 engine fit24 peer profile fsdp big1
 #                                    stream70 daemon oom plan
 #                                    (default: build tests)
 #   BUILD_TARGETS="a b" tests/gpu/run.sh build ...   build only those targets
@@ -63,12 +63,34 @@ for stage in "${stages[@]}"; do
           --max-gpu-memory-gib 22 >>"$OUT/fit24.md" 2>>"$OUT/fit24.log"
       done
       note "one GPU capped at 22 GiB:"; cat "$OUT/fit24.md" ;;
-    peer)
-      for shape in llama2-7b llama3-8b; do
+    peer)  # rigtune and its peers side by side, same shapes, same call (one process each)
+      if [ -f .device/peer-site.tgz ]; then  # bitsandbytes + Unsloth (../shared/device/README.md)
+        mkdir -p /tmp/peer-site && tar xzf .device/peer-site.tgz -C /tmp/peer-site
+        export PYTHONPATH=/tmp/peer-site${PYTHONPATH:+:$PYTHONPATH}
+      fi
+      echo "| system | shape | batch x seq | ckpt | tok/s | step s | peak alloc GiB |" >"$OUT/peer-bench.md"
+      echo "|---|---|---|---|---|---|---|" >>"$OUT/peer-bench.md"
+      for shape in ${PEER_SHAPES:-llama2-7b llama3-8b}; do
+        for flags in "" "--activation-offload"; do
+          "$BUILD/tests/bench/train_bench" --model random:$shape --batch 4 --seq 2048 --steps 6 \
+            $flags 2>>"$OUT/peer-bench.log" | awk -F' *[|] *' -v s=$shape -v f="$flags" '/^[|]/ {
+              printf "| rigtune %s | %s | %s | %s | %s | %s | %s |\n", f, s, $4, $5, $7, $8, $9 }' \
+            >>"$OUT/peer-bench.md"
+        done
+        for peer in unsloth hf-bnb; do
+          "$py" tests/bench/qlora_peer_bench.py --peer $peer --shape $shape --batch 4 --seq 2048 \
+            --steps 6 2>>"$OUT/peer-bench.log" | grep '^|' >>"$OUT/peer-bench.md" ||
+            echo "| $peer | $shape | failed: see peer-bench.log | | | | |" >>"$OUT/peer-bench.md"
+        done
         "$py" tests/bench/hf_peft_bench.py --shape $shape --batch 4 --seq 2048 --steps 6 \
           2>>"$OUT/peer-bench.log" | grep '^|' >>"$OUT/peer-bench.md"
       done
-      note "HF transformers + PEFT (1 GPU):"; cat "$OUT/peer-bench.md" ;;
+      rm -rf /tmp/peer-models  # the saved random models (~30 GB)
+      note "rigtune vs Unsloth vs HF+PEFT (+bitsandbytes NF4), 1 GPU:"; cat "$OUT/peer-bench.md" ;;
+    profile)  # where the 7B step's time goes, phase by phase (CUDA events)
+      "$BUILD/tests/bench/train_bench" --model random:llama2-7b --batch 4 --seq 2048 --steps 4 \
+        --profile >"$OUT/profile.md" 2>"$OUT/profile.log"
+      note "llama2-7b step profile (exit $?):"; cat "$OUT/profile.md" ;;
     fsdp)  # Llama-2-70B over two ranks; on a one-GPU machine both share it over Gloo
       backend=auto
       [ "$gpus" -lt 2 ] && backend=gloo

@@ -135,7 +135,6 @@ class Trainer {
   // Returns the summed loss of one micro-batch, backpropagated with 1/denominator.
   double MicroStep(const TrainBatch& batch, double denominator, uint64_t micro_index);
   at::Tensor Embed(const at::Tensor& input_ids);
-  at::Tensor Offload(const at::Tensor& t) const;  // to pinned host memory
   model::AttentionInputs Attention(const TrainBatch& batch) const;
   // Loss sum of the head over `hidden` ([B,T,H], final layer output) and its
   // gradient scaled by 1/denominator.
