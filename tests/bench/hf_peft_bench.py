@@ -49,6 +49,9 @@ def main():
 
 def train_and_report(model, system, args, vocab_size, ckpt):
     """AdamW steps on random tokens; prints the markdown row (first step = warm-up)."""
+    # from_pretrained returns the model in eval mode, where transformers (and
+    # Unsloth) skip gradient checkpointing: train as a Trainer would.
+    model.train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     ids = torch.randint(0, vocab_size, (args.batch, args.seq), device="cuda")
     times = []
