@@ -4,6 +4,7 @@
 #include <fstream>
 
 #include "gtest/gtest.h"
+#include "tests/server/test_dir.h"
 
 namespace rigtune::server {
 namespace {
@@ -89,8 +90,8 @@ TEST(SpecValidationTest, TargetModuleMustBeAModuleOfTheArchitecture) {
 class ModelFolderTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = std::filesystem::path(::testing::TempDir()) / "model-folder";
-    std::filesystem::remove_all(dir_);
+    // Each test its own folder: ctest runs the tests of this suite in parallel.
+    dir_ = rigtune::testing::FreshTestDir("model-folder");
     std::filesystem::create_directories(dir_ / "model");
     std::ofstream(dir_ / "train.jsonl") << "{}\n";
     Write("config.json", R"({"architectures": ["LlamaForCausalLM"], "hidden_size": 8})");
