@@ -28,6 +28,11 @@ struct DatasetConfig {
   std::string format = "alpaca";  // alpaca | messages | text
   bool train_on_prompt = false;   // false: prompt tokens get label -100
   bool packing = true;            // several examples per sequence
+  // Held-out data for the validation loss (at most one of the two): a file in
+  // the same format, or a deterministic fraction in (0, 0.5] of `path`'s
+  // examples, which are then left out of training.
+  std::string validation_path;
+  double validation_fraction = 0;
 };
 
 struct LoraConfig {
@@ -61,6 +66,11 @@ struct TrainConfig {
   bool activation_checkpointing = true;
   std::string dtype = "bf16";   // compute dtype: bf16 | fp16 | fp32
   std::string device = "auto";  // auto | cpu | cuda
+  // With validation data: evaluate every N optimizer steps (0: only at the
+  // end; the end of training is always evaluated).
+  int64_t eval_every_steps = 0;
+  // > 0: stop (successfully) after this many evaluations without a new best.
+  int64_t early_stopping_patience = 0;
 };
 
 struct DistConfig {
@@ -77,7 +87,7 @@ struct DistConfig {
 struct CheckpointConfig {
   int64_t every_steps = 0;  // 0: only at the end
   int64_t keep_last = 2;
-  bool keep_best = false;
+  bool keep_best = false;  // by validation loss when the job has validation data
 };
 
 struct JobConfig {
@@ -97,6 +107,11 @@ struct JobConfig {
 absl::StatusOr<JobConfig> ParseJobConfig(const std::string& json_text);
 // Reads `path` and parses it; errors name the file.
 absl::StatusOr<JobConfig> LoadJobConfig(const std::string& path);
+// Whether the job evaluates a validation loss.
+inline bool HasValidation(const JobConfig& c) {
+  return !c.dataset.validation_path.empty() || c.dataset.validation_fraction > 0;
+}
+
 // The canonical JSON form (round-trips through ParseJobConfig).
 std::string JobConfigToJson(const JobConfig& config);
 
