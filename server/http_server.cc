@@ -228,6 +228,7 @@ void HttpServer::Routes() {
                 const char* kind = event.has_state_change() ? "state"
                                    : event.has_metrics()    ? "metrics"
                                    : event.has_log()        ? "log"
+                                   : event.has_validation() ? "validation"
                                                             : "checkpoint";
                 std::string frame = absl::StrCat("id: ", event.seq(), "\nevent: ", kind,
                                                  "\ndata: ", ToJson(event), "\n\n");
