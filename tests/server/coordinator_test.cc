@@ -137,6 +137,30 @@ TEST_F(CoordinatorTest, RunsAJobToSuccessWithMetricsAndCheckpoints) {
             std::string::npos);
 }
 
+TEST_F(CoordinatorTest, ValidationReportsAreStoredAndExported) {
+  Start();
+  rigtune::v1::CreateJobRequest request;
+  request.mutable_spec()->set_model("random:tiny");
+  request.mutable_spec()->mutable_train()->set_max_steps(4);
+  request.mutable_spec()->mutable_train()->set_eval_every_steps(2);  // the fake reports 4 / step
+  auto job = coordinator_->CreateJob(request);
+  ASSERT_TRUE(job.ok()) << job.status();
+  WaitFor(job->id(), Job::SUCCEEDED);
+  std::vector<rigtune::v1::ValidationMetrics> validations;
+  for (const auto& event : Events(job->id())) {
+    if (event.has_validation()) validations.push_back(event.validation());
+  }
+  ASSERT_EQ(validations.size(), 2u);
+  EXPECT_EQ(validations[0].step(), 2);
+  EXPECT_DOUBLE_EQ(validations[0].loss(), 2.0);
+  EXPECT_EQ(validations[1].step(), 4);
+  EXPECT_EQ(validations[1].tokens(), 64);
+  EXPECT_NE(coordinator_->metrics().Serialize().find("rigtune_job_validation_loss{job=\"" +
+                                                     job->id() + "\"} 1"),
+            std::string::npos)
+      << coordinator_->metrics().Serialize();
+}
+
 TEST_F(CoordinatorTest, WatchReplaysHistoryAndEndsAtTheTerminalState) {
   Start();
   Job job = Submit(4);
