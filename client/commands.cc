@@ -38,34 +38,6 @@ int OutcomeCode(Job::State state) {
   }
 }
 
-absl::StatusOr<rigtune::v1::JobSpec> BuildSpec(const SubmitOptions& options) {
-  absl::StatusOr<nlohmann::json> spec = LoadJobFile(options.job_file);
-  if (!spec.ok()) return spec.status();
-  std::vector<std::string> overrides;
-  if (!options.model.empty()) overrides.push_back("model=" + nlohmann::json(options.model).dump());
-  if (!options.dataset.empty()) {
-    overrides.push_back("dataset.path=" + nlohmann::json(options.dataset).dump());
-  }
-  if (!options.output_dir.empty()) {
-    overrides.push_back("output_dir=" + nlohmann::json(options.output_dir).dump());
-  }
-  if (options.gpus >= 0) overrides.push_back(absl::StrCat("gpus=", options.gpus));
-  if (options.priority_set) overrides.push_back(absl::StrCat("priority=", options.priority));
-  if (options.max_steps >= 0) overrides.push_back(absl::StrCat("train.max_steps=", options.max_steps));
-  for (const std::string& label : options.labels) {
-    size_t eq = label.find('=');
-    if (eq == std::string::npos) {
-      return absl::InvalidArgumentError(absl::StrCat("--label ", label, ": must be key=value"));
-    }
-    overrides.push_back(absl::StrCat("labels.", label.substr(0, eq), "=",
-                                     nlohmann::json(label.substr(eq + 1)).dump()));
-  }
-  overrides.insert(overrides.end(), options.overrides.begin(), options.overrides.end());
-  if (absl::Status s = ApplyOverrides(overrides, *spec); !s.ok()) return s;
-  AbsolutizePaths(*spec, std::filesystem::current_path().string());
-  return ToJobSpec(*spec);
-}
-
 void PrintEvent(const JobEvent& event, bool json, bool tty, bool& progress_open) {
   if (json) {
     std::printf("%s\n", ToJsonLine(event).c_str());
@@ -117,14 +89,53 @@ grpc::Status Follow(Connection& connection, const std::string& id, int64_t after
 
 }  // namespace
 
+absl::StatusOr<nlohmann::json> BuildSpecJson(const SubmitOptions& options) {
+  absl::StatusOr<nlohmann::json> spec = LoadJobFile(options.job_file);
+  if (!spec.ok()) return spec.status();
+  std::vector<std::string> overrides;
+  if (!options.model.empty()) overrides.push_back("model=" + nlohmann::json(options.model).dump());
+  if (!options.dataset.empty()) {
+    overrides.push_back("dataset.path=" + nlohmann::json(options.dataset).dump());
+  }
+  if (!options.output_dir.empty()) {
+    overrides.push_back("output_dir=" + nlohmann::json(options.output_dir).dump());
+  }
+  if (options.gpus >= 0) overrides.push_back(absl::StrCat("gpus=", options.gpus));
+  if (options.priority_set) overrides.push_back(absl::StrCat("priority=", options.priority));
+  if (options.max_steps >= 0) overrides.push_back(absl::StrCat("train.max_steps=", options.max_steps));
+  for (const std::string& label : options.labels) {
+    size_t eq = label.find('=');
+    if (eq == std::string::npos) {
+      return absl::InvalidArgumentError(absl::StrCat("--label ", label, ": must be key=value"));
+    }
+    overrides.push_back(absl::StrCat("labels.", label.substr(0, eq), "=",
+                                     nlohmann::json(label.substr(eq + 1)).dump()));
+  }
+  overrides.insert(overrides.end(), options.overrides.begin(), options.overrides.end());
+  if (absl::Status s = ApplyOverrides(overrides, *spec); !s.ok()) return s;
+  AbsolutizePaths(*spec, std::filesystem::current_path().string());
+  return spec;
+}
+
 int Submit(Connection& connection, const SubmitOptions& options, bool json) {
-  absl::StatusOr<rigtune::v1::JobSpec> spec = BuildSpec(options);
+  absl::StatusOr<nlohmann::json> spec_json = BuildSpecJson(options);
+  if (!spec_json.ok()) return UsageError(spec_json.status());
+  absl::StatusOr<rigtune::v1::JobSpec> spec = ToJobSpec(*spec_json);
   if (!spec.ok()) return UsageError(spec.status());
   rigtune::v1::CreateJobRequest request;
   *request.mutable_spec() = *spec;
   request.set_idempotency_key(options.idempotency_key);
   Job job;
   grpc::Status status = connection.jobs().CreateJob(connection.Context().get(), request, &job);
+  if (status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+    // The daemon refused the message for its size before reading it.
+    std::fprintf(stderr,
+                 "rigtune: the job is %zu bytes, more than rigtuned accepts in one request "
+                 "(--max-request-bytes, 1 MiB by default); a JobSpec needs a few KB: check the "
+                 "job file for oversized values such as labels\n",
+                 request.ByteSizeLong());
+    return kExitInvalid;
+  }
   if (!status.ok()) return ReportError(status);
   if (json) {
     std::printf("%s\n", ToJsonLine(job).c_str());

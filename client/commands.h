@@ -7,7 +7,9 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "client/connection.h"
+#include "nlohmann/json.hpp"
 
 namespace rigtune::client {
 
@@ -42,7 +44,20 @@ struct MergeOptions {
   std::string worker_binary;  // empty: beside rigtune, or ../worker/rigtune-worker
 };
 
+// `rigtune plan`: the job's memory plan per GPU, computed here without a
+// daemon. Exit 0 when it fits (or no capacity is known), 1 when it does not,
+// 2 for a bad job file or model.
+struct PlanOptions {
+  SubmitOptions job;          // the job file, --set and the submit flags
+  double gpu_memory_gib = 0;  // the card; 0: only dist.max_gpu_memory_gib
+};
+
+// The job file with the flags applied and paths made absolute, as JSON
+// (field names as in the .proto); not yet checked against JobSpec.
+absl::StatusOr<nlohmann::json> BuildSpecJson(const SubmitOptions& options);
+
 int Submit(Connection& connection, const SubmitOptions& options, bool json);
+int Plan(const PlanOptions& options, bool json);
 int List(Connection& connection, const ListOptions& options, bool json);
 int Show(Connection& connection, const std::string& id, bool json);
 // Follows the job to its end (or PAUSED); the exit code is its outcome.

@@ -6,6 +6,7 @@
 #include <memory>
 #include <string>
 
+#include "absl/status/statusor.h"
 #include "grpcpp/grpcpp.h"
 #include "rigtune/v1/job_service.grpc.pb.h"
 
@@ -30,14 +31,20 @@ enum ExitCode : int {
 int ReportError(const grpc::Status& status);
 
 struct ConnectionOptions {
-  std::string server = "127.0.0.1:50051";
-  std::string token;  // empty: none
+  std::string server = "127.0.0.1:50051";  // host:port; https://host:port turns on TLS
+  std::string token;                       // empty: none
   double timeout_seconds = 30;
+  bool tls = false;
+  std::string ca_file;    // PEM CA of the server's certificate; empty: the system's CAs
+  std::string cert_file;  // PEM client certificate and key, for mutual TLS
+  std::string key_file;
 };
 
 class Connection {
  public:
-  explicit Connection(const ConnectionOptions& options);
+  // Reads the TLS files (INVALID_ARGUMENT names an unreadable one) and makes
+  // the channel; nothing is dialled until the first call.
+  static absl::StatusOr<std::unique_ptr<Connection>> Create(ConnectionOptions options);
 
   rigtune::v1::JobService::Stub& jobs() { return *jobs_; }
   std::shared_ptr<grpc::Channel> channel() { return channel_; }
@@ -46,6 +53,8 @@ class Connection {
   std::unique_ptr<grpc::ClientContext> Context(bool streaming = false) const;
 
  private:
+  Connection(ConnectionOptions options, std::shared_ptr<grpc::ChannelCredentials> credentials);
+
   ConnectionOptions options_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<rigtune::v1::JobService::Stub> jobs_;

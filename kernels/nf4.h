@@ -53,6 +53,8 @@
 #include <array>
 #include <cstdint>
 
+#include "kernels/float_format.h"
+
 #ifdef RIGTUNE_WITH_CUDA
 #include <cuda_runtime_api.h>
 #endif
@@ -83,10 +85,6 @@ inline constexpr std::array<float, 16> kNf4Code = {
 };
 inline constexpr uint8_t kNf4ZeroCode = 7;
 
-// The element formats the kernels read and write. 16-bit formats travel as
-// uint16_t bit patterns.
-enum class FloatFormat { kFloat32, kFloat16, kBFloat16 };
-
 inline constexpr int64_t Nf4NumBlocks(int64_t n) { return (n + kNf4BlockSize - 1) / kNf4BlockSize; }
 inline constexpr int64_t Nf4PackedBytes(int64_t n) { return (n + 1) / 2; }
 inline constexpr int64_t Nf4NumNestedBlocks(int64_t num_blocks) {
@@ -97,12 +95,6 @@ inline constexpr int64_t Nf4NumNestedBlocks(int64_t num_blocks) {
 // sorted ascending, 256 float32 values from -0.99296875 to 1.0. Checkpoints
 // carry their own copy (`nested_quant_map`); prefer that one when loading.
 const std::array<float, 256>& DynamicMap8();
-
-// Bit conversions, round-to-nearest-even; NaN stays NaN.
-uint16_t FloatToBf16(float x);
-float Bf16ToFloat(uint16_t bits);
-uint16_t FloatToHalf(float x);
-float HalfToFloat(uint16_t bits);
 
 // ---- CPU reference -------------------------------------------------------
 

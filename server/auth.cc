@@ -6,8 +6,9 @@ namespace rigtune::server {
 
 absl::Status TokenAuth::Check(absl::string_view authorization) const {
   if (token_.empty()) return absl::OkStatus();
+  // RFC 7235: the scheme is case-insensitive ("bearer", "BEARER").
   constexpr absl::string_view kPrefix = "Bearer ";
-  if (!absl::StartsWith(authorization, kPrefix)) {
+  if (!absl::StartsWithIgnoreCase(authorization, kPrefix)) {
     return absl::UnauthenticatedError("authorization: missing \"Bearer <token>\"");
   }
   absl::string_view given = authorization.substr(kPrefix.size());

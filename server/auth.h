@@ -19,7 +19,8 @@ class TokenAuth {
   bool required() const { return !token_.empty(); }
 
   // UNAUTHENTICATED unless no token is configured or `authorization` is
-  // exactly "Bearer <token>" (compared in constant time).
+  // "Bearer <token>" (the scheme in any case, RFC 7235; the token compared
+  // exactly, in constant time).
   absl::Status Check(absl::string_view authorization) const;
 
  private:

@@ -1,7 +1,9 @@
-// Coordinator lifecycle and its scheduling thread: recovery, launches,
-// worker exits, retries. The JobService side is in coordinator_jobs.cc, the
+// Coordinator lifecycle and its scheduling thread: launches, worker exits,
+// retries. Recovery at start is in coordinator_recovery.cc. The JobService side is in coordinator_jobs.cc, the
 // WorkerService side in coordinator_workers.cc.
 #include "server/coordinator.h"
+
+#include <algorithm>
 
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -44,6 +46,21 @@ std::string JobDir(const CoordinatorOptions& options, const std::string& id) {
   return (fs::path(options.state_dir) / "jobs" / id).string();
 }
 
+// The memory of the smallest card among `managed` (NVML indices), in GiB,
+// for admission when the daemon was not told a card size; 0 when NVML
+// reports none of them.
+double SmallestManagedCardGib(const std::vector<GpuSample>& samples,
+                              const std::vector<int>& managed) {
+  double smallest = 0;
+  for (const GpuSample& gpu : samples) {
+    if (!gpu.memory_total_bytes) continue;
+    if (std::find(managed.begin(), managed.end(), gpu.index) == managed.end()) continue;
+    const double gib = *gpu.memory_total_bytes / static_cast<double>(1ull << 30);
+    if (smallest == 0 || gib < smallest) smallest = gib;
+  }
+  return smallest;
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(CoordinatorOptions options) {
@@ -71,7 +88,20 @@ Coordinator::Coordinator(CoordinatorOptions options, std::unique_ptr<JobStore> s
       store_(std::move(store)),
       metrics_(options_.version),
       supervisor_(options_.grace_period),
-      scheduler_(options_.gpus, options_.cpu_slots) {}
+      scheduler_(options_.gpus, options_.cpu_slots) {
+  if (!options_.nvml_library.empty()) {
+    absl::StatusOr<std::unique_ptr<GpuMonitor>> nvml = GpuMonitor::Open(options_.nvml_library);
+    if (nvml.ok()) gpu_monitor_ = *std::move(nvml);
+  }
+  card_gib_ = options_.gpu_memory_gib;
+  if (card_gib_ <= 0 && gpu_monitor_) {
+    card_gib_ = SmallestManagedCardGib(gpu_monitor_->Sample(), options_.gpus);
+  }
+  metrics_.AddScrapeHook([this] { PublishJobCounts(); });
+  if (gpu_monitor_) {
+    metrics_.AddScrapeHook([this] { metrics_.SetGpuSamples(gpu_monitor_->Sample()); });
+  }
+}
 
 Coordinator::~Coordinator() { Shutdown(); }
 
@@ -130,7 +160,7 @@ void Coordinator::Loop() {
     Tick();
     if (absl::Now() - last_heartbeat >= absl::Seconds(1)) {
       last_heartbeat = absl::Now();
-      PublishGauges();
+      Heartbeat();
     }
   }
   // Whatever exited during the last moments of a shutdown.
@@ -192,9 +222,7 @@ void Coordinator::Launch(const Job& queued, const Placement& placement) {
   const std::string job_dir = JobDir(options_, id);
   const std::string log_dir = (fs::path(job_dir) / "logs").string();
   const std::string job_file = (fs::path(job_dir) / "job.json").string();
-  const std::string output_dir = queued.spec().output_dir().empty()
-                                     ? (fs::path(options_.output_root) / id).string()
-                                     : queued.spec().output_dir();
+  const std::string output_dir = OutputDirOf(queued);
   auto fail = [&](const std::string& code, const std::string& message) {
     {
       absl::MutexLock lock(&mu_);
@@ -273,6 +301,8 @@ void Coordinator::Launch(const Job& queued, const Placement& placement) {
   launch.env = {absl::StrCat("WORLD_SIZE=", world_size), "MASTER_ADDR=127.0.0.1",
                 absl::StrCat("MASTER_PORT=", FreePort()),
                 absl::StrCat("CUDA_VISIBLE_DEVICES=", absl::StrJoin(visible, ",")),
+                // The numbering of nvidia-smi and NVML (gpu_monitor.h), not CUDA's default.
+                "CUDA_DEVICE_ORDER=PCI_BUS_ID",
                 absl::StrCat("RIGTUNE_JOB_ID=", id), absl::StrCat("RIGTUNE_ATTEMPT=", attempt),
                 absl::StrCat("RIGTUNE_COORDINATOR=", worker_address_)};
   if (!options_.worker_token.empty()) {
@@ -316,10 +346,19 @@ void Coordinator::HandleExit(const GroupExit& exit, const Runtime& runtime) {
           !exit.ok ? exit.failure
           : runtime.stopped_early ? std::string("workers stopped early without being asked")
                                   : std::string("workers exited without reporting a result");
-      if (!runtime.worker_error.empty()) absl::StrAppend(&failure, ": ", runtime.worker_error);
+      if (!runtime.worker_error.empty() && !exit.has_reason) {
+        absl::StrAppend(&failure, ": ", runtime.worker_error);
+      }
       const int max_restarts = job.spec().has_max_restarts() ? job.spec().max_restarts()
                                                                : options_.max_restarts;
-      if (job.restarts() < max_restarts) {
+      if (!exit.retryable) {
+        // Note [Deterministic failures]: the worker found the job itself at
+        // fault (config, model, data); a relaunch would fail the same way.
+        job.set_state(Job::FAILED);
+        job.mutable_error()->set_code("INVALID_JOB");
+        job.mutable_error()->set_message(failure);
+        update.reason = absl::StrCat(failure, " (not retried: the job itself is at fault)");
+      } else if (job.restarts() < max_restarts) {
         job.set_restarts(job.restarts() + 1);
         job.set_state(Job::QUEUED);
         update.reason = absl::StrCat(failure, "; restart ", job.restarts(), " of ", max_restarts,
@@ -343,50 +382,25 @@ void Coordinator::HandleExit(const GroupExit& exit, const Runtime& runtime) {
   Kick();
 }
 
-absl::Status Coordinator::Recover() {
-  absl::StatusOr<std::vector<Job>> left = store_->JobsInStates(
-      {Job::STARTING, Job::RUNNING, Job::PAUSING, Job::CANCELLING});
-  if (!left.ok()) return left.status();
-  for (const Job& stale : *left) {
-    absl::StatusOr<Job> updated = store_->UpdateJob(stale.id(), [&](Job& job, JobUpdate& update) {
-      std::error_code error;
-      if (job.state() == Job::PAUSING) {
-        job.set_state(Job::PAUSED);
-        update.reason = "rigtuned restarted while the job was pausing";
-      } else if (job.state() == Job::CANCELLING) {
-        job.set_state(Job::CANCELLED);
-        update.reason = "rigtuned restarted while the job was cancelling";
-      } else if (!job.resume_from().empty() && !fs::exists(job.resume_from(), error)) {
-        job.set_state(Job::FAILED);
-        job.mutable_error()->set_code("CHECKPOINT_MISSING");
-        job.mutable_error()->set_message(absl::StrCat(
-            "rigtuned restarted under the job and its latest checkpoint ", job.resume_from(),
-            " is missing"));
-        update.reason = job.error().message();
-      } else {
-        job.set_state(Job::QUEUED);
-        update.reason = job.resume_from().empty()
-                            ? std::string("rigtuned restarted; the job starts over (no checkpoint)")
-                            : absl::StrCat("rigtuned restarted; resuming from ", job.resume_from());
-      }
-      return absl::OkStatus();
-    });
-    if (!updated.ok()) return updated.status();
-  }
-  NotifyEvents();
-  return absl::OkStatus();
-}
-
-void Coordinator::PublishGauges() {
+std::map<Job::State, int> Coordinator::PublishJobCounts() {
   absl::StatusOr<std::map<Job::State, int>> counts = store_->CountByState();
-  if (!counts.ok()) return;
+  if (!counts.ok()) return {};
   metrics_.SetJobCounts(*counts);
   metrics_.SetQueueDepth((*counts)[Job::QUEUED]);
-  if (options_.heartbeat) {
-    options_.heartbeat(absl::StrCat((*counts)[Job::RUNNING] + (*counts)[Job::STARTING],
-                                    " running, ", (*counts)[Job::QUEUED], " queued, ",
-                                    (*counts)[Job::PAUSED], " paused"));
-  }
+  return *counts;
+}
+
+void Coordinator::Heartbeat() {
+  if (!options_.heartbeat) return;
+  std::map<Job::State, int> counts = PublishJobCounts();
+  options_.heartbeat(absl::StrCat(counts[Job::RUNNING] + counts[Job::STARTING], " running, ",
+                                  counts[Job::QUEUED], " queued, ", counts[Job::PAUSED],
+                                  " paused"));
+}
+
+std::string Coordinator::OutputDirOf(const Job& job) const {
+  return job.spec().output_dir().empty() ? (fs::path(options_.output_root) / job.id()).string()
+                                         : job.spec().output_dir();
 }
 
 int Coordinator::GpusFor(const rigtune::v1::JobSpec& spec) const {

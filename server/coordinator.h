@@ -31,6 +31,7 @@
 #include "absl/time/time.h"
 #include "rigtune/v1/job_service.pb.h"
 #include "rigtune/v1/worker_service.pb.h"
+#include "server/gpu_monitor.h"
 #include "server/job_store.h"
 #include "server/metrics.h"
 #include "server/scheduler.h"
@@ -49,9 +50,15 @@ struct CoordinatorOptions {
   PathRoots roots;
   std::string output_root;  // default output_dir is <output_root>/<job id>
   int max_restarts = 2;     // for jobs whose spec leaves it unset
+  // Each GPU's memory, for admission; 0 = the smallest managed card NVML
+  // reports, or unknown without NVML.
+  double gpu_memory_gib = 0;
   absl::Duration grace_period = absl::Seconds(30);
   absl::Duration tick = absl::Milliseconds(100);
   std::string worker_token;  // handed to workers as RIGTUNE_TOKEN
+  // NVML for the per-GPU gauges (gpu_monitor.h); empty, or a library that
+  // does not load (no driver): no GPU gauges.
+  std::string nvml_library = GpuMonitor::kDefaultLibrary;
   std::string version = "dev";
   // Called about once a second from the scheduling thread with a one-line
   // summary ("2 running, 1 queued"); rigtuned pings the systemd watchdog here.
@@ -105,6 +112,13 @@ class Coordinator {
   rigtune::v1::GetControlResponse GetControl(const rigtune::v1::GetControlRequest& request);
   absl::Status FinishWorker(const rigtune::v1::FinishRequest& request);
 
+  // Moves on every stored event. A watcher that found nothing new after
+  // reading generation g waits for it to change (sse_events.h polls this).
+  int64_t event_generation() {
+    absl::MutexLock lock(&events_mu_);
+    return event_generation_;
+  }
+
   ServiceMetrics& metrics() { return metrics_; }
   // True between Start() and Shutdown().
   bool ready() const { return ready_.load(); }
@@ -133,11 +147,16 @@ class Coordinator {
   void ScheduleQueued();
   void Launch(const rigtune::v1::Job& job, const Placement& placement);
   void HandleExit(const GroupExit& exit, const Runtime& runtime);
-  absl::Status Recover();
-  void PublishGauges();
+  absl::Status Recover();  // coordinator_recovery.cc
+  // The job counts, fresh from the store, into rigtune_jobs and
+  // rigtune_queue_depth (a scrape hook; also feeds the heartbeat).
+  std::map<rigtune::v1::Job::State, int> PublishJobCounts();
+  void Heartbeat();
 
   // Shared helpers.
   int GpusFor(const rigtune::v1::JobSpec& spec) const;
+  // spec.output_dir, else <output_root>/<job id>.
+  std::string OutputDirOf(const rigtune::v1::Job& job) const;
   absl::StatusOr<rigtune::v1::Job> Decorate(rigtune::v1::Job job);
   std::map<std::string, int> QueuePositions();
   void RequestStop(const std::string& id, const std::string& reason);
@@ -150,6 +169,10 @@ class Coordinator {
   const CoordinatorOptions options_;
   std::unique_ptr<JobStore> store_;
   ServiceMetrics metrics_;
+  std::unique_ptr<GpuMonitor> gpu_monitor_;  // null without NVML
+  // Card size for admission: options_.gpu_memory_gib, else NVML's; set once
+  // in the constructor.
+  double card_gib_ = 0;
   WorkerSupervisor supervisor_;
   std::string worker_address_;
   std::atomic<bool> ready_{false};

@@ -5,6 +5,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "google/protobuf/util/time_util.h"
+#include "server/admission.h"
 #include "server/coordinator.h"
 #include "server/job_state.h"
 
@@ -56,6 +57,10 @@ absl::StatusOr<Job> Coordinator::CreateJob(const rigtune::v1::CreateJobRequest& 
   }
   SpecLimits limits{static_cast<int>(options_.gpus.size()), options_.roots};
   if (absl::Status s = ValidateJobSpec(request.spec(), limits); !s.ok()) return s;
+  if (absl::Status s = CheckJobFitsMemory(request.spec(), GpusFor(request.spec()), card_gib_);
+      !s.ok()) {
+    return s;
+  }
   Job job;
   job.set_id(NewJobId());
   *job.mutable_spec() = request.spec();

@@ -1,248 +1,156 @@
 #include "server/http_server.h"
 
-#include <httplib.h>
+#include <thread>
+#include <vector>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/strand.hpp>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "google/protobuf/util/json_util.h"
-#include "nlohmann/json.hpp"
-#include "server/grpc_status.h"
+#include "absl/synchronization/mutex.h"
+#include "server/http_connection.h"
 
 namespace rigtune::server {
 
+namespace asio = boost::asio;
+namespace ssl = asio::ssl;
+using tcp = asio::ip::tcp;
+
 namespace {
 
-using google::protobuf::Message;
-
-void SendError(httplib::Response& res, const absl::Status& status) {
-  const int http = HttpStatusFor(status.code());
-  nlohmann::json body = {{"error",
-                          {{"code", http},
-                           {"status", absl::StatusCodeToString(status.code())},
-                           {"message", std::string(status.message())}}}};
-  res.status = http;
-  res.set_content(body.dump(), "application/json");
-}
-
-std::string ToJson(const Message& message) {
-  google::protobuf::util::JsonPrintOptions options;
-  options.preserve_proto_field_names = true;
-  std::string json;
-  (void)google::protobuf::util::MessageToJsonString(message, &json, options);
-  return json;
-}
-
-template <typename T>
-void Reply(httplib::Response& res, const absl::StatusOr<T>& result) {
-  if (!result.ok()) return SendError(res, result.status());
-  res.set_content(ToJson(*result), "application/json");
-}
-
-// Parses a JSON body into `message`; unknown fields are errors.
-absl::Status ParseBody(const std::string& body, Message* message, bool allow_empty) {
-  if (body.empty() && allow_empty) return absl::OkStatus();
-  google::protobuf::util::JsonParseOptions options;
-  options.ignore_unknown_fields = false;
-  auto status = google::protobuf::util::JsonStringToMessage(body, message, options);
-  if (!status.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("body: ", status.message().as_string()));
+absl::StatusOr<std::shared_ptr<ssl::context>> MakeSslContext(const TlsPem& pem) {
+  try {
+    auto context = std::make_shared<ssl::context>(ssl::context::tls_server);
+    context->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
+                         ssl::context::no_sslv3 | ssl::context::no_tlsv1 |
+                         ssl::context::no_tlsv1_1 | ssl::context::single_dh_use);
+    context->use_certificate_chain(asio::buffer(pem.cert_chain));
+    context->use_private_key(asio::buffer(pem.private_key), ssl::context::pem);
+    if (!pem.client_ca.empty()) {
+      context->add_certificate_authority(asio::buffer(pem.client_ca));
+      context->set_verify_mode(ssl::verify_peer | ssl::verify_fail_if_no_peer_cert);
+    }
+    return context;
+  } catch (const boost::system::system_error& e) {
+    return absl::InvalidArgumentError(absl::StrCat("tls: ", e.what()));
   }
-  return absl::OkStatus();
-}
-
-absl::StatusOr<int64_t> IntParam(const httplib::Request& req, const std::string& name) {
-  if (!req.has_param(name.c_str())) return 0;
-  int64_t value = 0;
-  if (!absl::SimpleAtoi(req.get_param_value(name.c_str()), &value)) {
-    return absl::InvalidArgumentError(absl::StrCat(name, ": not an integer"));
-  }
-  return value;
 }
 
 }  // namespace
 
+// Members are destroyed bottom-up: the io_context (and with it every
+// connection still queued in it) goes before `shared`, which connections
+// point into. Stop() drains the handler pool first, so no handler holds a
+// connection by then.
+struct HttpServer::Impl {
+  Impl(Coordinator* coordinator, const TokenAuth* auth, const HttpOptions& options)
+      : shared(coordinator, auth, options), acceptor(io) {}
+
+  // The SSL context for a new connection: rebuilt when TlsMaterial was
+  // reloaded; on a (rare) build failure the previous one stays.
+  std::shared_ptr<ssl::context> CurrentTls() {
+    if (shared.options.tls == nullptr) return nullptr;
+    absl::MutexLock lock(&tls_mu);
+    const int64_t generation = shared.options.tls->generation();
+    if (tls_context == nullptr || generation != tls_generation) {
+      absl::StatusOr<std::shared_ptr<ssl::context>> context =
+          MakeSslContext(*shared.options.tls->pem());
+      if (context.ok()) tls_context = *std::move(context);
+      tls_generation = generation;
+    }
+    return tls_context;
+  }
+
+  void Accept() {
+    acceptor.async_accept(asio::make_strand(io), [this](boost::system::error_code ec,
+                                                        tcp::socket socket) {
+      if (ec == asio::error::operation_aborted || !acceptor.is_open()) return;
+      if (!ec) http_internal::ServeAccepted(std::move(socket), shared, CurrentTls());
+      Accept();  // also after EMFILE and friends: the next accept may succeed
+    });
+  }
+
+  http_internal::ServerShared shared;
+  asio::io_context io;
+  tcp::acceptor acceptor;
+  std::vector<std::thread> threads;
+  bool stopped = false;
+  int port = 0;
+
+  absl::Mutex tls_mu;
+  std::shared_ptr<ssl::context> tls_context ABSL_GUARDED_BY(tls_mu);
+  int64_t tls_generation ABSL_GUARDED_BY(tls_mu) = -1;
+};
+
 absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Create(Coordinator* coordinator,
                                                                const TokenAuth* auth,
-                                                               const std::string& address,
-                                                               size_t max_request_bytes) {
+                                                               const HttpOptions& options) {
+  const std::string& address = options.address;
   size_t colon = address.rfind(':');
   int port = 0;
-  if (colon == std::string::npos || !absl::SimpleAtoi(address.substr(colon + 1), &port)) {
+  if (colon == std::string::npos || !absl::SimpleAtoi(address.substr(colon + 1), &port) ||
+      port < 0 || port > 65535) {
     return absl::InvalidArgumentError(
         absl::StrCat("http_listen: '", address, "' is not host:port"));
   }
   std::string host = address.substr(0, colon);
   if (host.size() > 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
-  std::unique_ptr<HttpServer> server(new HttpServer(coordinator, auth, max_request_bytes));
-  server->Routes();
-  if (port == 0) {
-    server->port_ = server->server_->bind_to_any_port(host);
-  } else if (server->server_->bind_to_port(host, port)) {
-    server->port_ = port;
-  } else {
-    server->port_ = -1;
+  if (host == "localhost") host = "127.0.0.1";  // not ::1: where clients dial by default
+  auto impl = std::make_unique<Impl>(coordinator, auth, options);
+  if (options.tls != nullptr) {
+    absl::StatusOr<std::shared_ptr<ssl::context>> context = MakeSslContext(*options.tls->pem());
+    if (!context.ok()) return context.status();
   }
-  if (server->port_ <= 0) {
-    return absl::UnavailableError(absl::StrCat("http_listen: cannot bind ", address));
+  boost::system::error_code ec;
+  tcp::endpoint endpoint;
+  asio::ip::address ip = asio::ip::make_address(host.empty() ? "0.0.0.0" : host, ec);
+  if (!ec) {
+    endpoint = tcp::endpoint(ip, static_cast<uint16_t>(port));
+  } else {  // a host name: its first address
+    tcp::resolver resolver(impl->io);
+    auto found = resolver.resolve(host, std::to_string(port), ec);
+    if (ec || found.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("http_listen: cannot resolve '", host, "'", ec ? ": " + ec.message() : ""));
+    }
+    endpoint = found.begin()->endpoint();
   }
-  return server;
+  impl->acceptor.open(endpoint.protocol(), ec);
+  if (!ec) impl->acceptor.set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) impl->acceptor.bind(endpoint, ec);
+  if (!ec) impl->acceptor.listen(options.backlog, ec);
+  if (ec) {
+    return absl::UnavailableError(
+        absl::StrCat("http_listen: cannot listen on ", address, ": ", ec.message()));
+  }
+  impl->port = impl->acceptor.local_endpoint().port();
+  return std::unique_ptr<HttpServer>(new HttpServer(std::move(impl)));
 }
 
-HttpServer::HttpServer(Coordinator* coordinator, const TokenAuth* auth, size_t max_request_bytes)
-    : coordinator_(coordinator),
-      auth_(auth),
-      max_request_bytes_(max_request_bytes),
-      server_(std::make_unique<httplib::Server>()) {}
+HttpServer::HttpServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 HttpServer::~HttpServer() { Stop(); }
 
+int HttpServer::port() const { return impl_->port; }
+
 void HttpServer::Start() {
-  thread_ = std::thread([this] { server_->listen_after_bind(); });
+  impl_->Accept();
+  for (int i = 0; i < impl_->shared.options.io_threads; ++i) {
+    impl_->threads.emplace_back([this] { impl_->io.run(); });
+  }
 }
 
 void HttpServer::Stop() {
-  if (server_) server_->stop();
-  if (thread_.joinable()) thread_.join();
-}
-
-void HttpServer::Routes() {
-  httplib::Server& s = *server_;
-  // Bodies over the limit are refused by httplib before any handler runs;
-  // the error handler turns that into a 400 naming the body.
-  s.set_payload_max_length(max_request_bytes_);
-  s.set_error_handler([this](const httplib::Request&, httplib::Response& res) {
-    if (res.status == 413) {
-      SendError(res, absl::InvalidArgumentError(absl::StrCat(
-                         "body: larger than the ", max_request_bytes_, "-byte request limit")));
-    } else if (res.body.empty()) {
-      SendError(res, absl::NotFoundError("no such route"));
-    }
-  });
-  s.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
-    const bool open = req.path == "/healthz" || req.path == "/readyz";
-    if (open) return httplib::Server::HandlerResponse::Unhandled;
-    if (absl::Status st = auth_->Check(req.get_header_value("Authorization")); !st.ok()) {
-      SendError(res, st);
-      return httplib::Server::HandlerResponse::Handled;
-    }
-    return httplib::Server::HandlerResponse::Unhandled;
-  });
-
-  s.Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
-    res.set_content("ok\n", "text/plain");
-  });
-  s.Get("/readyz", [this](const httplib::Request&, httplib::Response& res) {
-    res.status = coordinator_->ready() ? 200 : 503;
-    res.set_content(coordinator_->ready() ? "ready\n" : "not ready\n", "text/plain");
-  });
-  s.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
-    res.set_content(coordinator_->metrics().Serialize(), "text/plain; version=0.0.4");
-  });
-
-  s.Post("/v1/jobs", [this](const httplib::Request& req, httplib::Response& res) {
-    rigtune::v1::CreateJobRequest request;
-    if (absl::Status st = ParseBody(req.body, &request, false); !st.ok()) {
-      return SendError(res, st);
-    }
-    Reply(res, coordinator_->CreateJob(request));
-  });
-  s.Get("/v1/jobs", [this](const httplib::Request& req, httplib::Response& res) {
-    rigtune::v1::ListJobsRequest request;
-    absl::StatusOr<int64_t> page_size = IntParam(req, "page_size");
-    if (!page_size.ok()) return SendError(res, page_size.status());
-    if (*page_size < 0 || *page_size > 1000) {
-      return SendError(res, absl::InvalidArgumentError("page_size: must be in [0, 1000]"));
-    }
-    request.set_page_size(static_cast<int32_t>(*page_size));
-    request.set_page_token(req.get_param_value("page_token"));
-    request.set_label(req.get_param_value("label"));
-    if (req.has_param("state")) {
-      rigtune::v1::Job::State state;
-      if (!rigtune::v1::Job::State_Parse(req.get_param_value("state"), &state)) {
-        return SendError(res, absl::InvalidArgumentError("state: not a job state"));
-      }
-      request.set_state(state);
-    }
-    Reply(res, coordinator_->ListJobs(request));
-  });
-  s.Get(R"(/v1/jobs/([^/:]+))", [this](const httplib::Request& req, httplib::Response& res) {
-    Reply(res, coordinator_->GetJob(req.matches[1]));
-  });
-  s.Post(R"(/v1/jobs/([^/:]+):(cancel|pause|resume))",
-         [this](const httplib::Request& req, httplib::Response& res) {
-           const std::string id = req.matches[1];
-           const std::string verb = req.matches[2];
-           if (verb == "cancel") {
-             rigtune::v1::CancelJobRequest request;
-             if (absl::Status st = ParseBody(req.body, &request, true); !st.ok()) {
-               return SendError(res, st);
-             }
-             return Reply(res, coordinator_->CancelJob(id, request.reason()));
-           }
-           if (!req.body.empty() && req.body != "{}") {
-             return SendError(res, absl::InvalidArgumentError(
-                                       absl::StrCat("body: :", verb, " takes no fields")));
-           }
-           Reply(res, verb == "pause" ? coordinator_->PauseJob(id) : coordinator_->ResumeJob(id));
-         });
-  s.Get(R"(/v1/jobs/([^/:]+)/events)", [this](const httplib::Request& req,
-                                                httplib::Response& res) {
-    rigtune::v1::ListJobEventsRequest request;
-    request.set_id(req.matches[1]);
-    absl::StatusOr<int64_t> after = IntParam(req, "after_seq");
-    absl::StatusOr<int64_t> page_size = IntParam(req, "page_size");
-    if (!after.ok()) return SendError(res, after.status());
-    if (!page_size.ok()) return SendError(res, page_size.status());
-    if (*page_size < 0 || *page_size > 5000) {
-      return SendError(res, absl::InvalidArgumentError("page_size: must be in [0, 5000]"));
-    }
-    request.set_after_seq(*after);
-    request.set_page_size(static_cast<int32_t>(*page_size));
-    Reply(res, coordinator_->ListJobEvents(request));
-  });
-  s.Get(R"(/v1/jobs/([^/:]+)/checkpoints)",
-        [this](const httplib::Request& req, httplib::Response& res) {
-          Reply(res, coordinator_->ListCheckpoints(req.matches[1]));
-        });
-  s.Get(R"(/v1/jobs/([^/:]+):watch)", [this](const httplib::Request& req,
-                                                httplib::Response& res) {
-    auto request = std::make_shared<rigtune::v1::WatchJobRequest>();
-    request->set_id(req.matches[1]);
-    absl::StatusOr<int64_t> after = IntParam(req, "after_seq");
-    if (!after.ok()) return SendError(res, after.status());
-    int64_t last_event_id = 0;
-    if (req.has_header("Last-Event-ID") &&
-        absl::SimpleAtoi(req.get_header_value("Last-Event-ID"), &last_event_id)) {
-      *after = std::max(*after, last_event_id);
-    }
-    request->set_after_seq(*after);
-    if (auto job = coordinator_->GetJob(request->id()); !job.ok()) {
-      return SendError(res, job.status());
-    }
-    res.set_header("Cache-Control", "no-cache");
-    res.set_chunked_content_provider(
-        "text/event-stream", [this, request](size_t, httplib::DataSink& sink) {
-          absl::Status status = coordinator_->WatchJob(
-              *request,
-              [&sink](const rigtune::v1::JobEvent& event) {
-                const char* kind = event.has_state_change() ? "state"
-                                   : event.has_metrics()    ? "metrics"
-                                   : event.has_log()        ? "log"
-                                   : event.has_validation() ? "validation"
-                                                            : "checkpoint";
-                std::string frame = absl::StrCat("id: ", event.seq(), "\nevent: ", kind,
-                                                 "\ndata: ", ToJson(event), "\n\n");
-                return sink.write(frame.data(), frame.size());
-              },
-              [&sink] { return !sink.is_writable(); });
-          if (status.ok()) {
-            static constexpr char kEnd[] = "event: end\ndata: {}\n\n";
-            sink.write(kEnd, sizeof(kEnd) - 1);
-          }
-          sink.done();
-          return true;
-        });
-  });
+  if (impl_->stopped) return;
+  impl_->stopped = true;
+  impl_->io.stop();
+  for (std::thread& thread : impl_->threads) thread.join();
+  impl_->shared.handlers.join();  // runs what was queued; replies only queue on the stopped io
+  boost::system::error_code ignored;
+  impl_->acceptor.close(ignored);
 }
 
 }  // namespace rigtune::server

@@ -1,63 +1,71 @@
-// HttpServer: rigtuned's one HTTP port (cpp-httplib).
+// HttpServer: rigtuned's one HTTP port (REST, SSE, /metrics, /healthz; the
+// routes are in rest_routes.h), served asynchronously with Boost.Beast.
 //
-//   POST /v1/jobs                      CreateJobRequest JSON -> Job
-//   GET  /v1/jobs?page_size=&page_token=&state=&label=   -> ListJobsResponse
-//   GET  /v1/jobs/{id}                 -> Job
-//   POST /v1/jobs/{id}:cancel | :pause | :resume          -> Job
-//   GET  /v1/jobs/{id}/events?after_seq=&page_size=      -> ListJobEventsResponse
-//   GET  /v1/jobs/{id}/checkpoints     -> ListCheckpointsResponse
-//   GET  /v1/jobs/{id}:watch?after_seq=  Server-Sent Events, one JobEvent per
-//                                      event ("id:" is its seq, so a
-//                                      reconnecting client's Last-Event-ID resumes it)
-//   GET  /metrics                      Prometheus text format
-//   GET  /healthz, /readyz             liveness, readiness
+// Note [An HTTP front end that scales with connections]
+// A connection costs a socket and a few buffers, not a thread: a couple of
+// I/O threads run every read and write, and a small pool of handler threads
+// runs the route handlers (they may wait on SQLite). /healthz and /readyz
+// are answered on the I/O thread itself, so they stay fast even while a
+// burst of submissions queues up for the handler pool. An SSE stream parks
+// on a timer between batches and holds no thread at all. Every request must
+// arrive whole within request_timeout (headers and body; a slow-header
+// client is dropped), headers are capped at max_header_bytes (431), bodies
+// at max_request_bytes (400 naming the body), connections at
+// max_connections (503), streams per client address and in total (429/503,
+// stream_admission.h). The listen backlog absorbs bursts of new connections.
 //
-// Bodies are proto3 JSON of the rigtune.v1 messages (field names as in the
-// .proto). Unknown fields, bad JSON, bodies over the size limit and invalid
-// values get 400 with {"error": {"code", "status", "message"}} naming the
-// field. With a token configured, /v1/ and /metrics need
-// "Authorization: Bearer <token>".
+// With `tls` set the port speaks HTTPS only; a plaintext request gets a 400
+// that says to use https://, and new connections pick up certificates
+// reloaded by TlsMaterial::Reload().
 #ifndef RIGTUNE_SERVER_HTTP_SERVER_H_
 #define RIGTUNE_SERVER_HTTP_SERVER_H_
 
+#include <cstddef>
 #include <memory>
 #include <string>
-#include <thread>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "server/auth.h"
 #include "server/coordinator.h"
-
-namespace httplib {
-class Server;
-}
+#include "server/tls_material.h"
 
 namespace rigtune::server {
 
+struct HttpOptions {
+  std::string address = "127.0.0.1:8080";  // host:port; port 0 picks a free one
+  size_t max_request_bytes = 1 << 20;
+  size_t max_header_bytes = 16 << 10;
+  absl::Duration request_timeout = absl::Seconds(10);  // also the keep-alive idle limit
+  int max_connections = 4096;
+  int max_streams = 1024;
+  int max_streams_per_client = 64;
+  int backlog = 4096;  // the kernel caps it at net.core.somaxconn
+  int io_threads = 2;
+  int handler_threads = 8;
+  const TlsMaterial* tls = nullptr;  // set: HTTPS; must outlive the server
+};
+
 class HttpServer {
  public:
-  // Binds `address` (host:port; port 0 picks a free one). Serves nothing
-  // until Start().
+  // Binds and listens on options.address. Serves nothing until Start().
+  // UNAVAILABLE when the address cannot be bound, INVALID_ARGUMENT when it
+  // is not host:port.
   static absl::StatusOr<std::unique_ptr<HttpServer>> Create(Coordinator* coordinator,
                                                             const TokenAuth* auth,
-                                                            const std::string& address,
-                                                            size_t max_request_bytes);
+                                                            const HttpOptions& options);
   ~HttpServer();
 
-  int port() const { return port_; }
+  int port() const;
   void Start();
+  // Closes the port and every connection (open streams end without their
+  // "end" frame; clients resume with Last-Event-ID). Idempotent.
   void Stop();
 
  private:
-  HttpServer(Coordinator* coordinator, const TokenAuth* auth, size_t max_request_bytes);
-  void Routes();
-
-  Coordinator* coordinator_;
-  const TokenAuth* auth_;
-  size_t max_request_bytes_;
-  std::unique_ptr<httplib::Server> server_;
-  int port_ = 0;
-  std::thread thread_;
+  struct Impl;
+  explicit HttpServer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
 };
 
 }  // namespace rigtune::server

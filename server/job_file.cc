@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/reflection.h"
+#include "google/protobuf/util/json_util.h"
 
 namespace rigtune::server {
 
@@ -62,6 +63,14 @@ nlohmann::json SetFieldsJson(const Message& message, int field_limit) {
       out[field->name()] = std::move(list);
     } else if (field->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
       if (!reflection->HasField(message, field)) continue;
+      if (field->message_type()->full_name() == "google.protobuf.Struct") {
+        // Free-form JSON (dataset.chat_template_kwargs): its proto3 JSON form.
+        std::string text;
+        (void)google::protobuf::util::MessageToJsonString(reflection->GetMessage(message, field),
+                                                          &text);
+        out[field->name()] = nlohmann::json::parse(text);
+        continue;
+      }
       nlohmann::json nested = SetFieldsJson(reflection->GetMessage(message, field), 1 << 29);
       if (!nested.empty()) out[field->name()] = std::move(nested);
     } else if (field->has_presence()) {

@@ -7,7 +7,9 @@
 // --http-listen. Under systemd (Type=notify) it reports READY=1 once both
 // ports listen, pings the watchdog from its scheduling thread and keeps a
 // STATUS= line. SIGTERM/SIGINT: workers checkpoint and stop, the daemon
-// exits 0, and the next start resumes their jobs.
+// exits 0, and the next start resumes their jobs. SIGHUP: the TLS
+// certificate, key and client CA are read again (new connections use them;
+// on an error the old ones stay and the reason is logged).
 #include <signal.h>
 #include <systemd/sd-daemon.h>
 
@@ -23,9 +25,11 @@
 #include "server/auth.h"
 #include "server/config.h"
 #include "server/coordinator.h"
+#include "server/grpc_tls.h"
 #include "server/http_server.h"
 #include "server/job_file.h"
 #include "server/job_service.h"
+#include "server/tls_material.h"
 #include "server/worker_service.h"
 
 namespace {
@@ -59,6 +63,7 @@ int Run(DaemonConfig& config) {
   options.worker_args = config.worker_args;
   options.roots = {config.model_roots, config.data_roots, config.output_roots};
   options.max_restarts = config.max_restarts;
+  options.gpu_memory_gib = config.gpu_memory_gib;
   options.grace_period = absl::Seconds(config.grace_period_seconds);
   options.worker_token = config.token;
   options.version = RIGTUNE_VERSION;
@@ -68,6 +73,14 @@ int Run(DaemonConfig& config) {
   auto coordinator = rigtune::server::Coordinator::Create(options);
   if (!coordinator.ok()) return Fail(coordinator.status());
 
+  std::unique_ptr<rigtune::server::TlsMaterial> tls;
+  if (!config.tls_cert_file.empty()) {
+    auto loaded = rigtune::server::TlsMaterial::Load(
+        {config.tls_cert_file, config.tls_key_file, config.tls_client_ca_file});
+    if (!loaded.ok()) return Fail(loaded.status());
+    tls = *std::move(loaded);
+  }
+
   rigtune::server::TokenAuth auth(config.token);
   rigtune::server::JobServiceImpl job_service(coordinator->get(), &auth);
   rigtune::server::WorkerServiceImpl worker_service(coordinator->get(), &auth);
@@ -75,7 +88,17 @@ int Run(DaemonConfig& config) {
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int grpc_port = 0;
-  builder.AddListeningPort(config.grpc_listen, grpc::InsecureServerCredentials(), &grpc_port);
+  // With TLS the workers (local processes) dial a loopback port of their own.
+  int worker_port = 0;
+  if (tls != nullptr) {
+    builder.AddListeningPort(config.grpc_listen,
+                             std::make_shared<rigtune::server::ReloadingSslServerCredentials>(
+                                 tls.get()),
+                             &grpc_port);
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &worker_port);
+  } else {
+    builder.AddListeningPort(config.grpc_listen, grpc::InsecureServerCredentials(), &grpc_port);
+  }
   builder.SetMaxReceiveMessageSize(static_cast<int>(config.max_request_bytes));
   builder.RegisterService(&job_service);
   builder.RegisterService(&worker_service);
@@ -84,11 +107,20 @@ int Run(DaemonConfig& config) {
     return Fail(absl::UnavailableError(
         absl::StrCat("grpc_listen: cannot listen on ", config.grpc_listen)));
   }
-  const std::string worker_address = WorkerAddress(config.grpc_listen, grpc_port);
+  const std::string worker_address = tls != nullptr
+                                         ? absl::StrCat("127.0.0.1:", worker_port)
+                                         : WorkerAddress(config.grpc_listen, grpc_port);
   if (absl::Status s = (*coordinator)->Start(worker_address); !s.ok()) return Fail(s);
 
-  auto http = rigtune::server::HttpServer::Create(coordinator->get(), &auth, config.http_listen,
-                                                  static_cast<size_t>(config.max_request_bytes));
+  rigtune::server::HttpOptions http_options;
+  http_options.address = config.http_listen;
+  http_options.max_request_bytes = static_cast<size_t>(config.max_request_bytes);
+  http_options.request_timeout = absl::Seconds(config.http_request_timeout_seconds);
+  http_options.max_connections = config.http_max_connections;
+  http_options.max_streams = config.http_max_streams;
+  http_options.max_streams_per_client = config.http_max_streams_per_client;
+  http_options.tls = tls.get();
+  auto http = rigtune::server::HttpServer::Create(coordinator->get(), &auth, http_options);
   if (!http.ok()) {
     (*coordinator)->Shutdown();
     return Fail(http.status());
@@ -103,8 +135,9 @@ int Run(DaemonConfig& config) {
       return Fail(s);
     }
   }
-  std::fprintf(stderr, "rigtuned %s: gRPC on %s, HTTP on port %d, %zu GPU(s), state in %s\n",
-               RIGTUNE_VERSION, worker_address.c_str(), (*http)->port(), gpus->size(),
+  std::fprintf(stderr, "rigtuned %s: gRPC on %s, HTTP%s on port %d, %zu GPU(s), state in %s\n",
+               RIGTUNE_VERSION, WorkerAddress(config.grpc_listen, grpc_port).c_str(),
+               tls != nullptr ? "S (TLS on both ports)" : "", (*http)->port(), gpus->size(),
                config.state_dir.c_str());
   sd_notify(0, "READY=1\nSTATUS=serving");
 
@@ -112,8 +145,18 @@ int Run(DaemonConfig& config) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
   int signal_number = 0;
-  sigwait(&signals, &signal_number);
+  while (sigwait(&signals, &signal_number) == 0 && signal_number == SIGHUP) {
+    if (tls == nullptr) {
+      std::fprintf(stderr, "rigtuned: SIGHUP: no TLS configured, nothing to reload\n");
+    } else if (absl::Status s = tls->Reload(); !s.ok()) {
+      std::fprintf(stderr, "rigtuned: SIGHUP: keeping the old certificate: %s\n",
+                   std::string(s.message()).c_str());
+    } else {
+      std::fprintf(stderr, "rigtuned: SIGHUP: reloaded the TLS certificate and key\n");
+    }
+  }
 
   std::fprintf(stderr, "rigtuned: signal %d; stopping workers (they checkpoint first)\n",
                signal_number);
@@ -134,6 +177,7 @@ int main(int argc, char** argv) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 

@@ -45,6 +45,16 @@ ServiceMetrics::ServiceMetrics(const std::string& version)
                               &help_)),
       gpu_memory_peak_(Gauges(*registry_, "rigtune_gpu_memory_peak_bytes",
                               "CUDA allocator peak of the rank on a GPU.", &help_)),
+      gpu_{&Gauges(*registry_, "rigtune_gpu_memory_used_bytes",
+                   "Device memory in use on a GPU, all processes (NVML).", &help_),
+           &Gauges(*registry_, "rigtune_gpu_memory_total_bytes",
+                   "Device memory capacity of a GPU (NVML).", &help_),
+           &Gauges(*registry_, "rigtune_gpu_utilization_ratio",
+                   "Fraction of the last sample period a GPU was busy, 0 to 1 (NVML).", &help_),
+           &Gauges(*registry_, "rigtune_gpu_power_watts", "Power draw of a GPU board (NVML).",
+                   &help_),
+           &Gauges(*registry_, "rigtune_gpu_temperature_celsius",
+                   "Core temperature of a GPU (NVML).", &help_)},
       tokens_total_(Counter(*registry_, "rigtune_train_tokens_total", "Tokens trained, all jobs.")),
       steps_total_(
           Counter(*registry_, "rigtune_train_steps_total", "Optimizer steps taken, all jobs.")),
@@ -65,12 +75,20 @@ ServiceMetrics::ServiceMetrics(const std::string& version)
 // Dashboards and alert rules query them by name; an operator (and the deploy
 // tests) can tell "no data yet" from "no such metric" only if the daemon
 // declares them, so each absent family still gets its # HELP and # TYPE.
-std::string ServiceMetrics::Serialize() const {
+std::string ServiceMetrics::Serialize() {
+  std::vector<std::function<void()>> hooks;
+  {
+    absl::MutexLock lock(&mu_);
+    hooks = scrape_hooks_;
+  }
+  for (const auto& hook : hooks) hook();
   std::vector<prometheus::MetricFamily> families = registry_->Collect();
   std::ostringstream out;
   prometheus::TextSerializer().Serialize(out, families);
-  for (const auto* family : {&loss_, &learning_rate_, &tokens_per_second_, &step_seconds_,
-                             &checkpoint_time_, &validation_loss_, &gpu_memory_peak_}) {
+  for (const auto* family :
+       {&loss_, &learning_rate_, &tokens_per_second_, &step_seconds_, &checkpoint_time_,
+        &validation_loss_, &gpu_memory_peak_, gpu_.memory_used, gpu_.memory_total,
+        gpu_.utilization, gpu_.power, gpu_.temperature}) {
     const std::string& name = family->GetName();
     bool present = false;
     for (const auto& collected : families) present = present || collected.name == name;
@@ -79,6 +97,32 @@ std::string ServiceMetrics::Serialize() const {
     }
   }
   return out.str();
+}
+
+void ServiceMetrics::AddScrapeHook(std::function<void()> hook) {
+  absl::MutexLock lock(&mu_);
+  scrape_hooks_.push_back(std::move(hook));
+}
+
+void ServiceMetrics::SetGpuSamples(const std::vector<GpuSample>& samples) {
+  absl::MutexLock lock(&mu_);
+  // Re-added from the samples each time, so a GPU that is gone (or a
+  // quantity no longer reported) leaves no stale series behind.
+  for (auto [family, series] : gpu_series_) family->Remove(series);
+  gpu_series_.clear();
+  for (const GpuSample& sample : samples) {
+    const prometheus::Labels labels = {{"gpu", absl::StrCat(sample.index)}, {"name", sample.name}};
+    for (auto [family, value] : {std::pair{gpu_.memory_used, sample.memory_used_bytes},
+                                 {gpu_.memory_total, sample.memory_total_bytes},
+                                 {gpu_.utilization, sample.utilization_ratio},
+                                 {gpu_.power, sample.power_watts},
+                                 {gpu_.temperature, sample.temperature_celsius}}) {
+      if (!value.has_value()) continue;
+      prometheus::Gauge& gauge = family->Add(labels);
+      gauge.Set(*value);
+      gpu_series_.emplace_back(family, &gauge);
+    }
+  }
 }
 
 void ServiceMetrics::SetJobCounts(const std::map<rigtune::v1::Job::State, int>& counts) {

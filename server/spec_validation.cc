@@ -1,5 +1,6 @@
 #include "server/spec_validation.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <initializer_list>
 #include <regex>
@@ -7,6 +8,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "server/model_folder.h"
 
 namespace rigtune::server {
 
@@ -45,6 +47,19 @@ absl::Status CheckExists(const std::string& field, const std::string& path) {
   std::error_code error;
   if (fs::exists(path, error)) return absl::OkStatus();
   return Bad(field, absl::StrCat(path, " does not exist"));
+}
+
+// The dataset is one file (JSON Lines or JSON); a folder or a device is a
+// mistake the worker would only report as an empty dataset.
+absl::Status CheckRegularFile(const std::string& field, const std::string& path) {
+  if (absl::Status s = CheckExists(field, path); !s.ok()) return s;
+  std::error_code error;
+  if (fs::is_directory(path, error)) {
+    return Bad(field, absl::StrCat(path, " is a folder; give the dataset file itself "
+                                         "(.jsonl or .json)"));
+  }
+  if (!fs::is_regular_file(path, error)) return Bad(field, absl::StrCat(path, " is not a file"));
+  return absl::OkStatus();
 }
 
 absl::Status ValidateHyperparameters(const rigtune::v1::JobSpec& spec) {
@@ -150,7 +165,7 @@ absl::Status ValidatePaths(const rigtune::v1::JobSpec& spec, const PathRoots& ro
         !s.ok()) {
       return s;
     }
-    if (absl::Status s = CheckExists("spec.dataset.path", dataset); !s.ok()) return s;
+    if (absl::Status s = CheckRegularFile("spec.dataset.path", dataset); !s.ok()) return s;
   }
   if (!spec.output_dir().empty()) {
     return CheckUnderRoots("spec.output_dir", spec.output_dir(), roots.output, "output");
@@ -186,7 +201,9 @@ absl::Status ValidateValidationData(const rigtune::v1::JobSpec& spec, const Path
         !s.ok()) {
       return s;
     }
-    if (absl::Status s = CheckExists("spec.dataset.validation_path", path); !s.ok()) return s;
+    if (absl::Status s = CheckRegularFile("spec.dataset.validation_path", path); !s.ok()) {
+      return s;
+    }
   }
   if (absl::Status s = InRange<int64_t>("spec.train.eval_every_steps", train.has_eval_every_steps(),
                                         train.eval_every_steps(), 0, 100'000'000);
@@ -203,6 +220,23 @@ absl::Status ValidateValidationData(const rigtune::v1::JobSpec& spec, const Path
     return Bad("spec.train.early_stopping_patience",
                "needs validation data: set dataset.validation_path or "
                "dataset.validation_fraction");
+  }
+  return absl::OkStatus();
+}
+
+// Last, as it reads files: the model's config and tokenizer parse and the
+// LoRA targets are modules of its architecture.
+absl::Status ValidateModel(const rigtune::v1::JobSpec& spec) {
+  absl::StatusOr<ModelInfo> model = InspectModel(spec.model(), !spec.dataset().path().empty());
+  if (!model.ok()) return model.status();
+  const auto& targets = spec.lora().target_modules();
+  for (int i = 0; i < targets.size(); ++i) {
+    if (std::find(model->modules.begin(), model->modules.end(), targets[i]) ==
+        model->modules.end()) {
+      return Bad(absl::StrCat("spec.lora.target_modules[", i, "]"),
+                 absl::StrCat("'", targets[i], "' is not a module of ", model->architecture,
+                              " (its modules: ", absl::StrJoin(model->modules, ", "), ")"));
+    }
   }
   return absl::OkStatus();
 }
@@ -236,7 +270,8 @@ absl::Status ValidateJobSpec(const rigtune::v1::JobSpec& spec, const SpecLimits&
   if (absl::Status s = ValidatePaths(spec, limits.roots); !s.ok()) return s;
   if (absl::Status s = ValidateHyperparameters(spec); !s.ok()) return s;
   if (absl::Status s = ValidateValidationData(spec, limits.roots); !s.ok()) return s;
-  return ValidateScheduling(spec, limits);
+  if (absl::Status s = ValidateScheduling(spec, limits); !s.ok()) return s;
+  return ValidateModel(spec);
 }
 
 }  // namespace rigtune::server

@@ -2,6 +2,8 @@
 // request fails with INVALID_ARGUMENT naming the first bad field, e.g.
 //   "spec.lora.r: must be in [1, 1024], got 0"
 //   "spec.dataset.path: /etc/passwd is outside the data roots (/srv/data)"
+//   "spec.lora.target_modules[0]: 'nonexistent_proj' is not a module of
+//    LlamaForCausalLM (its modules: q_proj, ...)"
 // and nothing is stored.
 #ifndef RIGTUNE_SERVER_SPEC_VALIDATION_H_
 #define RIGTUNE_SERVER_SPEC_VALIDATION_H_

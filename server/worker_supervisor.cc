@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -11,7 +12,10 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 
 extern char** environ;
 
@@ -44,14 +48,51 @@ std::vector<char*> CStrings(std::vector<std::string>& strings) {
   return pointers;
 }
 
-std::string DescribeExit(int rank, int status, const std::string& log_path) {
+constexpr char kHeaderPrefix[] = "=== rigtune: job ";
+constexpr char kReasonPrefix[] = "rigtune-worker: ";
+
+std::string DescribeExit(int rank, int status, const std::string& log_path,
+                         const std::string& reason) {
   std::string what = WIFSIGNALED(status)
                          ? absl::StrCat("was killed by signal ", WTERMSIG(status))
                          : absl::StrCat("exited with status ", WEXITSTATUS(status));
+  if (!reason.empty()) absl::StrAppend(&what, ": ", reason);
   return absl::StrCat("rank ", rank, " ", what, " (log: ", log_path, ")");
 }
 
+// 126/127: the worker binary could not be executed; kWorkerExitBadJob: the
+// worker found the job itself at fault.
+bool Retryable(int status) {
+  if (!WIFEXITED(status)) return true;
+  const int code = WEXITSTATUS(status);
+  return code != kWorkerExitBadJob && code != 126 && code != 127;
+}
+
 }  // namespace
+
+std::string ReadWorkerReason(const std::string& log_path) {
+  constexpr off_t kTail = 64 * 1024;
+  int fd = open(log_path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return "";
+  struct stat st {};
+  std::string text;
+  if (fstat(fd, &st) == 0) {
+    const off_t start = st.st_size > kTail ? st.st_size - kTail : 0;
+    text.resize(static_cast<size_t>(st.st_size - start));
+    ssize_t got = pread(fd, text.data(), text.size(), start);
+    text.resize(got > 0 ? static_cast<size_t>(got) : 0);
+  }
+  close(fd);
+  std::string reason;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    if (absl::StartsWith(line, kHeaderPrefix)) reason.clear();
+    if (absl::StartsWith(line, kReasonPrefix)) {
+      reason = std::string(absl::StripAsciiWhitespace(line.substr(sizeof(kReasonPrefix) - 1)));
+    }
+  }
+  if (reason.size() > 2048) reason.resize(2048);
+  return reason;
+}
 
 WorkerSupervisor::~WorkerSupervisor() {
   absl::MutexLock lock(&mu_);
@@ -88,11 +129,12 @@ absl::Status WorkerSupervisor::Launch(const GroupLaunch& launch) {
       for (Rank& started : group.ranks) waitpid(started.pid, nullptr, 0);
       return absl::InternalError(error);
     }
-    std::string header = absl::StrCat("=== rigtune: job ", launch.job_id, " attempt ",
+    std::string header = absl::StrCat(kHeaderPrefix, launch.job_id, " attempt ",
                                       launch.attempt, " rank ", rank.rank, ": ",
                                       absl::StrJoin(argv_strings, " "), "\n");
     (void)!write(log_fd, header.data(), header.size());
-    static constexpr char kExecFailed[] = "rigtune: exec of the worker failed\n";
+    static constexpr char kExecFailed[] =
+        "rigtune-worker: the worker binary could not be executed (check worker_binary)\n";
     pid_t pid = fork();
     if (pid == 0) {
       setpgid(0, 0);
@@ -166,8 +208,12 @@ std::vector<GroupExit> WorkerSupervisor::Poll(absl::Time now) {
       if (failed && !group.failed) {
         group.failed = true;
         group.failed_rank = rank.rank;
+        std::string reason;
+        if (reaped > 0 && WIFEXITED(status)) reason = ReadWorkerReason(rank.log_path);
+        group.has_reason = !reason.empty();
+        group.retryable = reaped < 0 || Retryable(status);
         group.failure = reaped < 0 ? absl::StrCat("rank ", rank.rank, " vanished")
-                                   : DescribeExit(rank.rank, status, rank.log_path);
+                                   : DescribeExit(rank.rank, status, rank.log_path, reason);
         SignalLocked(group, SIGTERM);
         group.kill_at = std::min(group.kill_at, now + grace_);
       }
@@ -179,7 +225,8 @@ std::vector<GroupExit> WorkerSupervisor::Poll(absl::Time now) {
       ++it;
       continue;
     }
-    exits.push_back({it->first, group.attempt, !group.failed, group.failed_rank, group.failure});
+    exits.push_back({it->first, group.attempt, !group.failed, group.failed_rank, group.failure,
+                     group.has_reason, group.retryable});
     it = groups_.erase(it);
   }
   return exits;

@@ -7,6 +7,12 @@
 // signal) the rest of its group is torn down: SIGTERM now, SIGKILL after the
 // grace period. Stop() does the same on request (pause, cancel, shutdown).
 //
+// A failed rank's own reason is the last "rigtune-worker: " line of its
+// log since this attempt's header (see Note [Final reason line] in
+// worker/main.cc); it goes into GroupExit::failure. A rank that exits with
+// kWorkerExitBadJob (the job cannot run as given) or cannot be executed
+// makes the exit not retryable.
+//
 // Workers get PR_SET_PDEATHSIG(SIGTERM): if the daemon dies, even by
 // SIGKILL, they checkpoint and exit instead of training unsupervised.
 // Note [Fork thread]: the death signal follows the thread that forked, so
@@ -29,6 +35,10 @@
 
 namespace rigtune::server {
 
+// rigtune-worker's exit status for "the job cannot run as given" (bad
+// config, model or data): relaunching would fail the same way.
+inline constexpr int kWorkerExitBadJob = 2;
+
 struct RankLaunch {
   int rank = 0;
   std::vector<std::string> env;  // KEY=VALUE, on top of the group's env
@@ -49,8 +59,17 @@ struct GroupExit {
   int attempt = 0;
   bool ok = false;        // every rank exited with status 0
   int failed_rank = -1;   // the first rank that failed
-  std::string failure;    // e.g. "rank 1 was killed by signal 9 (log: /var/...)"
+  // e.g. "rank 1 was killed by signal 9 (log: /var/...)" or
+  // "rank 0 exited with status 2: dataset.path: ... (log: /var/...)".
+  std::string failure;
+  bool has_reason = false;  // failure includes the rank's own reason line
+  bool retryable = true;    // false: a relaunch would fail the same way
 };
+
+// The worker's one-line reason in the log at `log_path`: the last line
+// starting with "rigtune-worker: " after the last attempt header, without
+// that prefix; empty when there is none. Reads at most the last 64 KiB.
+std::string ReadWorkerReason(const std::string& log_path);
 
 class WorkerSupervisor {
  public:
@@ -90,6 +109,8 @@ class WorkerSupervisor {
     bool failed = false;
     int failed_rank = -1;
     std::string failure;
+    bool has_reason = false;
+    bool retryable = true;
     absl::Time kill_at = absl::InfiniteFuture();
   };
 

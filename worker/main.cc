@@ -11,8 +11,15 @@
 // boundary with a checkpoint. SIGTERM and SIGINT do the same.
 //
 // Exit status: 0 the run finished or stopped cleanly on request; 1 the run
-// failed; 2 bad usage or job file; 3 the coordinator could not be reached or
-// refused this rank.
+// failed in a way a relaunch may fix (a lost peer, out of memory, a crash
+// in LibTorch); 2 the job cannot run as given (bad usage, job file, config,
+// model or data: a relaunch fails the same way, so rigtuned does not retry);
+// 3 the coordinator could not be reached or refused this rank.
+//
+// Note [Final reason line]: whatever ends the run with a non-zero status,
+// the last line this process writes that starts with "rigtune-worker: " is
+// its one-line reason. rigtuned reads it back from the rank's log into the
+// job's error, also for failures before the coordinator link is up.
 //
 // Note [Two protobufs]: this file sees LibTorch (through the engine) but no
 // generated protobuf code; the coordinator link hides it behind
@@ -34,9 +41,37 @@
 
 namespace {
 
+constexpr int kExitFailed = 1;
+constexpr int kExitBadJob = 2;
+constexpr int kExitNoCoordinator = 3;
+
 std::atomic<bool> g_stop_signal{false};
 
 void OnStopSignal(int) { g_stop_signal = true; }
+
+// A status from a check of the job itself (config, model, data,
+// checkpoint) fails again on every relaunch; anything else may not.
+int ExitStatusFor(const absl::Status& status) {
+  switch (status.code()) {
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kNotFound:
+    case absl::StatusCode::kFailedPrecondition:
+    case absl::StatusCode::kOutOfRange:
+    case absl::StatusCode::kDataLoss:
+    case absl::StatusCode::kUnimplemented:
+    case absl::StatusCode::kPermissionDenied:
+      return kExitBadJob;
+    default:
+      return kExitFailed;
+  }
+}
+
+// The final reason line, see Note [Final reason line].
+void PrintReason(const absl::Status& status) {
+  std::fflush(stdout);
+  std::fprintf(stderr, "rigtune-worker: %s\n", std::string(status.message()).c_str());
+  std::fflush(stderr);
+}
 
 struct Args {
   std::string job_file;
@@ -54,12 +89,12 @@ void Usage() {
                "  --job-id ID         the job's id (default: the job file's, or $RIGTUNE_JOB_ID)\n");
 }
 
-bool ParseArgs(int argc, char** argv, Args& args) {
+absl::Status ParseArgs(int argc, char** argv, Args& args) {
   if (const char* env = std::getenv("RIGTUNE_COORDINATOR")) args.coordinator = env;
   for (int i = 1; i < argc; ++i) {
     std::string flag = argv[i];
-    if (flag == "--help" || flag == "-h") return false;
-    if (i + 1 >= argc) return false;
+    if (flag == "--help" || flag == "-h") return absl::CancelledError("help");
+    if (i + 1 >= argc) return absl::InvalidArgumentError(flag + ": needs a value");
     if (flag == "--job") {
       args.job_file = argv[++i];
     } else if (flag == "--coordinator") {
@@ -67,11 +102,11 @@ bool ParseArgs(int argc, char** argv, Args& args) {
     } else if (flag == "--job-id") {
       args.job_id = argv[++i];
     } else {
-      std::fprintf(stderr, "rigtune-worker: unknown flag %s\n", flag.c_str());
-      return false;
+      return absl::InvalidArgumentError("unknown flag " + flag);
     }
   }
-  return !args.job_file.empty();
+  if (args.job_file.empty()) return absl::InvalidArgumentError("--job FILE is required");
+  return absl::OkStatus();
 }
 
 // `rigtune-worker merge ...`: merges an adapter into its base model (merge.h),
@@ -123,9 +158,11 @@ int Merge(int argc, char** argv) {
 int main(int argc, char** argv) {
   if (argc > 1 && std::strcmp(argv[1], "merge") == 0) return Merge(argc, argv);
   Args args;
-  if (!ParseArgs(argc, argv, args)) {
+  if (absl::Status parsed = ParseArgs(argc, argv, args); !parsed.ok()) {
     Usage();
-    return 2;
+    if (absl::IsCancelled(parsed)) return 0;
+    PrintReason(parsed);
+    return kExitBadJob;
   }
   struct sigaction action {};
   action.sa_handler = OnStopSignal;
@@ -134,8 +171,8 @@ int main(int argc, char** argv) {
 
   absl::StatusOr<rigtune::train::JobConfig> config = rigtune::train::LoadJobConfig(args.job_file);
   if (!config.ok()) {
-    std::fprintf(stderr, "rigtune-worker: %s\n", std::string(config.status().message()).c_str());
-    return 2;
+    PrintReason(config.status());
+    return kExitBadJob;
   }
   rigtune::worker::LinkIdentity identity = rigtune::worker::LinkIdentityFromEnv();
   if (!args.job_id.empty()) config->job_id = args.job_id;
@@ -149,9 +186,8 @@ int main(int argc, char** argv) {
     auto connected = rigtune::worker::CoordinatorLink::Connect(args.coordinator, identity,
                                                                token ? token : "");
     if (!connected.ok()) {
-      std::fprintf(stderr, "rigtune-worker: %s\n",
-                   std::string(connected.status().message()).c_str());
-      return 3;
+      PrintReason(connected.status());
+      return kExitNoCoordinator;
     }
     link = *std::move(connected);
   }
@@ -193,20 +229,21 @@ int main(int argc, char** argv) {
 
   absl::StatusOr<rigtune::train::RunResult> result = rigtune::train::RunJob(*config, callbacks);
   if (result.ok()) {
-    std::printf("%s after %lld steps, %lld tokens, final loss %.4f; adapter: %s\n",
+    std::printf("%s after %lld steps, %lld tokens, final loss %.4f; %s%s\n",
                 result->stopped_early ? "stopped" : "finished",
                 static_cast<long long>(result->steps),
                 static_cast<long long>(result->tokens_trained), result->final_loss,
+                result->stopped_early ? "state in the latest checkpoint" : "adapter: ",
                 result->adapter_path.c_str());
-  } else {
-    std::fprintf(stderr, "rigtune-worker: %s\n", result.status().ToString().c_str());
   }
   std::fflush(stdout);
   if (link) {
     if (absl::Status s = link->Finish(result); !s.ok()) {
-      std::fprintf(stderr, "rigtune-worker: %s\n", std::string(s.message()).c_str());
-      return 3;
+      PrintReason(result.ok() ? s : result.status());
+      return result.ok() ? kExitNoCoordinator : ExitStatusFor(result.status());
     }
   }
-  return result.ok() ? 0 : 1;
+  if (result.ok()) return 0;
+  PrintReason(result.status());
+  return ExitStatusFor(result.status());
 }

@@ -5,7 +5,8 @@ bf16 base weights, LoRA r=64 on all linears, SDPA attention, AdamW.
     hf_peft_bench.py --shape llama2-7b --batch 4 --seq 2048 --steps 6 [--no-checkpointing]
 
 Random weights of the named shape (no download). The first step is a warm-up.
-Prints one markdown row: | shape | batch x seq | ckpt | tok/s | step s | peak alloc GiB |
+Prints one markdown row: | system | shape | batch x seq | ckpt | tok/s | step s | peak alloc GiB |
+(qlora_peer_bench.py reuses SHAPES and train_and_report for the 4-bit peers.)
 """
 import argparse
 import time
@@ -43,8 +44,16 @@ def main():
         model.enable_input_require_grads()
     model = get_peft_model(model, LoraConfig(r=64, lora_alpha=16, lora_dropout=0.0,
                                              target_modules="all-linear", task_type="CAUSAL_LM"))
+    train_and_report(model, "HF+PEFT bf16", args, config.vocab_size, ckpt)
+
+
+def train_and_report(model, system, args, vocab_size, ckpt):
+    """AdamW steps on random tokens; prints the markdown row (first step = warm-up)."""
+    # from_pretrained returns the model in eval mode, where transformers (and
+    # Unsloth) skip gradient checkpointing: train as a Trainer would.
+    model.train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    ids = torch.randint(0, config.vocab_size, (args.batch, args.seq), device="cuda")
+    ids = torch.randint(0, vocab_size, (args.batch, args.seq), device="cuda")
     times = []
     torch.cuda.reset_peak_memory_stats()
     for step in range(args.steps):
@@ -59,8 +68,8 @@ def main():
         print(f"step {step + 1} loss {loss.item():.4f} {times[-1]:.3f} s", flush=True)
     step_s = sum(times[1:]) / len(times[1:])
     peak = torch.cuda.max_memory_allocated() / 2**30
-    print(f"| HF+PEFT {args.shape} | {args.batch} x {args.seq} | {'on' if ckpt else 'off'} | "
-          f"{args.batch * args.seq / step_s:.0f} | {step_s:.3f} | {peak:.2f} |")
+    print(f"| {system} | {args.shape} | {args.batch} x {args.seq} | {'on' if ckpt else 'off'} | "
+          f"{args.batch * args.seq / step_s:.0f} | {step_s:.3f} | {peak:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

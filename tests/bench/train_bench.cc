@@ -3,14 +3,23 @@
 //   train_bench --model random:llama2-7b --batch 4 --seq 2048 --steps 6 [--r 64]
 //               [--no-checkpointing] [--dtype bf16] [--device cuda]
 //               [--sharding full_shard] [--cpu-offload] [--activation-offload]
-//               [--max-gpu-memory-gib 22] [--backend auto|nccl|gloo]
+//               [--offload-optimizer] [--max-gpu-memory-gib 22] [--backend auto|nccl|gloo]
+//               [--profile]
+//
+// RunJob refuses a configuration the memory planner says cannot fit its
+// card (the plan is logged first); RIGTUNE_IGNORE_MEMORY_PLAN=1 runs it anyway.
 //
 // Runs RunJob on synthetic tokens (so FSDP applies when launched with RANK /
 // WORLD_SIZE / MASTER_PORT per process). The first step is a warm-up and is
 // left out of the averages; the program exits after the last step, without
 // the final checkpoint and adapter export. Prints one markdown table row (under FSDP, one
 // per rank, its ranks column reading "2 (rank 1)"):
-//   | model | ranks | batch x seq | ckpt | offload | tok/s/GPU | step s | peak alloc GiB | peak reserved GiB |
+//   | model | ranks | batch x seq | ckpt | offload | tok/s/GPU | step s | peak alloc GiB | peak reserved GiB | load s | peak host RSS GiB |
+// (load s: from start to the end of the first step, less that step: model
+// loading or quantization, and data setup.)
+// --profile adds, after the row, a table of where the measured steps' time
+// went, phase by phase (CUDA events; see worker/profile/step_profiler.h).
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
@@ -18,6 +27,8 @@
 #include <vector>
 
 #include "absl/strings/str_format.h"
+#include "worker/train/device_memory.h"
+#include "worker/profile/step_profiler.h"
 #include "worker/train/run_job.h"
 
 namespace {
@@ -42,7 +53,11 @@ int main(int argc, char** argv) {
   if (Flag(argc, argv, "--help")) {
     std::cout << "usage: train_bench --model random:<shape> [--batch N] [--seq N] [--steps N] "
                  "[--r N] [--no-checkpointing] [--dtype bf16|fp32] [--device cuda|cpu] "
-                 "[--sharding S] [--cpu-offload] [--activation-offload] [--max-gpu-memory-gib G] [--backend auto|nccl|gloo]\n";
+                 "[--sharding S] [--cpu-offload] [--activation-offload] [--offload-optimizer] "
+                 "[--max-gpu-memory-gib G] [--backend auto|nccl|gloo] [--profile]\n"
+                 "  --profile  also print the time per phase of the measured steps (GPU time from\n"
+                 "             CUDA events: dequantize, base GEMMs, LoRA, attention, norms/RoPE/\n"
+                 "             SwiGLU/residual, loss, optimizer; recompute envelopes)\n";
     return 0;
   }
   rigtune::train::JobConfig c;
@@ -61,23 +76,36 @@ int main(int argc, char** argv) {
   c.dist.sharding = Arg(argc, argv, "--sharding", "full_shard");
   c.dist.cpu_offload = Flag(argc, argv, "--cpu-offload");
   c.dist.activation_offload = Flag(argc, argv, "--activation-offload");
+  c.dist.offload_optimizer = Flag(argc, argv, "--offload-optimizer");
   c.dist.backend = Arg(argc, argv, "--backend", "auto");
   c.dist.max_gpu_memory_gib = std::atof(Arg(argc, argv, "--max-gpu-memory-gib", "0"));
   const int world = std::atoi(std::getenv("WORLD_SIZE") ? std::getenv("WORLD_SIZE") : "1");
   const int rank = std::atoi(std::getenv("RANK") ? std::getenv("RANK") : "0");
+  const bool profile = Flag(argc, argv, "--profile");
+  auto& profiler = rigtune::profile::StepProfiler::Get();
+  rigtune::profile::StepProfiler::SetEnabled(profile);
 
-  double seconds = 0, tokens = 0;
+  const auto start = std::chrono::steady_clock::now();
+  double seconds = 0, tokens = 0, load_seconds = 0;
   int64_t peak = 0, reserved = 0, measured = 0;
   auto print_row = [&] {
     if (measured == 0) return;
     const std::string ranks = world == 1 ? "1" : absl::StrFormat("%d (rank %d)", world, rank);
+    std::string offload = c.dist.cpu_offload ? (c.dist.activation_offload ? "weights+act" : "weights")
+                                             : (c.dist.activation_offload ? "act" : "off");
+    if (c.dist.offload_optimizer) offload += "+optim";
     std::cout << absl::StrFormat(
-        "| %s | %s | %d x %d | %s | %s | %.0f | %.3f | %.2f | %.2f |\n", c.model, ranks,
-        c.train.batch_size, c.train.context_length, c.train.activation_checkpointing ? "on" : "off",
-        c.dist.cpu_offload ? (c.dist.activation_offload ? "weights+act" : "weights")
-                           : (c.dist.activation_offload ? "act" : "off"),
+        "| %s | %s | %d x %d | %s | %s | %.0f | %.3f | %.2f | %.2f | %.1f | %.2f |\n", c.model,
+        ranks, c.train.batch_size, c.train.context_length,
+        c.train.activation_checkpointing ? "on" : "off", offload,
         tokens / seconds / world, seconds / measured,  // m.tokens counts every rank
-        peak / double(1 << 30), reserved / double(1 << 30));
+        peak / double(1 << 30), reserved / double(1 << 30), load_seconds,
+        rigtune::train::PeakHostRssBytes() / double(1 << 30));
+    if (profile) {
+      std::cout << absl::StrFormat("\nTime per phase, %s, %d x %d, mean of %d steps:\n\n",
+                                   c.model, c.train.batch_size, c.train.context_length, measured)
+                << profiler.Table(1000.0 * seconds / measured, measured) << "\n";
+    }
     std::cout.flush();
   };
   rigtune::train::RunCallbacks cb;
@@ -88,6 +116,13 @@ int main(int argc, char** argv) {
                                  rank, m.step, m.total_steps, m.loss, m.tokens_per_second,
                                  m.step_seconds, m.gpu_memory_peak_bytes / double(1 << 30),
                                  m.gpu_memory_reserved_bytes / double(1 << 30));
+    if (profile && !profiler.Collect()) std::cerr << "profile: reading CUDA events failed\n";
+    if (m.step == 1) profiler.Reset();  // the warm-up step is not measured
+    if (m.step == 1) {
+      load_seconds =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() -
+          m.step_seconds;
+    }
     peak = std::max(peak, m.gpu_memory_peak_bytes);
     reserved = std::max(reserved, m.gpu_memory_reserved_bytes);
     if (m.step > 1) {  // the first step is a warm-up

@@ -88,5 +88,34 @@ TEST(JobFileTest, UnreadableOrMalformedFilesNameTheFile) {
   EXPECT_FALSE(LoadJobFile(list.string()).ok());
 }
 
+TEST(JobFileTest, YamlAliasBombIsRefusedNamingTheFile) {
+  // Nine levels of ten aliases each name 10^9 strings in under 1 KB.
+  std::string yaml = "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n";
+  for (int i = 1; i <= 9; ++i) {
+    const std::string prev = "*a" + std::to_string(i - 1);
+    yaml += "a" + std::to_string(i) + ": &a" + std::to_string(i) + " [";
+    for (int k = 0; k < 10; ++k) yaml += (k ? ", " : "") + prev;
+    yaml += "]\n";
+  }
+  yaml += "model: random:tiny\n";
+  fs::path file = Write("bomb.yaml", yaml);
+  auto json = LoadJobFile(file.string());
+  ASSERT_FALSE(json.ok());
+  EXPECT_EQ(json.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(json.status().message().find(file.string() + ": expands to more than 100000 values"),
+            std::string::npos)
+      << json.status();
+}
+
+TEST(JobFileTest, AliasesWithinTheBudgetStillWork) {
+  fs::path file = Write("alias.yaml",
+                        "lora: {target_modules: &mods [q_proj, v_proj]}\n"
+                        "labels: {a: &v x}\n"
+                        "x-copy: *mods\n");
+  auto json = LoadJobFile(file.string());
+  ASSERT_TRUE(json.ok()) << json.status();
+  EXPECT_EQ((*json)["x-copy"], (*json)["lora"]["target_modules"]);
+}
+
 }  // namespace
 }  // namespace rigtune::client

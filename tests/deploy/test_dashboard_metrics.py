@@ -10,9 +10,12 @@ from conftest import SOURCE, http_json, http_text
 
 # Names in PromQL; "$rigtune_job" is a dashboard variable, not a metric.
 METRIC = re.compile(r"(?<![$\w])rigtune_[a-z0-9_]+\b")
-# Series that only a GPU rank reports; without GPUs they must still be
-# declared (# HELP / # TYPE), see Note [Declared empty families].
-GPU_ONLY = {"rigtune_gpu_memory_peak_bytes"}
+# Series that only a GPU rank or NVML reports; without GPUs they must still
+# be declared (# HELP / # TYPE), see Note [Declared empty families].
+NVML = {"rigtune_gpu_memory_used_bytes", "rigtune_gpu_memory_total_bytes",
+        "rigtune_gpu_utilization_ratio", "rigtune_gpu_power_watts",
+        "rigtune_gpu_temperature_celsius"}
+GPU_ONLY = {"rigtune_gpu_memory_peak_bytes"} | NVML
 # Sampled once the job reports a checkpoint; declared before that.
 AFTER_CHECKPOINT = {"rigtune_checkpoint_timestamp_seconds"}
 # Sampled only for jobs with validation data (the demo job has none).
@@ -37,6 +40,16 @@ def queried_names():
 def test_queries_name_metrics():
     names = queried_names()
     assert {"rigtune_jobs", "rigtune_job_train_loss", "rigtune_gpu_memory_peak_bytes"} <= names
+    assert NVML <= names, f"the dashboard does not chart {sorted(NVML - names)}"
+
+
+def test_gpu_memory_alert_is_a_ratio_to_the_cards_capacity():
+    rules = yaml.safe_load(open(os.path.join(SOURCE, "deploy", "prometheus", "rigtune_rules.yml")))
+    alert = next(rule for group in rules["groups"] for rule in group["rules"]
+                 if rule.get("alert") == "RigtuneGpuMemoryNearCap")
+    expr = " ".join(alert["expr"].split())
+    assert "rigtune_gpu_memory_used_bytes / rigtune_gpu_memory_total_bytes >" in expr, expr
+    assert "1024" not in expr, f"a fixed byte threshold: {expr}"
 
 
 def test_every_queried_metric_is_served(daemon, demo_model):

@@ -30,8 +30,10 @@ class DaemonE2ETest : public ::testing::Test {
     rigtune::testing::ClearFakeWorkerKnobs();
   }
 
-  void StartDaemon(const std::string& worker = RIGTUNE_FAKE_WORKER) {
-    daemon_ = std::make_unique<DaemonProcess>((dir_ / "state").string(), worker);
+  void StartDaemon(const std::string& worker = RIGTUNE_FAKE_WORKER,
+                   std::vector<std::string> extra_args = {}) {
+    daemon_ = std::make_unique<DaemonProcess>((dir_ / "state").string(), worker,
+                                              std::move(extra_args));
     ASSERT_TRUE(daemon_->Start()) << daemon_->Log();
     http_ = std::make_unique<httplib::Client>("127.0.0.1", daemon_->http_port());
     http_->set_read_timeout(300, 0);
@@ -119,7 +121,7 @@ TEST_F(DaemonE2ETest, SubmitAndWatchToSuccessThroughCliRestAndMetrics) {
   EXPECT_EQ(job["result"]["steps"], "6");  // the flag overrode the file
   EXPECT_EQ(RunCli(daemon_->grpc_address(), "show " + id).exit_code, 0);
   CliResult checkpoints = RunCli(daemon_->grpc_address(), "checkpoints " + id);
-  EXPECT_NE(checkpoints.output.find("checkpoint-6"), std::string::npos) << checkpoints.output;
+  EXPECT_NE(checkpoints.output.find("step-6"), std::string::npos) << checkpoints.output;
   CliResult logs = RunCli(daemon_->grpc_address(), "logs " + id);
   EXPECT_NE(logs.output.find("fake engine"), std::string::npos) << logs.output;
   CliResult list = RunCli(daemon_->grpc_address(), "list --label suite=e2e --json");
@@ -166,7 +168,7 @@ TEST_F(DaemonE2ETest, KilledWorkerIsRetriedFromItsCheckpoint) {
                              ? event["state_change"].value("reason", "")
                              : "";
     if (reason.find("killed by signal 9") != std::string::npos &&
-        reason.find("checkpoint-") != std::string::npos) {
+        reason.find("checkpoints/step-") != std::string::npos) {
       from_checkpoint = true;
     }
   }
@@ -193,11 +195,19 @@ TEST_F(DaemonE2ETest, KilledDaemonResumesTheJobOnRestart) {
   EXPECT_EQ(job["state"], "SUCCEEDED");
   EXPECT_EQ(job["result"]["steps"], "20");
   bool resumed = false;
+  int64_t last_step = 0;
   for (const auto& event : AllEvents(id)) {
     if (event.contains("state_change") &&
         event["state_change"].value("reason", "").find("rigtuned restarted; resuming from") !=
             std::string::npos) {
       resumed = true;
+    }
+    // The checkpoint the worker wrote on its way out was adopted: no step
+    // was trained (and reported) twice.
+    if (event.contains("metrics")) {
+      const int64_t step = std::stoll(event["metrics"].value("step", "0"));
+      EXPECT_GT(step, last_step) << event.dump();
+      last_step = step;
     }
   }
   EXPECT_TRUE(resumed);
@@ -219,6 +229,38 @@ TEST_F(DaemonE2ETest, SigtermCheckpointsWorkersAndTheNextStartFinishesTheJob) {
   EXPECT_EQ(job["result"]["steps"], "30");
   EXPECT_EQ(job.value("restarts", 0), 0);
   AllEvents(id);
+}
+
+// The daemon manages one (pretend) 24 GB GPU; the fake worker never runs.
+TEST_F(DaemonE2ETest, JobThatCannotFitIsRefusedAtSubmissionWithThePlannersMessage) {
+  StartDaemon(RIGTUNE_FAKE_WORKER, {"--gpus", "0", "--gpu-memory-gib", "24"});
+  CliResult card = RunCli(daemon_->grpc_address(), "submit --model random:llama2-70b --gpus 1");
+  EXPECT_EQ(card.exit_code, 5) << card.output;  // INVALID_ARGUMENT
+  EXPECT_NE(card.output.find("does not fit: needs 48.34 GiB per GPU, 22.00 GiB available (a 24 "
+                             "GiB card less 2 GiB for the CUDA context)"),
+            std::string::npos)
+      << card.output;
+  EXPECT_NE(card.output.find("would fit: dist.cpu_offload=true (14.30 GiB)"),
+            std::string::npos)
+      << card.output;
+  CliResult capped = RunCli(daemon_->grpc_address(),
+                            "submit --model random:llama2-13b --gpus 1 "
+                            "--set train.batch_size=2 --set train.context_length=2048 "
+                            "--set dist.max_gpu_memory_gib=8");
+  EXPECT_EQ(capped.exit_code, 5) << capped.output;
+  EXPECT_NE(capped.output.find("needs 12.84 GiB per GPU, 8.00 GiB available "
+                               "(dist.max_gpu_memory_gib)"),
+            std::string::npos)
+      << capped.output;
+  CliResult list = RunCli(daemon_->grpc_address(), "list --json");
+  EXPECT_EQ(list.output.find("job-"), std::string::npos) << list.output;  // nothing stored
+  // The same job with the planner's settings is admitted.
+  CliResult fits = RunCli(daemon_->grpc_address(),
+                          "submit --json --model random:llama2-13b --gpus 1 "
+                          "--set train.batch_size=2 --set train.context_length=2048 "
+                          "--set dist.max_gpu_memory_gib=8 --set dist.cpu_offload=true "
+                          "--set train.max_steps=1");
+  EXPECT_EQ(fits.exit_code, 0) << fits.output;
 }
 
 TEST_F(DaemonE2ETest, NonLoopbackListenWithoutTokenIsRefused) {

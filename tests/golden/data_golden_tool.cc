@@ -9,6 +9,11 @@
 //   data_golden_tool chat MODEL_DIR IN.json OUT.json
 //     IN:  {"conversations": [[{"role": "user", "content": "..."}, ...]], "train_on_prompt": false}
 //     OUT: {"results": [{"text": "...", "ids": [...], "labels": [...]}] or {"error": "..."}}
+//   data_golden_tool template TEMPLATE.jinja IN.json OUT.json
+//     IN:  {"bos_token": "<s>", "eos_token": "</s>", "cases": [{"messages": [...],
+//           "tools": [...] or null, "add_generation_prompt": bool, "kwargs": {...}}]}
+//     OUT: {"results": [{"text": "...", "spans": [[begin, end], ...]} or {"error": "..."}]}
+//          (spans in bytes: what ChatTemplate marks as assistant-produced)
 //   data_golden_tool normalize NORMALIZER.json IN.json OUT.json
 //     NORMALIZER: a tokenizer.json "normalizer" section
 //     IN:  {"texts_hex": [...]}  (valid UTF-8)
@@ -62,7 +67,7 @@ int Tokenize(const Tokenizer& tok, const nlohmann::json& in, nlohmann::json* out
 }
 
 int Chat(const Tokenizer& tok, const nlohmann::json& in, nlohmann::json* out) {
-  auto chat = rigtune::data::ChatTemplate::Create(tok.config());
+  auto chat = rigtune::data::ChatTemplate::Create(tok.config(), {});
   if (!chat.ok()) return Fail(std::string(chat.status().message()));
   rigtune::data::EncodeOptions options;
   options.train_on_prompt = in.value("train_on_prompt", false);
@@ -71,7 +76,7 @@ int Chat(const Tokenizer& tok, const nlohmann::json& in, nlohmann::json* out) {
   for (const auto& conversation : in["conversations"]) {
     std::vector<rigtune::data::Message> messages;
     for (const auto& m : conversation) {
-      messages.push_back({m["role"].get<std::string>(), m["content"].get<std::string>()});
+      messages.push_back({m["role"].get<std::string>(), m["content"].get<std::string>(), {}});
     }
     nlohmann::json result;
     auto rendered = chat->Render(messages, /*add_generation_prompt=*/false);
@@ -85,6 +90,51 @@ int Chat(const Tokenizer& tok, const nlohmann::json& in, nlohmann::json* out) {
     result["text"] = rendered->text;
     result["ids"] = encoded->input_ids;
     result["labels"] = encoded->labels;
+    (*out)["results"].push_back(result);
+  }
+  return 0;
+}
+
+int RenderTemplates(const std::string& template_path, const nlohmann::ordered_json& in,
+                    nlohmann::json* out) {
+  std::ifstream file(template_path, std::ios::binary);
+  std::stringstream text;
+  text << file.rdbuf();
+  rigtune::data::TokenizerConfig config;
+  config.chat_template = text.str();
+  config.chat_template_source = template_path;
+  config.bos_token = in["bos_token"].get<std::string>();
+  config.eos_token = in["eos_token"].get<std::string>();
+  (*out)["results"] = nlohmann::json::array();
+  for (const auto& c : in["cases"]) {
+    nlohmann::json result;
+    rigtune::data::ChatTemplateOptions options;
+    options.variables = c["kwargs"];
+    auto chat = rigtune::data::ChatTemplate::Create(config, options);
+    if (!chat.ok()) {
+      result["error"] = std::string(chat.status().message());
+      (*out)["results"].push_back(result);
+      continue;
+    }
+    std::vector<rigtune::data::Message> messages;
+    for (const auto& m : c["messages"]) {
+      rigtune::data::Message message{m["role"].get<std::string>(), "", {}};
+      for (const auto& [key, value] : m.items()) {
+        if (key == "content" && value.is_string()) {
+          message.content = value.get<std::string>();
+        } else if (key != "role") {
+          message.extra[key] = value;
+        }
+      }
+      messages.push_back(std::move(message));
+    }
+    auto rendered = chat->Render(messages, c["add_generation_prompt"].get<bool>(), c["tools"]);
+    if (rendered.ok()) {
+      result["text"] = rendered->text;
+      result["spans"] = rendered->completion_spans;
+    } else {
+      result["error"] = std::string(rendered.status().message());
+    }
     (*out)["results"].push_back(result);
   }
   return 0;
@@ -113,9 +163,20 @@ int Normalize(const nlohmann::json& config, const nlohmann::json& in, nlohmann::
 
 int main(int argc, char** argv) {
   if (argc != 5) {
-    return Fail("usage: data_golden_tool tokenize|chat|normalize MODEL_DIR IN.json OUT.json");
+    return Fail("usage: data_golden_tool tokenize|chat|template|normalize MODEL_DIR IN.json OUT.json");
   }
   const std::string command = argv[1];
+  if (command == "template") {
+    nlohmann::json out = nlohmann::json::object();
+    std::ifstream in(argv[3]);
+    std::stringstream buffer;
+    buffer << in.rdbuf();
+    if (int rc = RenderTemplates(argv[2], nlohmann::ordered_json::parse(buffer.str()), &out); rc != 0) {
+      return rc;
+    }
+    std::ofstream(argv[4]) << out.dump();
+    return 0;
+  }
   if (command == "normalize") {
     nlohmann::json out = nlohmann::json::object();
     if (int rc = Normalize(ReadJson(argv[2]), ReadJson(argv[3]), &out); rc != 0) return rc;

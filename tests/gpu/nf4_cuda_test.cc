@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "kernels/nf4.h"
+#include "tests/gpu/skip_without_cuda.h"
 #include "worker/quant/nf4_tensor.h"
 
 #ifdef RIGTUNE_WITH_CUDA
@@ -16,21 +17,6 @@
 
 namespace rigtune {
 namespace {
-
-bool HaveCuda() {
-#ifdef RIGTUNE_WITH_CUDA
-  return at::cuda::is_available();
-#else
-  return false;
-#endif
-}
-
-#define SKIP_WITHOUT_CUDA()                                   \
-  do {                                                        \
-    if (!HaveCuda()) {                                        \
-      GTEST_SKIP() << "needs a CUDA device and a CUDA build"; \
-    }                                                         \
-  } while (0)
 
 at::Tensor HeavyTailed(int64_t n, at::ScalarType dtype, uint32_t seed) {
   std::mt19937 rng(seed);

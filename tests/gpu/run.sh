@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU checks and benchmarks, on a machine with NVIDIA GPUs.
 #
-#   tests/gpu/run.sh [STAGE...]      stages: build tests golden nf4 engine fit24 peer fsdp big1 daemon
+#   tests/gpu/run.sh [STAGE...]      stages: build tests golden nf4 engine fit24 peer profile fsdp big1
+#                                    stream70 daemon oom plan
 #                                    (default: build tests)
 #   BUILD_TARGETS="a b" tests/gpu/run.sh build ...   build only those targets
 #
@@ -62,12 +63,34 @@ for stage in "${stages[@]}"; do
           --max-gpu-memory-gib 22 >>"$OUT/fit24.md" 2>>"$OUT/fit24.log"
       done
       note "one GPU capped at 22 GiB:"; cat "$OUT/fit24.md" ;;
-    peer)
-      for shape in llama2-7b llama3-8b; do
+    peer)  # rigtune and its peers side by side, same shapes, same call (one process each)
+      if [ -f .device/peer-site.tgz ]; then  # bitsandbytes + Unsloth (../shared/device/README.md)
+        mkdir -p /tmp/peer-site && tar xzf .device/peer-site.tgz -C /tmp/peer-site
+        export PYTHONPATH=/tmp/peer-site${PYTHONPATH:+:$PYTHONPATH}
+      fi
+      echo "| system | shape | batch x seq | ckpt | tok/s | step s | peak alloc GiB |" >"$OUT/peer-bench.md"
+      echo "|---|---|---|---|---|---|---|" >>"$OUT/peer-bench.md"
+      for shape in ${PEER_SHAPES:-llama2-7b llama3-8b}; do
+        for flags in "" "--activation-offload"; do
+          "$BUILD/tests/bench/train_bench" --model random:$shape --batch 4 --seq 2048 --steps 6 \
+            $flags 2>>"$OUT/peer-bench.log" | awk -F' *[|] *' -v s=$shape -v f="$flags" '/^[|]/ {
+              printf "| rigtune %s | %s | %s | %s | %s | %s | %s |\n", f, s, $4, $5, $7, $8, $9 }' \
+            >>"$OUT/peer-bench.md"
+        done
+        for peer in unsloth hf-bnb; do
+          "$py" tests/bench/qlora_peer_bench.py --peer $peer --shape $shape --batch 4 --seq 2048 \
+            --steps 6 2>>"$OUT/peer-bench.log" | grep '^|' >>"$OUT/peer-bench.md" ||
+            echo "| $peer | $shape | failed: see peer-bench.log | | | | |" >>"$OUT/peer-bench.md"
+        done
         "$py" tests/bench/hf_peft_bench.py --shape $shape --batch 4 --seq 2048 --steps 6 \
           2>>"$OUT/peer-bench.log" | grep '^|' >>"$OUT/peer-bench.md"
       done
-      note "HF transformers + PEFT (1 GPU):"; cat "$OUT/peer-bench.md" ;;
+      rm -rf /tmp/peer-models  # the saved random models (~30 GB)
+      note "rigtune vs Unsloth vs HF+PEFT (+bitsandbytes NF4), 1 GPU:"; cat "$OUT/peer-bench.md" ;;
+    profile)  # where the 7B step's time goes, phase by phase (CUDA events)
+      "$BUILD/tests/bench/train_bench" --model random:llama2-7b --batch 4 --seq 2048 --steps 4 \
+        --profile >"$OUT/profile.md" 2>"$OUT/profile.log"
+      note "llama2-7b step profile (exit $?):"; cat "$OUT/profile.md" ;;
     fsdp)  # Llama-2-70B over two ranks; on a one-GPU machine both share it over Gloo
       backend=auto
       [ "$gpus" -lt 2 ] && backend=gloo
@@ -100,6 +123,25 @@ for stage in "${stages[@]}"; do
           >>"$OUT/big1.md" 2>>"$OUT/big1.log"
       done
       note "Llama-2-70B on one GPU, uncapped:"; cat "$OUT/big1.md" ;;
+    stream70)  # Llama-2-70B on ONE GPU capped at 22 GiB, streamed from host memory
+      bench() {  # one train_bench run; its table row to stream70.md
+        echo "# train_bench $*" >>"$OUT/stream70.log"
+        "$BUILD/tests/bench/train_bench" --seq 2048 "$@" >>"$OUT/stream70.md" 2>>"$OUT/stream70.log"
+      }
+      m=random:llama2-70b s=${STREAM_STEPS:-3}
+      streamed="--cpu-offload --activation-offload --offload-optimizer --max-gpu-memory-gib 22"
+      bench --model $m --batch 2 --steps $s $streamed   # (a) capped, streamed
+      bench --model $m --batch 2 --steps $s             # (b) uncapped, on the device
+      bench --model $m --batch 4 --steps $s $streamed   # capped, batch 4 (if it fits)
+      # Overlap: 7B at the same batch with and without streaming.
+      bench --model random:llama2-7b --batch 4 --steps 4
+      bench --model random:llama2-7b --batch 4 --steps 4 --cpu-offload --offload-optimizer
+      grep -hE "^# |model ready|host memory|step [0-9]|rank 0: [A-Z]" "$OUT/stream70.log" | tail -n 40
+      note "streaming (70B capped vs uncapped, batch 2; 70B batch 4 capped; 7B without/with):"
+      cat "$OUT/stream70.md"
+      awk -F'|' '$2 ~ /70b/ && $4 ~ /^ *2 x/ { if ($6 ~ /optim/) c = $7; else u = $7 }
+        END { if (u > 0) printf "70B batch 2, capped/uncapped tokens/s: %.0f%% (target >= 70%%)\n", 100 * c / u }' \
+        "$OUT/stream70.md" ;;
     daemon)  # one job through rigtuned on the GPU, its loss streamed to `rigtune watch`
       state=$(mktemp -d)
       "$BUILD/server/rigtuned" --state-dir "$state" --gpus auto --grpc-listen 127.0.0.1:50151 \
@@ -111,9 +153,33 @@ for stage in "${stages[@]}"; do
         --gpus 1 --output-dir "$state/out" --set train.context_length=2048 \
         --set train.batch_size=4 --max-steps 8 --watch >"$OUT/daemon-watch.txt" 2>&1
       note "daemon job: exit $? ($(tail -1 "$OUT/daemon-watch.txt"))"
-      curl -s 127.0.0.1:8181/metrics | grep -E '^rigtune_(job_train_loss|train_steps_total|gpu_memory_peak_bytes)' \
+      curl -s 127.0.0.1:8181/metrics | grep -E '^rigtune_(job_train_loss|train_steps_total|gpu_)' \
         >"$OUT/daemon-metrics.txt"
+      # NVML gauges: one series per GPU and quantity, next to nvidia-smi's view.
+      nvml=$(grep -c '^rigtune_gpu_memory_total_bytes{' "$OUT/daemon-metrics.txt")
+      note "NVML gauges: $nvml GPU(s) of $gpus in /metrics (want equal):"
+      grep -E '^rigtune_gpu_(memory_used|memory_total|utilization|power|temperature)' \
+        "$OUT/daemon-metrics.txt"
+      nvidia-smi --query-gpu=index,name,memory.used,memory.total,utilization.gpu,power.draw,temperature.gpu \
+        --format=csv
       kill $daemon; wait $daemon 2>/dev/null ;;
+    oom)  # a job under an impossible cap: FAILED with one line, no backtrace in its log
+      job=$(mktemp --suffix=.json)
+      printf '{"model": "random:llama2-7b", "output_dir": "%s", "train": {"batch_size": 4,
+        "context_length": 2048, "max_steps": 2}, "dist": {"max_gpu_memory_gib": 5}}' \
+        "$(mktemp -d)" >"$job"
+      RIGTUNE_IGNORE_MEMORY_PLAN=1 "$BUILD/worker/rigtune-worker" --job "$job" >"$OUT/oom.log" 2>&1
+      rc=$?
+      frames=$(grep -c "frame #" "$OUT/oom.log")
+      reason=$(grep "^rigtune-worker: " "$OUT/oom.log" | tail -1)
+      ok=no
+      [ $rc -eq 1 ] && [ "$frames" -eq 0 ] && [[ $reason == *"out of memory on cuda:0"* ]] && ok=yes
+      note "oom: $ok (exit $rc, $frames 'frame #' lines): $reason" ;;
+    plan)  # the planner's numbers next to measured peaks (docs/benchmarks.md)
+      "$BUILD/client/rigtune" plan --model random:llama3.1-8b --set train.batch_size=1 \
+        --set train.context_length=${LONG_CTX:-81920} --set lora.r=32 \
+        --set dist.max_gpu_memory_gib=22 --set dist.activation_offload=true >"$OUT/plan.txt" 2>&1
+      note "plan, Llama-3.1-8B long context (exit $?):"; cat "$OUT/plan.txt" ;;
     *) echo "unknown stage $stage"; exit 2 ;;
   esac
 done

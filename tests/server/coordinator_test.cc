@@ -15,6 +15,7 @@
 #include "tests/server/test_dir.h"
 #include "server/job_service.h"
 #include "server/worker_service.h"
+#include "worker/train/checkpoint_manifest.h"
 
 namespace rigtune::server {
 namespace {
@@ -194,7 +195,7 @@ TEST_F(CoordinatorTest, CrashedWorkerIsRetriedFromItsLatestCheckpoint) {
   for (const auto& event : Events(job.id())) {
     const std::string& reason = event.state_change().reason();
     if (reason.find("restart 1 of 2 from") != std::string::npos &&
-        reason.find("checkpoint-4") != std::string::npos) {
+        reason.find("checkpoints/step-4") != std::string::npos) {
       retried_from_checkpoint = true;
     }
   }
@@ -212,6 +213,76 @@ TEST_F(CoordinatorTest, FailsWithTheWorkersErrorAfterMaxRestarts) {
   EXPECT_EQ(failed.restarts(), 1);
   EXPECT_EQ(failed.error().code(), "WORKER_FAILED");
   EXPECT_NE(failed.error().message().find("asked to fail at step 2"), std::string::npos)
+      << failed.error().message();
+}
+
+TEST_F(CoordinatorTest, JobCountsAreReadFromTheStoreAtScrapeTime) {
+  // No scheduling thread: nothing but the scrape itself can update the gauges.
+  auto coordinator = Coordinator::Create(options_);
+  ASSERT_TRUE(coordinator.ok()) << coordinator.status();
+  rigtune::v1::CreateJobRequest request;
+  request.mutable_spec()->set_model("random:tiny");
+  auto job = (*coordinator)->CreateJob(request);
+  ASSERT_TRUE(job.ok()) << job.status();
+  std::string text = (*coordinator)->metrics().Serialize();
+  EXPECT_NE(text.find("rigtune_jobs{state=\"QUEUED\"} 1"), std::string::npos) << text;
+  EXPECT_NE(text.find("rigtune_queue_depth 1"), std::string::npos) << text;
+  ASSERT_TRUE((*coordinator)->CancelJob(job->id(), "test").ok());
+  text = (*coordinator)->metrics().Serialize();
+  EXPECT_NE(text.find("rigtune_jobs{state=\"QUEUED\"} 0"), std::string::npos) << text;
+  EXPECT_NE(text.find("rigtune_jobs{state=\"CANCELLED\"} 1"), std::string::npos) << text;
+}
+
+TEST_F(CoordinatorTest, GpuGaugesComeFromNvml) {
+  options_.nvml_library = RIGTUNE_FAKE_NVML;
+  Start();
+  EXPECT_NE(coordinator_->metrics().Serialize().find(
+                "rigtune_gpu_memory_used_bytes{gpu=\"1\",name=\"Fake GPU B\"}"),
+            std::string::npos);
+}
+
+TEST_F(CoordinatorTest, AdmissionTakesTheCardSizeFromNvml) {
+  options_.nvml_library = RIGTUNE_FAKE_NVML;  // two 80 GiB cards
+  options_.gpus = {0, 1};
+  Start();
+  rigtune::v1::CreateJobRequest request;
+  rigtune::v1::JobSpec* spec = request.mutable_spec();
+  spec->set_model("random:llama2-70b");
+  spec->set_gpus(1);
+  spec->mutable_train()->set_batch_size(4);
+  spec->mutable_train()->set_context_length(2048);
+  EXPECT_TRUE(coordinator_->CreateJob(request).ok());  // ~58 GiB: fits an 80 GiB card
+  spec->mutable_train()->set_batch_size(32);
+  auto refused = coordinator_->CreateJob(request);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.status().message().find("80"), std::string::npos) << refused.status();
+}
+
+TEST_F(CoordinatorTest, DeterministicFailureIsNotRetriedAndNamesTheWorkersReason) {
+  setenv("RIGTUNE_FAKE_FAIL", "bad_data", 1);
+  options_.max_restarts = 2;
+  Start();
+  Job job = Submit(5);
+  Job failed = WaitFor(job.id(), Job::FAILED);
+  EXPECT_EQ(failed.restarts(), 0);
+  EXPECT_EQ(failed.attempt(), 1);
+  EXPECT_EQ(failed.error().code(), "INVALID_JOB");
+  EXPECT_NE(failed.error().message().find("exited with status 2: dataset too small: 0 rows"),
+            std::string::npos)
+      << failed.error().message();
+  EXPECT_NE(coordinator_->metrics().Serialize().find("rigtune_worker_restarts_total 0"),
+            std::string::npos);
+}
+
+TEST_F(CoordinatorTest, ReasonOfAWorkerThatFailsBeforeConnectingIsInTheError) {
+  options_.worker_args = {"--no-such-flag", "1"};
+  Start();
+  Job job = Submit(5);
+  Job failed = WaitFor(job.id(), Job::FAILED);
+  EXPECT_EQ(failed.restarts(), 0);
+  EXPECT_NE(failed.error().message().find("status 2: unknown flag --no-such-flag"),
+            std::string::npos)
       << failed.error().message();
 }
 
@@ -348,6 +419,64 @@ TEST_F(CoordinatorTest, ShutdownLeavesRunningJobsToTheNextStart) {
   for (size_t i = 0; i < events.size(); ++i) {
     EXPECT_EQ(events[i].seq(), static_cast<int64_t>(i + 1));
   }
+}
+
+// A copy of checkpoint `from` as step-<step> beside it, as the worker would
+// have written it (trainer_state.json and manifest made for that step).
+std::string CopyCheckpoint(const std::string& from, int64_t step) {
+  const fs::path to = fs::path(from).parent_path() / ("step-" + std::to_string(step));
+  fs::copy(from, to, fs::copy_options::recursive);
+  std::ofstream(to / train::kTrainerState) << "{\"step\": " << step << ", \"loss\": 0.5}";
+  std::ofstream(to / train::kManifest)
+      << *train::MakeManifest(to.string(), step,
+                              {train::kAdapter, train::kAdapterConfig, train::kOptimizer,
+                               train::kTrainerState});
+  return to.string();
+}
+
+TEST_F(CoordinatorTest, StartAdoptsTheNewestVerifiedCheckpointLeftUnrecorded) {
+  setenv("RIGTUNE_FAKE_STEP_MS", "50", 1);
+  Start();
+  Job job = Submit(60, 5);
+  WaitFor(job.id(), Job::RUNNING);
+  absl::SleepFor(absl::Milliseconds(700));
+  Stop();
+  std::string recorded;
+  {
+    auto store = JobStore::Open((dir_ / "state" / "rigtune.db").string());
+    ASSERT_TRUE(store.ok());
+    recorded = (*store)->GetJob(job.id())->resume_from();
+  }
+  ASSERT_FALSE(recorded.empty());
+  const int64_t step = std::stoll(fs::path(recorded).filename().string().substr(5));
+  // The daemon died after the worker wrote step+3 and step+4, before it
+  // recorded them; step+4 was damaged on the way.
+  const std::string adopted = CopyCheckpoint(recorded, step + 3);
+  const std::string damaged = CopyCheckpoint(recorded, step + 4);
+  std::ofstream(fs::path(damaged) / train::kAdapter) << "torn";
+  setenv("RIGTUNE_FAKE_STEP_MS", "5", 1);
+  Start();
+  Job done = WaitFor(job.id(), Job::SUCCEEDED);
+  EXPECT_EQ(done.result().steps(), 60);
+  bool resumed = false;
+  int64_t first_step_after = -1;
+  for (const auto& event : Events(job.id())) {
+    if (event.state_change().reason().find("resuming from " + adopted + " (step " +
+                                           std::to_string(step + 3) + ", written but not") !=
+        std::string::npos) {
+      resumed = true;
+    }
+    if (resumed && event.has_metrics() && first_step_after < 0) {
+      first_step_after = event.metrics().step();
+    }
+  }
+  EXPECT_TRUE(resumed);
+  EXPECT_EQ(first_step_after, step + 4);  // nothing trained twice
+  auto checkpoints = coordinator_->ListCheckpoints(job.id());
+  ASSERT_TRUE(checkpoints.ok());
+  bool listed = false;
+  for (const auto& c : checkpoints->checkpoints()) listed |= c.path() == adopted;
+  EXPECT_TRUE(listed);
 }
 
 TEST_F(CoordinatorTest, RecoveryFailsAJobWhoseCheckpointVanished) {

@@ -1,14 +1,16 @@
 // A stand-in engine for service tests: LoadJobConfig and RunJob with the
 // real signatures (worker/train/job_config.h, run_job.h), linked with the
 // real worker/main.cc into `fake-rigtune-worker`. It "trains" by sleeping,
-// writes checkpoints as folders holding their step, resumes from them and
+// writes checkpoints in the engine's folder layout, resumes from them and
 // honours should_stop, so the daemon, the CLI and the worker's coordinator
 // link are exercised end to end without LibTorch.
 //
 // Knobs (environment, inherited from the daemon):
 //   RIGTUNE_FAKE_STEP_MS        sleep per step (default 30)
 //   RIGTUNE_FAKE_CRASH_AT_STEP  exit(3) on reaching that step, once per output_dir
-//   RIGTUNE_FAKE_FAIL           RunJob returns an error at step 2
+//   RIGTUNE_FAKE_FAIL           RunJob returns an error at step 2 (INTERNAL, which a
+//                               relaunch may fix); "bad_data": FAILED_PRECONDITION
+//                               "dataset too small" before the first step
 // With train.eval_every_steps = N it reports a validation loss of 4 / step
 // every N steps.
 // MergeAdapter (the worker's `merge` command) is not part of what it stands in for.
@@ -24,6 +26,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "nlohmann/json.hpp"
+#include "worker/train/checkpoint_manifest.h"
 #include "worker/train/job_config.h"
 #include "worker/train/merge.h"
 #include "worker/train/run_job.h"
@@ -40,12 +43,23 @@ int64_t EnvInt(const char* name, int64_t fallback) {
   return value != nullptr && absl::SimpleAtoi(value, &parsed) ? parsed : fallback;
 }
 
-void WriteCheckpoint(const std::string& dir, int64_t step, const RunCallbacks& callbacks,
+// A checkpoint folder in the engine's layout (worker/train/checkpoint.h),
+// with stand-in data files and a real manifest, so that rigtuned's check of
+// unrecorded checkpoints (server/checkpoint_adoption.h) sees what it would
+// see from the real engine.
+void WriteCheckpoint(const std::string& output_dir, int64_t step, const RunCallbacks& callbacks,
                      double loss) {
+  const fs::path dir = fs::path(output_dir) / "checkpoints" / absl::StrCat("step-", step);
   std::error_code error;
   fs::create_directories(dir, error);
-  std::ofstream(fs::path(dir) / "step") << step;
-  if (callbacks.on_checkpoint) callbacks.on_checkpoint({step, dir, loss});
+  for (const char* name : {kAdapter, kAdapterConfig, kOptimizer}) {
+    std::ofstream(dir / name) << name << " of step " << step;
+  }
+  std::ofstream(dir / kTrainerState) << nlohmann::json{{"step", step}, {"loss", loss}}.dump();
+  absl::StatusOr<std::string> manifest =
+      MakeManifest(dir.string(), step, {kAdapter, kAdapterConfig, kOptimizer, kTrainerState});
+  if (manifest.ok()) std::ofstream(dir / kManifest) << *manifest;
+  if (callbacks.on_checkpoint) callbacks.on_checkpoint({step, dir.string(), loss});
 }
 
 }  // namespace
@@ -79,22 +93,29 @@ absl::StatusOr<RunResult> RunJob(const JobConfig& config, const RunCallbacks& ca
   const bool rank0 = EnvInt("RANK", 0) == 0;
   int64_t start = 0;
   if (!config.resume_from.empty()) {
-    std::ifstream in(fs::path(config.resume_from) / "step");
-    if (!(in >> start)) {
-      return absl::NotFoundError(absl::StrCat("checkpoint ", config.resume_from, " unreadable"));
+    if (absl::Status s = VerifyCheckpoint(config.resume_from); !s.ok()) return s;
+    absl::StatusOr<std::string> state = ReadWholeFile(config.resume_from + "/" + kTrainerState);
+    nlohmann::json json = nlohmann::json::parse(state.value_or(""), nullptr, false);
+    if (!json.is_object() || !json.contains("step")) {
+      return absl::DataLossError(absl::StrCat("checkpoint ", config.resume_from, " unreadable"));
     }
+    start = json["step"].get<int64_t>();
   }
   if (callbacks.on_log) {
     callbacks.on_log(absl::StrCat("fake engine: steps ", start + 1, "..", total, " of ",
                                   config.model));
+  }
+  const char* fail = std::getenv("RIGTUNE_FAKE_FAIL");
+  if (fail != nullptr && std::string(fail) == "bad_data") {
+    return absl::FailedPreconditionError(
+        "dataset too small: 0 rows cannot fill one global batch of 1 rows");
   }
   RunResult result;
   double loss = 3.0;
   for (int64_t step = start + 1; step <= total; ++step) {
     if (callbacks.should_stop && callbacks.should_stop()) {
       if (rank0 && step - 1 > start) {
-        WriteCheckpoint(absl::StrCat(config.output_dir, "/checkpoint-", step - 1), step - 1,
-                        callbacks, loss);
+        WriteCheckpoint(config.output_dir, step - 1, callbacks, loss);
       }
       result.stopped_early = true;
       break;
@@ -108,7 +129,7 @@ absl::StatusOr<RunResult> RunJob(const JobConfig& config, const RunCallbacks& ca
         _exit(3);
       }
     }
-    if (std::getenv("RIGTUNE_FAKE_FAIL") != nullptr && step == 2) {
+    if (fail != nullptr && step == 2) {
       return absl::InternalError("fake engine: asked to fail at step 2");
     }
     absl::SleepFor(absl::Milliseconds(step_ms));
@@ -129,7 +150,7 @@ absl::StatusOr<RunResult> RunJob(const JobConfig& config, const RunCallbacks& ca
     result.steps = step;
     result.tokens_trained += 128;
     if (rank0 && config.checkpoint.every_steps > 0 && step % config.checkpoint.every_steps == 0) {
-      WriteCheckpoint(absl::StrCat(config.output_dir, "/checkpoint-", step), step, callbacks, loss);
+      WriteCheckpoint(config.output_dir, step, callbacks, loss);
     }
   }
   result.final_loss = loss;

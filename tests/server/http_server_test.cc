@@ -1,78 +1,10 @@
 // The REST front end: validation at the door, the routes, SSE, auth.
 #include "server/http_server.h"
 
-#include <httplib.h>
-
-#include <filesystem>
-#include <fstream>
-
-#include "gtest/gtest.h"
-#include "tests/server/test_dir.h"
-#include "nlohmann/json.hpp"
+#include "tests/server/http_fixture.h"
 
 namespace rigtune::server {
 namespace {
-
-namespace fs = std::filesystem;
-
-class HttpServerTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    dir_ = rigtune::testing::FreshTestDir();
-    fs::create_directories(dir_ / "data");
-    std::ofstream(dir_ / "data" / "train.jsonl") << "{}\n";
-  }
-
-  void Start(const std::string& token = "") {
-    CoordinatorOptions options;
-    options.state_dir = (dir_ / "state").string();
-    options.worker_binary = "/bin/false";
-    options.cpu_slots = 0;  // jobs stay QUEUED: these tests are about the door
-    options.roots.data = {(dir_ / "data").string()};
-    options.roots.output = {(dir_ / "out").string()};
-    auto coordinator = Coordinator::Create(options);
-    ASSERT_TRUE(coordinator.ok()) << coordinator.status();
-    coordinator_ = *std::move(coordinator);
-    ASSERT_TRUE(coordinator_->Start("127.0.0.1:1").ok());
-    auth_ = std::make_unique<TokenAuth>(token);
-    auto http = HttpServer::Create(coordinator_.get(), auth_.get(), "127.0.0.1:0", 64 * 1024);
-    ASSERT_TRUE(http.ok()) << http.status();
-    http_ = *std::move(http);
-    http_->Start();
-    client_ = std::make_unique<httplib::Client>("127.0.0.1", http_->port());
-    client_->set_read_timeout(10, 0);
-  }
-
-  void TearDown() override {
-    if (http_) http_->Stop();
-    if (coordinator_) coordinator_->Shutdown();
-  }
-
-  httplib::Result Post(const std::string& path, const std::string& body) {
-    return client_->Post(path.c_str(), body, "application/json");
-  }
-
-  // 400 whose message names `field`, and no job was stored.
-  void ExpectRejected(const std::string& body, const std::string& field) {
-    auto res = Post("/v1/jobs", body);
-    ASSERT_TRUE(res) << "no response";
-    EXPECT_EQ(res->status, 400) << res->body;
-    auto json = nlohmann::json::parse(res->body, nullptr, false);
-    ASSERT_FALSE(json.is_discarded()) << res->body;
-    EXPECT_EQ(json["error"]["status"], "INVALID_ARGUMENT");
-    std::string message = json["error"]["message"];
-    EXPECT_NE(message.find(field), std::string::npos) << message;
-    auto list = client_->Get("/v1/jobs");
-    ASSERT_TRUE(list);
-    EXPECT_EQ(list->body, "{}") << "a rejected request changed the store";
-  }
-
-  fs::path dir_;
-  std::unique_ptr<Coordinator> coordinator_;
-  std::unique_ptr<TokenAuth> auth_;
-  std::unique_ptr<HttpServer> http_;
-  std::unique_ptr<httplib::Client> client_;
-};
 
 TEST_F(HttpServerTest, MalformedJsonIsRejected) {
   Start();
@@ -181,6 +113,16 @@ TEST_F(HttpServerTest, TokenIsRequiredWhenConfigured) {
   EXPECT_EQ(client_->Get("/v1/jobs", wrong)->status, 401);
   httplib::Headers right = {{"Authorization", "Bearer s3cret"}};
   EXPECT_EQ(client_->Get("/v1/jobs", right)->status, 200);
+}
+
+TEST_F(HttpServerTest, BearerSchemeIsCaseInsensitive) {
+  Start("s3cret");
+  for (const char* scheme : {"bearer", "BEARER", "bEaReR"}) {
+    httplib::Headers headers = {{"Authorization", std::string(scheme) + " s3cret"}};
+    EXPECT_EQ(client_->Get("/v1/jobs", headers)->status, 200) << scheme;
+  }
+  httplib::Headers wrong_case_token = {{"Authorization", "bearer S3CRET"}};
+  EXPECT_EQ(client_->Get("/v1/jobs", wrong_case_token)->status, 401);
 }
 
 }  // namespace

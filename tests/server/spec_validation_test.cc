@@ -74,6 +74,9 @@ TEST(SpecValidationTest, ValidationFieldsNameTheField) {
   std::ofstream(root / "data" / "valid.jsonl") << "{}\n";
   SpecLimits limits{0, {{}, {(root / "data").string()}, {}}};
   auto base = TinySpec();
+  std::ofstream(root / "data" / "model" / "config.json")
+      << R"({"architectures": ["LlamaForCausalLM"], "hidden_size": 8})";
+  std::ofstream(root / "data" / "model" / "tokenizer.json") << R"({"model": {"type": "BPE"}})";
   base.set_model((root / "data" / "model").string());
   base.mutable_dataset()->set_path((root / "data" / "train.jsonl").string());
   auto spec = base;
@@ -103,6 +106,75 @@ TEST(SpecValidationTest, ValidationFieldsNameTheField) {
   spec = TinySpec();  // a random: model has no tokenizer
   spec.mutable_dataset()->set_validation_fraction(0.1);
   ExpectFieldError(spec, {}, "spec.dataset.validation_fraction");
+}
+
+TEST(SpecValidationTest, DatasetFolderIsRejectedNamingTheField) {
+  auto root = std::filesystem::path(::testing::TempDir()) / "dataset-folder";
+  std::filesystem::create_directories(root / "train");
+  auto spec = TinySpec();
+  spec.mutable_dataset()->set_path((root / "train").string());
+  ExpectFieldError(spec, {}, "spec.dataset.path");
+  EXPECT_NE(ValidateJobSpec(spec, {}).message().find("is a folder"), std::string::npos);
+}
+
+TEST(SpecValidationTest, TargetModuleMustBeAModuleOfTheArchitecture) {
+  auto spec = TinySpec();
+  spec.mutable_lora()->add_target_modules("q_proj");
+  spec.mutable_lora()->add_target_modules("nonexistent_proj");
+  ExpectFieldError(spec, {}, "spec.lora.target_modules[1]");
+  EXPECT_NE(ValidateJobSpec(spec, {}).message().find("q_proj, k_proj"), std::string::npos);
+  spec.mutable_lora()->set_target_modules(1, "down_proj");
+  EXPECT_TRUE(ValidateJobSpec(spec, {}).ok());
+}
+
+class ModelFolderTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::path(::testing::TempDir()) / "model-folder";
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_ / "model");
+    std::ofstream(dir_ / "train.jsonl") << "{}\n";
+    Write("config.json", R"({"architectures": ["LlamaForCausalLM"], "hidden_size": 8})");
+    Write("tokenizer.json", R"({"model": {"type": "BPE"}})");
+    spec_.set_model((dir_ / "model").string());
+    spec_.mutable_dataset()->set_path((dir_ / "train.jsonl").string());
+  }
+  void Write(const std::string& name, const std::string& text) {
+    std::ofstream(dir_ / "model" / name) << text;
+  }
+  std::string Message() { return std::string(ValidateJobSpec(spec_, {}).message()); }
+
+  std::filesystem::path dir_;
+  rigtune::v1::JobSpec spec_;
+};
+
+TEST_F(ModelFolderTest, ParsableConfigAndTokenizerPass) {
+  EXPECT_TRUE(ValidateJobSpec(spec_, {}).ok()) << Message();
+}
+
+TEST_F(ModelFolderTest, BrokenConfigIsRejectedNamingTheFile) {
+  Write("config.json", "{\"architectures\": [");
+  ExpectFieldError(spec_, {}, "spec.model");
+  EXPECT_NE(Message().find("config.json: not valid JSON"), std::string::npos) << Message();
+}
+
+TEST_F(ModelFolderTest, UnsupportedArchitectureIsRejected) {
+  Write("config.json", R"({"model_type": "gpt2"})");
+  EXPECT_NE(Message().find("unsupported architecture 'gpt2'"), std::string::npos) << Message();
+}
+
+TEST_F(ModelFolderTest, MissingOrBrokenTokenizerIsRejectedWhenTheJobHasData) {
+  std::filesystem::remove(dir_ / "model" / "tokenizer.json");
+  ExpectFieldError(spec_, {}, "spec.model");
+  EXPECT_NE(Message().find("tokenizer.json: missing"), std::string::npos) << Message();
+  Write("tokenizer.json", "not json");
+  EXPECT_NE(Message().find("tokenizer.json: not valid JSON"), std::string::npos) << Message();
+}
+
+TEST_F(ModelFolderTest, AFileIsNotAModelFolder) {
+  spec_.set_model((dir_ / "model" / "config.json").string());
+  ExpectFieldError(spec_, {}, "spec.model");
+  EXPECT_NE(Message().find("is not a folder"), std::string::npos) << Message();
 }
 
 }  // namespace

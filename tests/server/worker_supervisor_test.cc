@@ -120,7 +120,51 @@ TEST_F(WorkerSupervisorTest, MissingBinaryIsAFailedRank) {
   auto exits = WaitForExit(supervisor, absl::Seconds(10));
   ASSERT_EQ(exits.size(), 1u);
   EXPECT_FALSE(exits[0].ok);
-  EXPECT_NE(exits[0].failure.find("status 127"), std::string::npos);
+  EXPECT_NE(exits[0].failure.find("status 127: the worker binary could not be executed"),
+            std::string::npos)
+      << exits[0].failure;
+  EXPECT_FALSE(exits[0].retryable);
+}
+
+TEST_F(WorkerSupervisorTest, FailureCarriesTheRanksReasonLineOfThisAttempt) {
+  WorkerSupervisor supervisor(absl::Seconds(1));
+  ASSERT_TRUE(supervisor.Launch(Group(Script("echo 'rigtune-worker: stale'; exit 1"), 1)).ok());
+  ASSERT_EQ(WaitForExit(supervisor, absl::Seconds(10)).size(), 1u);
+  GroupLaunch second = Group(Script("echo 'rigtune-worker: lost a peer' >&2; echo tail; exit 1"), 1);
+  second.attempt = 2;
+  ASSERT_TRUE(supervisor.Launch(second).ok());
+  auto exits = WaitForExit(supervisor, absl::Seconds(10));
+  ASSERT_EQ(exits.size(), 1u);
+  EXPECT_NE(exits[0].failure.find("exited with status 1: lost a peer (log: "), std::string::npos)
+      << exits[0].failure;
+  EXPECT_EQ(exits[0].failure.find("stale"), std::string::npos) << exits[0].failure;
+  EXPECT_TRUE(exits[0].has_reason);
+  EXPECT_TRUE(exits[0].retryable);
+}
+
+TEST_F(WorkerSupervisorTest, BadJobExitStatusIsNotRetryable) {
+  WorkerSupervisor supervisor(absl::Seconds(1));
+  ASSERT_TRUE(supervisor
+                  .Launch(Group(Script("echo 'rigtune-worker: dataset.path: is a folder' >&2; "
+                                       "exit 2"),
+                                1))
+                  .ok());
+  auto exits = WaitForExit(supervisor, absl::Seconds(10));
+  ASSERT_EQ(exits.size(), 1u);
+  EXPECT_FALSE(exits[0].retryable);
+  EXPECT_NE(exits[0].failure.find("status 2: dataset.path: is a folder"), std::string::npos)
+      << exits[0].failure;
+}
+
+TEST_F(WorkerSupervisorTest, KilledRankIsRetryableAndKeepsNoStaleReason) {
+  WorkerSupervisor supervisor(absl::Seconds(1));
+  ASSERT_TRUE(
+      supervisor.Launch(Group(Script("echo 'rigtune-worker: warning'; kill -9 $$"), 1)).ok());
+  auto exits = WaitForExit(supervisor, absl::Seconds(10));
+  ASSERT_EQ(exits.size(), 1u);
+  EXPECT_TRUE(exits[0].retryable);
+  EXPECT_FALSE(exits[0].has_reason);
+  EXPECT_NE(exits[0].failure.find("signal 9 (log: "), std::string::npos) << exits[0].failure;
 }
 
 TEST_F(WorkerSupervisorTest, SecondLaunchOfTheSameJobIsRefused) {

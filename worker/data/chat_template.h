@@ -1,49 +1,51 @@
-// ChatTemplate: renders a conversation the way the model's own chat_template
-// (tokenizer_config.json or chat_template.jinja) does under transformers'
-// apply_chat_template, and marks which bytes the assistant produced.
+// ChatTemplate: renders a conversation with the model's own Jinja chat
+// template (chat_template.jinja, tokenizer_config.json's chat_template, or
+// the job's dataset.chat_template) exactly as transformers'
+// apply_chat_template does, through the engine in worker/data/jinja, and
+// marks which bytes the assistant produced.
 //
-// rigtune does not interpret Jinja. It recognises the template families
-// below from the template text, reads their parameters (default system
-// prompt, spacing) from it, and renders natively:
-//   llama3   <|start_header_id|>role<|end_header_id|>\n\n content|trim <|eot_id|>
-//            (Llama 3 / 3-Instruct; BOS before the first message)
-//   chatml   <|im_start|>role\n content <|im_end|>\n (Qwen2, Qwen2.5 without
-//            tools; the default system prompt when the template has one)
-//   mistral  [INST] user [/INST] assistant</s> (Mistral / Llama 2 style;
-//            roles must alternate; an optional system message is merged into
-//            the first or last user turn when the template does so)
-//   alpaca   system\n\n ### Instruction:\n user\n\n ### Response:\n assistant</s>\n\n
-// Any other template (Llama 3.1 date headers, tool calling, <think> blocks,
-// unknown markup) is rejected by Create with a message naming the file and
-// what to do, never rendered approximately.
+// Template variables: messages, add_generation_prompt, tools (null when
+// the example has none), documents (null), bos_token / eos_token / pad_token
+// / unk_token from tokenizer_config.json, then the job's
+// dataset.chat_template_kwargs (e.g. {"enable_thinking": false}), which may
+// override them.
 //
-// Completion spans follow Note [Assistant spans]: for each assistant message,
-// the bytes the full rendering adds after the rendering of the messages
-// before it plus the generation prompt; they include the end-of-turn token
-// (<|eot_id|>, <|im_end|>, </s>) so the model learns to stop.
+// Completion spans follow Note [Assistant spans]: the text of the
+// template's {% generation %} blocks where it has them, else for each
+// assistant message the bytes that rendering messages[:i+1] adds to
+// rendering messages[:i] with the generation prompt; they include the
+// end-of-turn marker (<|eot_id|>, <|im_end|>, </s>) so the model learns to
+// stop.
 //
 // Example:
-//   auto chat = ChatTemplate::Create(tokenizer.config());
+//   auto chat = ChatTemplate::Create(tokenizer.config(), {});
 //   auto r = chat->Render({{"user", "Hi"}, {"assistant", "Hello!"}}, false);
-//   // llama3: r->text == "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi"
-//   //         "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\nHello!<|eot_id|>"
-//   //         r->completion_spans == {{<offset of "Hello!">, <end of text>}}
+//   // Llama 3: r->text == "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi"
+//   //          "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\nHello!<|eot_id|>"
+//   //          r->completion_spans == {{<offset of "Hello!">, <end of text>}}
 #ifndef RIGTUNE_WORKER_DATA_CHAT_TEMPLATE_H_
 #define RIGTUNE_WORKER_DATA_CHAT_TEMPLATE_H_
 
 #include <cstddef>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "nlohmann/json.hpp"
+#include "worker/data/jinja/template.h"
 #include "worker/data/tokenizer_config.h"
 
 namespace rigtune::data {
 
 struct Message {
-  std::string role;  // system | user | assistant
+  std::string role;  // system | user | assistant | tool
   std::string content;
+  // The message's other fields as the dataset gave them (tool_calls,
+  // tool_call_id, name, ...; "content": null when the content was null),
+  // passed to the template unchanged.
+  nlohmann::ordered_json extra = nlohmann::ordered_json::object();
 };
 
 // Text to tokenize plus the byte ranges whose tokens are training targets.
@@ -54,37 +56,39 @@ struct RenderedExample {
   bool add_eos = false;  // append the EOS id as a training target
 };
 
+struct ChatTemplateOptions {
+  std::string template_text;  // the job's dataset.chat_template; empty: the model's own
+  nlohmann::ordered_json variables = nlohmann::ordered_json::object();  // chat_template_kwargs
+};
+
 class ChatTemplate {
  public:
-  enum class Family { kLlama3, kChatMl, kMistral, kAlpaca };
+  // Parses the template. FailedPrecondition when there is none;
+  // InvalidArgument naming the file and line for a syntax error or an
+  // unknown filter, or when `variables` is not a JSON object.
+  static absl::StatusOr<ChatTemplate> Create(const TokenizerConfig& config,
+                                             const ChatTemplateOptions& options);
 
-  // Recognises config.chat_template. Fails with FailedPrecondition when the
-  // model has no template, InvalidArgument when the template is not one of
-  // the families above; both messages name config.chat_template_source.
-  static absl::StatusOr<ChatTemplate> Create(const TokenizerConfig& config);
-
-  // Fails with InvalidArgument where the real template would raise (e.g.
-  // mistral roles that do not alternate) or on an unknown role.
+  // Fails with InvalidArgument naming the template line where the template
+  // raises (raise_exception, e.g. roles that do not alternate) or uses an
+  // undefined value, or when assistant spans cannot be found (a template
+  // that rewrites earlier turns and has no {% generation %} blocks).
   absl::StatusOr<RenderedExample> Render(const std::vector<Message>& messages,
-                                         bool add_generation_prompt) const;
+                                         bool add_generation_prompt,
+                                         const nlohmann::ordered_json& tools = nullptr) const;
 
-  Family family() const { return family_; }
+  // True when spans come from {% generation %} blocks.
+  bool uses_generation_blocks() const { return template_->has_generation_blocks(); }
 
  private:
   ChatTemplate() = default;
-  absl::StatusOr<RenderedExample> RenderMistral(const std::vector<Message>& messages) const;
+  absl::StatusOr<jinja::RenderResult> RenderPrefix(const std::vector<Message>& messages,
+                                                   size_t count, bool add_generation_prompt,
+                                                   const nlohmann::ordered_json& tools) const;
 
-  Family family_ = Family::kChatMl;
-  std::string bos_;
-  std::string eos_;
-  bool bos_first_ = false;      // template writes bos_token first
-  std::string default_system_;  // chatml: used when messages[0] is not system
-  bool has_default_system_ = false;
-  std::string user_prefix_;       // mistral: "[INST] " or " [INST] "
-  std::string user_suffix_;       // mistral: " [/INST]" or "[/INST]"
-  std::string assistant_prefix_;  // mistral: "" or " "
-  std::string assistant_suffix_;  // mistral: after eos, "" or " "
-  enum class SystemMerge { kReject, kFirstUser, kLastUser } system_merge_ = SystemMerge::kReject;
+  std::shared_ptr<const jinja::Template> template_;
+  nlohmann::ordered_json variables_;  // everything but messages, tools, add_generation_prompt
+  std::string source_;
 };
 
 }  // namespace rigtune::data

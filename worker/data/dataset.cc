@@ -33,7 +33,7 @@ absl::Status FieldError(const Origin& origin, const std::string& why) {
 }
 
 // Optional string field: absent or null gives "".
-absl::StatusOr<std::string> StringField(const nlohmann::json& obj, const char* field, bool required,
+absl::StatusOr<std::string> StringField(const nlohmann::ordered_json& obj, const char* field, bool required,
                                         const Origin& origin) {
   auto it = obj.find(field);
   if (it == obj.end() || it->is_null()) {
@@ -45,7 +45,7 @@ absl::StatusOr<std::string> StringField(const nlohmann::json& obj, const char* f
   return it->get<std::string>();
 }
 
-absl::StatusOr<std::vector<Message>> ParseMessages(const nlohmann::json& obj,
+absl::StatusOr<std::vector<Message>> ParseMessages(const nlohmann::ordered_json& obj,
                                                    const Origin& origin) {
   const bool sharegpt = !obj.contains("messages") && obj.contains("conversations");
   const char* list_field = sharegpt ? "conversations" : "messages";
@@ -59,30 +59,41 @@ absl::StatusOr<std::vector<Message>> ParseMessages(const nlohmann::json& obj,
   }
   std::vector<Message> messages;
   for (size_t i = 0; i < it->size(); ++i) {
-    const nlohmann::json& m = (*it)[i];
+    const nlohmann::ordered_json& m = (*it)[i];
     const std::string where = absl::StrCat(list_field, "[", i, "]");
     if (!m.is_object()) return FieldError(origin, absl::StrCat(where, " must be an object"));
     absl::StatusOr<std::string> role = StringField(m, role_field, true, origin);
     if (!role.ok())
       return FieldError(origin, absl::StrCat(where, ".", role_field, " must be a string"));
-    absl::StatusOr<std::string> content = StringField(m, content_field, true, origin);
-    if (!content.ok())
-      return FieldError(origin, absl::StrCat(where, ".", content_field, " must be a string"));
     std::string r = *role;
     if (r == "human") r = "user";
     if (r == "gpt") r = "assistant";
-    if (r != "system" && r != "user" && r != "assistant") {
-      return FieldError(origin,
-                        absl::StrCat(where, ": unknown role \"", *role,
-                                     "\" (expected system, user, assistant; ShareGPT human, gpt)"));
+    if (r != "system" && r != "user" && r != "assistant" && r != "tool") {
+      return FieldError(origin, absl::StrCat(where, ": unknown role \"", *role,
+                                             "\" (expected system, user, assistant, tool; "
+                                             "ShareGPT human, gpt)"));
     }
-    messages.push_back({std::move(r), std::move(*content)});
+    Message message{std::move(r), "", nlohmann::ordered_json::object()};
+    // An assistant turn that only calls tools may have null or no content.
+    const bool calls_tools = m.contains("tool_calls");
+    auto content = m.find(content_field);
+    if (content != m.end() && content->is_string()) {
+      message.content = content->get<std::string>();
+    } else if (!calls_tools || (content != m.end() && !content->is_null())) {
+      return FieldError(origin, absl::StrCat(where, ".", content_field, " must be a string"));
+    }
+    for (const auto& [key, value] : m.items()) {
+      if (key == role_field || (key == content_field && value.is_string())) continue;
+      message.extra[key == content_field ? "content" : key] = value;
+    }
+    if (calls_tools && content == m.end()) message.extra["content"] = nullptr;
+    messages.push_back(std::move(message));
   }
   return messages;
 }
 
 // Fills `example` from one record; sets *empty when there is nothing to train on.
-absl::Status ParseRecord(const nlohmann::json& obj, DatasetFormat format, const Origin& origin,
+absl::Status ParseRecord(const nlohmann::ordered_json& obj, DatasetFormat format, const Origin& origin,
                          Example* example, bool* empty) {
   if (!obj.is_object()) return FieldError(origin, "expected a JSON object");
   example->line = origin.line;
@@ -113,9 +124,17 @@ absl::Status ParseRecord(const nlohmann::json& obj, DatasetFormat format, const 
       absl::StatusOr<std::vector<Message>> messages = ParseMessages(obj, origin);
       if (!messages.ok()) return messages.status();
       example->messages = std::move(*messages);
+      if (auto tools = obj.find("tools"); tools != obj.end() && !tools->is_null()) {
+        if (!tools->is_array()) {
+          return FieldError(origin, "field \"tools\" must be a list of tool (function) schemas");
+        }
+        example->tools = *tools;
+      }
       *empty = true;
       for (const Message& m : example->messages) {
-        if (m.role == "assistant" && !m.content.empty()) *empty = false;
+        if (m.role == "assistant" && (!m.content.empty() || m.extra.contains("tool_calls"))) {
+          *empty = false;
+        }
       }
       return absl::OkStatus();
     }
@@ -144,7 +163,7 @@ absl::StatusOr<std::vector<Example>> ParseDataset(std::string_view contents,
                                                   DatasetStats* stats) {
   std::vector<Example> examples;
   const size_t first = contents.find_first_not_of(" \t\r\n");
-  auto add = [&](const nlohmann::json& obj, const Origin& origin) -> absl::Status {
+  auto add = [&](const nlohmann::ordered_json& obj, const Origin& origin) -> absl::Status {
     Example example;
     bool empty = false;
     if (absl::Status s = ParseRecord(obj, format, origin, &example, &empty); !s.ok()) return s;
@@ -157,10 +176,10 @@ absl::StatusOr<std::vector<Example>> ParseDataset(std::string_view contents,
     return absl::OkStatus();
   };
   if (first != std::string_view::npos && contents[first] == '[') {
-    nlohmann::json array;
+    nlohmann::ordered_json array;
     try {
-      array = nlohmann::json::parse(contents);
-    } catch (const nlohmann::json::parse_error& e) {
+      array = nlohmann::ordered_json::parse(contents);
+    } catch (const nlohmann::ordered_json::parse_error& e) {
       return absl::InvalidArgumentError(absl::StrCat(
           std::string(source), ":", LineOfByte(contents, e.byte), ": malformed JSON: ", e.what()));
     }
@@ -182,7 +201,7 @@ absl::StatusOr<std::vector<Example>> ParseDataset(std::string_view contents,
     ++line_number;
     if (line.find_first_not_of(" \t\r") == std::string_view::npos) continue;
     const Origin origin{std::string(source), line_number, false};
-    nlohmann::json obj = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    nlohmann::ordered_json obj = nlohmann::ordered_json::parse(line, nullptr, /*allow_exceptions=*/false);
     if (obj.is_discarded()) return FieldError(origin, "malformed JSON line");
     if (absl::Status s = add(obj, origin); !s.ok()) return s;
   }
@@ -204,7 +223,7 @@ absl::StatusOr<RenderedExample> RenderExample(const Example& example, DatasetFor
   if (format == DatasetFormat::kMessages) {
     if (chat == nullptr)
       return absl::FailedPreconditionError("messages format needs a chat template");
-    return chat->Render(example.messages, /*add_generation_prompt=*/false);
+    return chat->Render(example.messages, /*add_generation_prompt=*/false, example.tools);
   }
   RenderedExample out;
   out.text = absl::StrCat(example.prompt, example.completion);

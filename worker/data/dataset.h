@@ -3,7 +3,8 @@
 //   alpaca    {"instruction": str, "input": str (optional), "output": str}
 //             rendered with the Stanford Alpaca prompt; the output is the
 //             completion, followed by EOS
-//   messages  {"messages": [{"role": "system|user|assistant", "content": str}]}
+//   messages  {"messages": [{"role": "system|user|assistant|tool", "content": str}],
+//              "tools": [...] (optional JSON schemas, passed to the template)}
 //             or ShareGPT {"conversations": [{"from": "system|human|gpt", "value": str}]},
 //             rendered with the model's chat template (chat_template.h)
 //   text      {"text": str}: plain completion, every token trained, then EOS
@@ -38,6 +39,7 @@ absl::StatusOr<DatasetFormat> ParseDatasetFormat(std::string_view name);
 struct Example {
   int64_t line = 0;               // 1-based line (.jsonl) or element (.json array)
   std::vector<Message> messages;  // messages format
+  nlohmann::ordered_json tools;   // messages format: the record's "tools", or null
   std::string prompt;             // alpaca: the rendered instruction prompt
   std::string completion;         // alpaca: output; text: the text
 };

@@ -78,7 +78,7 @@ absl::StatusOr<std::unique_ptr<DataLoader>> DataLoader::Create(const LoaderOptio
   }
   std::unique_ptr<ChatTemplate> chat;
   if (options.format == DatasetFormat::kMessages) {
-    absl::StatusOr<ChatTemplate> created = ChatTemplate::Create(tokenizer.config());
+    absl::StatusOr<ChatTemplate> created = ChatTemplate::Create(tokenizer.config(), options.chat_template);
     if (!created.ok()) return created.status();
     chat = std::make_unique<ChatTemplate>(std::move(*created));
   }

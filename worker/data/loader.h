@@ -49,6 +49,7 @@ struct LoaderOptions {
   bool train_on_prompt = false;
   bool packing = true;
   bool drop_overlong = false;  // false: truncate to context_length (counted)
+  ChatTemplateOptions chat_template;  // messages format: template override and variables
   int64_t context_length = 512;
   int64_t batch_size = 1;
   int64_t rank = 0;

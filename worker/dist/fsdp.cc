@@ -26,11 +26,11 @@ absl::StatusOr<std::unique_ptr<FsdpLayers>> FsdpLayers::Create(model::ModelSourc
                                                                const model::BuildOptions& build,
                                                                Communicator* comm,
                                                                const FsdpOptions& options) {
-  const DistEnv& env = comm->env();
+  const DistEnv env = comm ? comm->env() : DistEnv{};
   const bool hybrid = options.sharding == "hybrid" && env.num_nodes() > 1;
   const int64_t shards = options.sharding == "no_shard" ? 1
                          : hybrid                       ? env.local_world_size
-                                                        : comm->world_size();
+                                                        : env.world_size;
   std::unique_ptr<FsdpLayers> f(new FsdpLayers(comm, options, shards, build.device));
   if (hybrid) {
     const int64_t per_node = env.local_world_size, node = env.rank / per_node;
@@ -45,7 +45,7 @@ absl::StatusOr<std::unique_ptr<FsdpLayers>> FsdpLayers::Create(model::ModelSourc
     f->replica_group_ = *std::move(replica_group);
   }
   const model::ModelConfig& config = source.config();
-  const int64_t n = config.num_layers, rank = comm->rank(), world = comm->world_size();
+  const int64_t n = config.num_layers, rank = env.rank, world = env.world_size;
   c10::NoGradGuard no_grad;
   const auto dev = at::TensorOptions().device(build.device);
 
@@ -67,7 +67,9 @@ absl::StatusOr<std::unique_ptr<FsdpLayers>> FsdpLayers::Create(model::ModelSourc
     first = *std::move(layer);
     nested.fill_(first.proj[0].weight().double_quant() ? 1 : 0);
   }
-  if (auto s = comm->Broadcast(nested, 0); !s.ok()) return s;
+  if (world > 1) {
+    if (auto s = comm->Broadcast(nested, 0); !s.ok()) return s;
+  }
   const LayerLayout base = LayerLayout::ForConfig(config, Specs(build.lora), build.dtype,
                                                   nested.item<int>() != 0, shards);
 
@@ -106,8 +108,14 @@ absl::StatusOr<std::unique_ptr<FsdpLayers>> FsdpLayers::Create(model::ModelSourc
     const int64_t part = f->shard_index();
     const int64_t tf = layout.trainable_shard_floats(shards);
     f->frozen_shards_.push_back(f->KeepFrozenSlice(frozen, layout.frozen_shard_bytes(shards)));
-    f->lora_shards_.push_back(trainable.narrow(0, part * tf, tf).clone());
-    f->grad_shards_.push_back(at::zeros({tf}, dev.dtype(at::kFloat)));
+    at::Tensor lora = trainable.narrow(0, part * tf, tf);
+    if (options.offload_optimizer) {
+      f->lora_shards_.push_back(f->copies_.HostEmpty(tf, at::kFloat).copy_(lora));
+      f->grad_shards_.push_back(at::zeros({tf}, at::kFloat));
+    } else {
+      f->lora_shards_.push_back(lora.clone());
+      f->grad_shards_.push_back(at::zeros({tf}, dev.dtype(at::kFloat)));
+    }
     f->layouts_.push_back(std::move(layout));
   }
   return f;
@@ -115,11 +123,11 @@ absl::StatusOr<std::unique_ptr<FsdpLayers>> FsdpLayers::Create(model::ModelSourc
 
 at::Tensor FsdpLayers::KeepFrozenSlice(const at::Tensor& full, int64_t shard_bytes) const {
   const int64_t part = shard_index();
-  at::Tensor mine = full.narrow(0, part * shard_bytes, shard_bytes).clone();
-  if (options_.cpu_offload && device_.is_cuda()) {
-    mine = mine.to(at::TensorOptions().device(at::kCPU)).pin_memory();
-  }
-  return mine;
+  at::Tensor mine = full.narrow(0, part * shard_bytes, shard_bytes);
+  // Offloaded: straight into host memory (also with a CPU "device", so that
+  // the streamed path is the one the CPU tests run).
+  if (options_.cpu_offload) return copies_.HostEmpty(shard_bytes, at::kByte).copy_(mine);
+  return mine.clone();
 }
 
 at::Tensor FsdpLayers::OnDevice(const at::Tensor& shard) const {
@@ -179,6 +187,11 @@ void FsdpLayers::Fail(const absl::Status& status) const {
 void FsdpLayers::StartGather(int64_t i) {
   if (gathered_.count(i)) return;
   auto g = std::make_unique<Gathered>();
+  if (streamed()) {
+    StartStreamedGather(i, *g);
+    gathered_[i] = std::move(g);
+    return;
+  }
   const LayerLayout& layout = layouts_[i];
   at::Tensor frozen_shard = OnDevice(frozen_shards_[i]);
   // The float32 masters are updated in place by AdamW; the gathered copy is
@@ -208,6 +221,7 @@ const model::DecoderLayer& FsdpLayers::Acquire(int64_t i, bool backward) {
   if (!g.layer) {
     if (auto s = g.frozen_pending.Wait(); !s.ok()) Fail(s);
     if (auto s = g.trainable_pending.Wait(); !s.ok()) Fail(s);
+    copies_.WaitOnCurrent(g.ready);
     auto layer = layouts_[i].Unflatten(g.frozen, g.trainable);
     if (!layer.ok()) Fail(layer.status());
     g.layer = std::make_unique<model::DecoderLayer>(*std::move(layer));
@@ -223,35 +237,39 @@ void FsdpLayers::Release(int64_t i, bool backward) {
     // under shard_grad_op; otherwise it is re-gathered in backward.
     const bool last = i + 1 == static_cast<int64_t>(layouts_.size());
     if (last || options_.sharding == "shard_grad_op") return;
+    if (streamed()) free_slots_.push_back(std::move(it->second->slot));
     gathered_.erase(it);
     return;
   }
   c10::NoGradGuard no_grad;
   at::Tensor grads = layouts_[i].FlattenGradients(*it->second->layer);
+  at::Tensor mine = grads;
   if (shards_ == 1) {
-    if (comm_->world_size() > 1) {
+    if (world() > 1) {
       if (auto s = comm_->AllReduceSum(grads); !s.ok()) Fail(s);
     }
-    grad_shards_[i].add_(grads);
   } else {
-    at::Tensor mine = at::empty_like(grad_shards_[i]);
+    mine = at::empty({grads.numel() / shards_}, grads.options());
     if (auto s = shard_comm()->ReduceScatterSum(mine, grads).Wait(); !s.ok()) Fail(s);
     if (replica_group_) {
       if (auto s = replica_group_->AllReduceSum(mine); !s.ok()) Fail(s);
     }
+  }
+  if (options_.offload_optimizer) {
+    StageGradients(i, mine);
+  } else {
     grad_shards_[i].add_(mine);
   }
+  if (streamed()) free_slots_.push_back(std::move(it->second->slot));
   gathered_.erase(it);
-}
-
-void FsdpLayers::ZeroGradients() {
-  for (at::Tensor& g : grad_shards_) g.zero_();
 }
 
 absl::StatusOr<at::Tensor> FsdpLayers::GatherFlat(int64_t i, const at::Tensor& shard) {
   if (shards_ == 1) return shard.detach().to(at::kCPU);
-  at::Tensor full = at::empty({layouts_[i].trainable_floats}, shard.options());
-  if (auto s = shard_comm()->AllGather(full, shard.detach()).Wait(); !s.ok()) return s;
+  // With offload_optimizer the state is in host memory; NCCL gathers on the device.
+  at::Tensor mine = shard.detach().to(device_);
+  at::Tensor full = at::empty({layouts_[i].trainable_floats}, mine.options());
+  if (auto s = shard_comm()->AllGather(full, mine).Wait(); !s.ok()) return s;
   return full.to(at::kCPU);
 }
 
@@ -271,6 +289,7 @@ void FsdpLayers::AddByKey(int64_t i, const at::Tensor& full, const std::string& 
 
 absl::StatusOr<std::map<std::string, at::Tensor>> FsdpLayers::GatherAdapterTensors() {
   c10::NoGradGuard no_grad;
+  WaitForUpdate();
   std::map<std::string, at::Tensor> out;
   for (int64_t i = 0; i < static_cast<int64_t>(layouts_.size()); ++i) {
     auto full = GatherFlat(i, lora_shards_[i]);
@@ -283,6 +302,7 @@ absl::StatusOr<std::map<std::string, at::Tensor>> FsdpLayers::GatherAdapterTenso
 absl::StatusOr<std::map<std::string, at::Tensor>> FsdpLayers::GatherTrainableState(
     const std::vector<at::Tensor>& exp_avg, const std::vector<at::Tensor>& exp_avg_sq) {
   c10::NoGradGuard no_grad;
+  WaitForUpdate();
   const size_t n = layouts_.size();
   if (exp_avg.size() != n || exp_avg_sq.size() != n) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -307,6 +327,7 @@ absl::Status FsdpLayers::LoadTrainableState(const std::map<std::string, at::Tens
                                             std::vector<at::Tensor>& exp_avg,
                                             std::vector<at::Tensor>& exp_avg_sq) {
   c10::NoGradGuard no_grad;
+  WaitForUpdate();
   const size_t n = layouts_.size();
   if (exp_avg.size() != n || exp_avg_sq.size() != n) {
     return absl::InvalidArgumentError(absl::StrCat(

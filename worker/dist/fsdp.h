@@ -24,8 +24,12 @@
 // Loading: layer i is built (read + quantized, or drawn from a seed) by rank
 // i % world on its own device and broadcast; each rank keeps only its slice,
 // so no rank ever holds more than one whole layer. With cpu_offload the
-// frozen shards live in pinned host memory and are copied up just before
-// their all-gather.
+// frozen shards live in pinned host memory, and with offload_optimizer the
+// LoRA masters, their AdamW moments and gradients too; a layer is then
+// streamed: copied up on a copy stream of its own into a small pool of
+// device buffers one layer ahead of compute (see Note [Streaming layers] in
+// fsdp.cc). One process (no communicator) uses the same class to stream a
+// model bigger than its GPU.
 #ifndef RIGTUNE_WORKER_DIST_FSDP_H_
 #define RIGTUNE_WORKER_DIST_FSDP_H_
 
@@ -39,15 +43,18 @@
 
 #include "absl/status/statusor.h"
 #include "worker/dist/communicator.h"
+#include "worker/dist/copy_stream.h"
 #include "worker/dist/layer_layout.h"
 #include "worker/model/model_builder.h"
+#include "worker/train/host_optimizer_step.h"
 #include "worker/train/trainer.h"
 
 namespace rigtune::dist {
 
 struct FsdpOptions {
   std::string sharding = "full_shard";  // full_shard | shard_grad_op | no_shard | hybrid
-  bool cpu_offload = false;
+  bool cpu_offload = false;       // frozen shards in pinned host memory
+  bool offload_optimizer = false;  // LoRA masters, moments, grads in host memory
 };
 
 class FsdpLayers : public train::LayerSource {
@@ -55,7 +62,8 @@ class FsdpLayers : public train::LayerSource {
   // Builds this rank's shards of every layer of `source`, and of the
   // embedding, final norm and LM head of `shell` (its LoadShell(), the same
   // on every rank), which it leaves undefined so that their memory is freed.
-  // Collective: every rank must call it. `comm` must outlive the result.
+  // Collective: every rank must call it. `comm` must outlive the result;
+  // null for one process (world size 1, used to stream with cpu_offload).
   static absl::StatusOr<std::unique_ptr<FsdpLayers>> Create(model::ModelSource& source,
                                                             model::LlamaModel& shell,
                                                             const model::BuildOptions& build,
@@ -70,9 +78,11 @@ class FsdpLayers : public train::LayerSource {
   const model::DecoderLayer& Acquire(int64_t i, bool backward) override;
   void Release(int64_t i, bool backward) override;
   std::vector<at::Tensor> Parameters() override { return lora_shards_; }
-  std::vector<at::Tensor> Gradients() override { return grad_shards_; }
+  std::vector<at::Tensor> Gradients() override;
   void ZeroGradients() override;
-  double SumOverRanks(double v) override { return comm_->SumOverRanks(v); }
+  void Update(train::AdamW& optimizer, const std::vector<at::Tensor>& grads, double lr) override;
+  void WaitForUpdate() override { host_step_.WaitAll(); }
+  double SumOverRanks(double v) override { return comm_ ? comm_->SumOverRanks(v) : v; }
   // Each shard of the gradients lives once per shard group: the global
   // squared norm sums over one group (no_shard: every rank has it all).
   double SumGradSquares(double local) override {
@@ -105,15 +115,32 @@ class FsdpLayers : public train::LayerSource {
                                   std::vector<at::Tensor>& exp_avg_sq);
   int64_t frozen_shard_bytes() const;   // this rank's frozen bytes, all units
   int64_t trainable_shard_floats() const;
+  // Bytes of host memory this rank's weights and trainable state take
+  // (frozen shards with cpu_offload; masters, moments and gradients with
+  // offload_optimizer).
+  int64_t host_state_bytes() const;
   const LayerLayout& layout(int64_t i) const { return layouts_[i]; }
   int64_t shards() const { return shards_; }
 
  private:
+  // Device buffers one streamed layer is copied up (and gathered) into.
+  struct Slot {
+    at::Tensor frozen, trainable;              // full layer
+    at::Tensor frozen_shard, trainable_shard;  // sharded: this rank's slice, uploaded
+  };
   struct Gathered {
     at::Tensor frozen;     // full uint8 buffer
     at::Tensor trainable;  // full float32 buffer
     Pending frozen_pending, trainable_pending;
     std::unique_ptr<model::DecoderLayer> layer;
+    Slot slot;  // streamed: where frozen and trainable live
+    Mark ready;  // streamed: the copies (and collectives) are enqueued before it
+  };
+  // A layer's gradient shard on its way down to host memory.
+  struct StagedGrad {
+    int64_t layer;
+    at::Tensor host;  // pinned
+    Mark copied;
   };
 
   // The embedding or head unit: frozen bytes only.
@@ -126,8 +153,17 @@ class FsdpLayers : public train::LayerSource {
   enum Edge { kEmbedding = 0, kHead = 1 };
 
   FsdpLayers(Communicator* comm, FsdpOptions options, int64_t shards, at::Device device)
-      : comm_(comm), options_(std::move(options)), shards_(shards), device_(device) {}
+      : comm_(comm), options_(std::move(options)), shards_(shards), device_(device),
+        copies_(device) {}
+  bool streamed() const { return options_.cpu_offload || options_.offload_optimizer; }
   void StartGather(int64_t i);
+  void StartStreamedGather(int64_t i, Gathered& g);
+  Slot TakeSlot();
+  // offload_optimizer: adds `grads` (device) to layer i's host gradient,
+  // through a pinned staging buffer copied down behind the backward.
+  void StageGradients(int64_t i, const at::Tensor& grads);
+  // Adds staged gradients to the host gradients, all but the newest `keep`.
+  void FoldStagedGradients(size_t keep);
   // Builds edge unit `e` from `tensors` (full, identical on every rank).
   void ShardEdge(Edge e, const std::vector<at::Tensor>& tensors);
   void StartEdgeGather(Edge e);
@@ -150,6 +186,7 @@ class FsdpLayers : public train::LayerSource {
   Communicator* shard_comm() const { return shard_group_ ? shard_group_.get() : comm_; }
   // Which slice of every unit this rank keeps.
   int64_t shard_index() const { return shards_ == 1 ? 0 : shard_comm()->rank(); }
+  int64_t world() const { return comm_ ? comm_->world_size() : 1; }
 
   Communicator* comm_;
   std::unique_ptr<Communicator> shard_group_;    // hybrid: this node's ranks
@@ -157,10 +194,15 @@ class FsdpLayers : public train::LayerSource {
   FsdpOptions options_;
   int64_t shards_;  // 1 for no_shard
   at::Device device_;
+  CopyStream copies_;
+  std::vector<Slot> free_slots_;         // streamed: device buffers not in use
+  std::vector<StagedGrad> staged_;       // offload_optimizer: oldest first
+  std::vector<at::Tensor> free_staging_;
+  train::HostOptimizerStep host_step_;   // offload_optimizer
   std::vector<LayerLayout> layouts_;
   std::vector<at::Tensor> frozen_shards_;  // uint8, device or pinned host
-  std::vector<at::Tensor> lora_shards_;    // float32 masters, device
-  std::vector<at::Tensor> grad_shards_;    // float32, device
+  std::vector<at::Tensor> lora_shards_;    // float32 masters, device or pinned host
+  std::vector<at::Tensor> grad_shards_;    // float32, device or host
   std::map<int64_t, std::unique_ptr<Gathered>> gathered_;
   std::array<EdgeUnit, 2> edges_;
   bool tied_ = false;  // the LM head is the embedding table

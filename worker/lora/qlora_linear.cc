@@ -7,6 +7,7 @@
 #include <stdexcept>
 
 #include "absl/strings/str_cat.h"
+#include "worker/profile/step_profiler.h"
 
 namespace rigtune::lora {
 namespace {
@@ -19,6 +20,17 @@ namespace {
 // cheap next to the GEMM that follows it. The weight must stay alive and
 // unchanged until backward has run; the trainer guarantees it (FSDP keeps a
 // gathered layer until its backward is done).
+
+// The weight in `dtype` on `device`, in the workspace (valid until the next call).
+at::Tensor Dequant(const quant::Nf4Tensor& weight, DequantWorkspace& workspace,
+                   at::ScalarType dtype, at::Device device) {
+  at::Tensor w = workspace.Get(weight.shape()[0], weight.shape()[1], dtype, device);
+  profile::ScopedPhase phase(profile::Phase::kDequantize, w);
+  absl::Status s = weight.DequantizeInto(w);
+  if (!s.ok()) throw std::runtime_error(std::string(s.message()));
+  return w;
+}
+
 struct Nf4MatmulFunction : public torch::autograd::Function<Nf4MatmulFunction> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
                             const quant::Nf4Tensor* weight, DequantWorkspace* workspace) {
@@ -33,21 +45,76 @@ struct Nf4MatmulFunction : public torch::autograd::Function<Nf4MatmulFunction> {
     auto* workspace = reinterpret_cast<DequantWorkspace*>(ctx->saved_data["workspace"].toInt());
     const at::Tensor& g = grad_out[0];
     at::Tensor w = Dequant(*weight, *workspace, g.scalar_type(), g.device());
+    profile::ScopedPhase phase(profile::Phase::kBaseGemm, g);
     return {at::matmul(g, w), at::Tensor(), at::Tensor()};
-  }
-
-  static at::Tensor Dequant(const quant::Nf4Tensor& weight, DequantWorkspace& workspace,
-                            at::ScalarType dtype, at::Device device) {
-    at::Tensor w = workspace.Get(weight.shape()[0], weight.shape()[1], dtype, device);
-    absl::Status s = weight.DequantizeInto(w);
-    if (!s.ok()) throw std::runtime_error(std::string(s.message()));
-    return w;
   }
 
   static at::Tensor Multiply(const at::Tensor& x, const quant::Nf4Tensor& weight,
                              DequantWorkspace& workspace) {
     at::Tensor w = Dequant(weight, workspace, x.scalar_type(), x.device());
+    profile::ScopedPhase phase(profile::Phase::kBaseGemm, x);
     return at::matmul(x, w.t());
+  }
+};
+
+// Note [LoRA folded into the base product]
+// ----------------------------------------
+// y = x·Wᵀ + s·(h·Aᵀ)·Bᵀ (h = x, or x with dropout) as one autograd node:
+// the adapter's product accumulates into the base GEMM's output (addmm with
+// beta = 1, alpha = s), so no [tokens, out] temporary is written, scaled and
+// added. Backward likewise: with gB = g·B (a thin [tokens, r] product),
+// grad_x = g·W + s·gB·A accumulates into the base product's output, and
+// grad_A = s·gBᵀ·h, grad_B = s·gᵀ·(h·Aᵀ) come from the saved thin xa = h·Aᵀ and
+// h. Adapter gradients are returned in the masters' dtype (float32). When h is
+// x itself both gradients leave in x's slot, so autograd adds nothing.
+struct QLoraFunction : public torch::autograd::Function<QLoraFunction> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
+                            const at::Tensor& h, const at::Tensor& lora_a, const at::Tensor& lora_b,
+                            const quant::Nf4Tensor* weight, DequantWorkspace* workspace,
+                            double scale) {
+    const at::ScalarType dtype = x.scalar_type();
+    at::Tensor y = Nf4MatmulFunction::Multiply(x, *weight, *workspace);
+    profile::ScopedPhase phase(profile::Phase::kLora, x);
+    const at::Tensor a = lora_a.to(dtype), b = lora_b.to(dtype);
+    const at::Tensor h2 = h.reshape({-1, h.size(-1)});
+    const at::Tensor xa = at::mm(h2, a.t());
+    y.view({-1, y.size(-1)}).addmm_(xa, b.t(), 1.0, scale);
+    ctx->save_for_backward({h2, xa, a, b});
+    ctx->saved_data["weight"] = reinterpret_cast<int64_t>(weight);
+    ctx->saved_data["workspace"] = reinterpret_cast<int64_t>(workspace);
+    ctx->saved_data["scale"] = scale;
+    ctx->saved_data["h_is_x"] = h.is_same(x);
+    ctx->saved_data["master_dtype"] = static_cast<int64_t>(lora_a.scalar_type());
+    return y;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_out) {
+    auto* weight = reinterpret_cast<const quant::Nf4Tensor*>(ctx->saved_data["weight"].toInt());
+    auto* workspace = reinterpret_cast<DequantWorkspace*>(ctx->saved_data["workspace"].toInt());
+    const double scale = ctx->saved_data["scale"].toDouble();
+    const auto master = static_cast<at::ScalarType>(ctx->saved_data["master_dtype"].toInt());
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &h2 = saved[0], &xa = saved[1], &a = saved[2], &b = saved[3];
+    const at::Tensor& g = grad_out[0];
+    at::Tensor w = Dequant(*weight, *workspace, g.scalar_type(), g.device());
+    at::Tensor grad_x;
+    {
+      profile::ScopedPhase phase(profile::Phase::kBaseGemm, g);
+      grad_x = at::matmul(g, w);
+    }
+    profile::ScopedPhase phase(profile::Phase::kLora, g);
+    const at::Tensor g2 = g.reshape({-1, g.size(-1)});
+    const at::Tensor gb = at::mm(g2, b);  // [tokens, r]
+    at::Tensor grad_a = at::mm(gb.t(), h2).to(master).mul_(scale);
+    at::Tensor grad_b = at::mm(g2.t(), xa).to(master).mul_(scale);
+    at::Tensor grad_h;
+    if (ctx->saved_data["h_is_x"].toBool()) {
+      grad_x.view({-1, grad_x.size(-1)}).addmm_(gb, a, 1.0, scale);
+    } else {
+      grad_h = at::mm(gb, a).mul_(scale).view(grad_x.sizes());
+    }
+    return {grad_x, grad_h, grad_a, grad_b, at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -94,9 +161,10 @@ QLoraLinear::QLoraLinear(quant::Nf4Tensor weight, at::Tensor bias, const LoraSpe
 
 at::Tensor QLoraLinear::Forward(const at::Tensor& x, DequantWorkspace& workspace, bool training,
                                 uint64_t dropout_seed) const {
-  at::Tensor y = Nf4Matmul(x, weight_, workspace);
-  if (bias_.defined()) y = y + bias_;
-  if (!has_adapter()) return y;
+  if (!has_adapter()) {
+    at::Tensor y = Nf4Matmul(x, weight_, workspace);
+    return bias_.defined() ? y + bias_ : y;
+  }
   at::Tensor h = x;
   if (training && spec_.dropout > 0) {
     // A private generator seeded per call: the mask is a function of the seed
@@ -107,9 +175,8 @@ at::Tensor QLoraLinear::Forward(const at::Tensor& x, DequantWorkspace& workspace
     at::Tensor mask = at::empty_like(x).bernoulli_(keep, gen);
     h = x * mask.div_(keep);
   }
-  at::Tensor a = lora_a_.to(x.scalar_type());
-  at::Tensor b = lora_b_.to(x.scalar_type());
-  return y + at::matmul(at::matmul(h, a.t()), b.t()) * spec_.scale;
+  at::Tensor y = QLoraFunction::apply(x, h, lora_a_, lora_b_, &weight_, &workspace, spec_.scale);
+  return bias_.defined() ? y + bias_ : y;
 }
 
 }  // namespace rigtune::lora

@@ -95,6 +95,10 @@ int64_t ModelConfig::NumParameters() const {
 
 bool IsRandomSource(const std::string& source) { return absl::StartsWith(source, "random:"); }
 
+absl::StatusOr<ModelConfig> SourceModelConfig(const std::string& source) {
+  return IsRandomSource(source) ? RandomModelConfig(source) : LoadModelConfig(source);
+}
+
 absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& json_text,
                                              const std::string& origin) {
   json j = json::parse(json_text, nullptr, /*allow_exceptions=*/false);
@@ -173,13 +177,18 @@ absl::StatusOr<ModelConfig> RandomModelConfig(const std::string& spec_in) {
       else if (part == "llama2-13b") preset(32000, 5120, 13824, 40, 40, 40, 10000, 4096);
       else if (part == "llama2-70b") preset(32000, 8192, 28672, 80, 64, 8, 10000, 4096);
       else if (part == "llama3-8b") preset(128256, 4096, 14336, 32, 32, 8, 500000, 8192);
-      else if (part == "llama3-70b") preset(128256, 8192, 28672, 80, 64, 8, 500000, 8192);
+      else if (part == "llama3.1-8b") {
+        // Llama 3.1: the 8B shape with 131,072 positions through llama3 RoPE
+        // scaling of the 8,192 it was pre-trained on.
+        preset(128256, 4096, 14336, 32, 32, 8, 500000, 131072);
+        c.rope = RopeConfig{500000, "llama3", 8.0, 1.0, 4.0, 8192};
+      } else if (part == "llama3-70b") preset(128256, 8192, 28672, 80, 64, 8, 500000, 8192);
       else if (part == "mistral-7b") preset(32000, 4096, 14336, 32, 32, 8, 1000000, 32768);
       else {
         return absl::InvalidArgumentError(absl::StrCat(
             "model: unknown random preset '", part,
-            "' (known: tiny, small, llama2-7b, llama2-13b, llama2-70b, llama3-8b, llama3-70b, "
-            "mistral-7b, or key=value sizes)"));
+            "' (known: tiny, small, llama2-7b, llama2-13b, llama2-70b, llama3-8b, llama3.1-8b, "
+            "llama3-70b, mistral-7b, or key=value sizes)"));
       }
       continue;
     }

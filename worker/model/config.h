@@ -56,10 +56,15 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& json_text,
                                              const std::string& origin);
 
 // Shapes for `random:<spec>` sources. <spec> is a preset name (tiny, small,
-// llama2-7b, llama2-13b, llama2-70b, llama3-8b, llama3-70b, mistral-7b) or
+// llama2-7b, llama2-13b, llama2-70b, llama3-8b, llama3.1-8b (131,072 positions,
+// llama3 RoPE scaling), llama3-70b, mistral-7b) or
 // explicit sizes "layers=2,hidden=64,intermediate=128,heads=4,kv_heads=2,vocab=256",
 // optionally after a preset: "llama2-70b,layers=4".
 absl::StatusOr<ModelConfig> RandomModelConfig(const std::string& spec);
+
+// The config of a job's model source: RandomModelConfig for "random:<spec>",
+// else LoadModelConfig of the folder.
+absl::StatusOr<ModelConfig> SourceModelConfig(const std::string& source);
 
 // True when `source` names a random model ("random:...").
 bool IsRandomSource(const std::string& source);

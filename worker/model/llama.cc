@@ -3,6 +3,12 @@
 #include <ATen/ATen.h>
 
 #include <cmath>
+#include <optional>
+#include <vector>
+
+#include "worker/lora/grouped_qlora.h"
+#include "worker/model/fused_ops.h"
+#include "worker/profile/step_profiler.h"
 
 namespace rigtune::model {
 
@@ -45,7 +51,8 @@ at::Tensor RopeInverseFrequencies(const ModelConfig& config) {
   at::Tensor smooth =
       (old_len / wavelen - rope.low_freq_factor) / (rope.high_freq_factor - rope.low_freq_factor);
   at::Tensor smoothed = (1 - smooth) * scaled / rope.factor + smooth * scaled;
-  at::Tensor medium = at::logical_not(wavelen < high_wavelen) & at::logical_not(wavelen > low_wavelen);
+  at::Tensor medium =
+      at::logical_not(wavelen < high_wavelen) & at::logical_not(wavelen > low_wavelen);
   return at::where(medium, smoothed, scaled);
 }
 
@@ -59,38 +66,42 @@ AttentionInputs MakeAttentionInputs(const ModelConfig& config, const at::Tensor&
 }
 
 at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight, double eps) {
-  at::Tensor h = x.to(at::kFloat);
-  at::Tensor variance = h.pow(2).mean(-1, /*keepdim=*/true);
-  h = h * at::rsqrt(variance + eps);
-  return weight * h.to(x.scalar_type());
+  return FusedRmsNorm(x, weight, eps);
 }
 
 namespace {
-
-at::Tensor RotateHalf(const at::Tensor& x) {
-  const int64_t half = x.size(-1) / 2;
-  return at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
-}
-
-// q, k: [B, heads, T, hd]; cos, sin: [B, T, hd].
-at::Tensor ApplyRope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
-  return x * cos.unsqueeze(1) + RotateHalf(x) * sin.unsqueeze(1);
-}
 
 at::Tensor Attention(const DecoderLayer& layer, const ModelConfig& c, const at::Tensor& x,
                      const AttentionInputs& attn, lora::DequantWorkspace& ws, bool training,
                      uint64_t seed) {
   const int64_t batch = x.size(0), seq = x.size(1), hd = c.head_dim;
-  auto project = [&](int p, int64_t heads) {
-    return layer.proj[p].Forward(x, ws, training, seed + p).view({batch, seq, heads, hd}).transpose(1, 2);
+  auto heads_first = [&](const at::Tensor& t, int64_t heads) {
+    return t.view({batch, seq, heads, hd}).transpose(1, 2);
   };
-  at::Tensor q = ApplyRope(project(kQ, c.num_heads), attn.cos, attn.sin);
-  at::Tensor k = ApplyRope(project(kK, c.num_kv_heads), attn.cos, attn.sin);
-  at::Tensor v = project(kV, c.num_kv_heads);
+  // Rotary embeddings rotate the fresh projections in place (kernels/rope.h).
+  at::Tensor q, k, v;
+  const std::vector<const lora::QLoraLinear*> qkv = {&layer.proj[kQ], &layer.proj[kK],
+                                                     &layer.proj[kV]};
+  if (lora::CanGroup(qkv, training)) {
+    // One product for Q, K and V; q and k sit at the front of each row.
+    at::Tensor fused = RotaryInPlace(lora::GroupedForward(qkv, x, ws), c.num_heads + c.num_kv_heads,
+                                     attn.cos, attn.sin);
+    std::vector<at::Tensor> parts = at::split_with_sizes(
+        fused, {c.num_heads * hd, c.num_kv_heads * hd, c.num_kv_heads * hd}, -1);
+    q = heads_first(parts[0], c.num_heads);
+    k = heads_first(parts[1], c.num_kv_heads);
+    v = heads_first(parts[2], c.num_kv_heads);
+  } else {
+    auto project = [&](int p) { return layer.proj[p].Forward(x, ws, training, seed + p); };
+    q = heads_first(RotaryInPlace(project(kQ), c.num_heads, attn.cos, attn.sin), c.num_heads);
+    k = heads_first(RotaryInPlace(project(kK), c.num_kv_heads, attn.cos, attn.sin), c.num_kv_heads);
+    v = heads_first(project(kV), c.num_kv_heads);
+  }
   const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
   const bool gqa = c.num_kv_heads != c.num_heads;
   at::Tensor out;
   const bool half = x.scalar_type() == at::kBFloat16 || x.scalar_type() == at::kHalf;
+  std::optional<profile::ScopedPhase> phase(std::in_place, profile::Phase::kAttention, x);
   if (attn.cu_seqlens.defined() && x.is_cuda() && half) {
     // Variable-length flash attention over the flattened tokens: each packed
     // example attends causally to itself only (GQA handled by the kernel).
@@ -101,6 +112,7 @@ at::Tensor Attention(const DecoderLayer& layer, const ModelConfig& c, const at::
         flat(q, c.num_heads), flat(k, c.num_kv_heads), flat(v, c.num_kv_heads), attn.cu_seqlens,
         attn.cu_seqlens, attn.max_seqlen, attn.max_seqlen, 0.0, /*is_causal=*/true,
         /*return_debug_mask=*/false, scale));
+    phase.reset();
     return layer.proj[kO].Forward(out.reshape({batch, seq, c.num_heads * hd}), ws, training,
                                   seed + kO);
   }
@@ -110,14 +122,26 @@ at::Tensor Attention(const DecoderLayer& layer, const ModelConfig& c, const at::
     out = at::scaled_dot_product_attention(q, k, v, {}, 0.0, true, scale, gqa);
   }
   out = out.transpose(1, 2).reshape({batch, seq, c.num_heads * hd});
+  phase.reset();
   return layer.proj[kO].Forward(out, ws, training, seed + kO);
 }
 
 at::Tensor Mlp(const DecoderLayer& layer, const at::Tensor& x, lora::DequantWorkspace& ws,
                bool training, uint64_t seed) {
-  at::Tensor gate = layer.proj[kGate].Forward(x, ws, training, seed + kGate);
-  at::Tensor up = layer.proj[kUp].Forward(x, ws, training, seed + kUp);
-  return layer.proj[kDown].Forward(at::silu(gate) * up, ws, training, seed + kDown);
+  const std::vector<const lora::QLoraLinear*> gate_up = {&layer.proj[kGate], &layer.proj[kUp]};
+  at::Tensor act;
+  if (lora::CanGroup(gate_up, training)) {
+    act = FusedSwiglu(lora::GroupedForward(gate_up, x, ws));  // one product for gate and up
+  } else {
+    act = FusedSwiglu(layer.proj[kGate].Forward(x, ws, training, seed + kGate),
+                      layer.proj[kUp].Forward(x, ws, training, seed + kUp));
+  }
+  return layer.proj[kDown].Forward(act, ws, training, seed + kDown);
+}
+
+at::Tensor Residual(const at::Tensor& x, const at::Tensor& branch) {
+  profile::ScopedPhase phase(profile::Phase::kElementwise, x);
+  return x + branch;
 }
 
 }  // namespace
@@ -127,10 +151,12 @@ at::Tensor DecoderLayerForward(const DecoderLayer& layer, const ModelConfig& con
                                lora::DequantWorkspace& workspace, bool training,
                                uint64_t dropout_seed) {
   const double eps = config.rms_norm_eps;
-  at::Tensor h = hidden + Attention(layer, config, RmsNorm(hidden, layer.input_layernorm, eps),
-                                    attn, workspace, training, dropout_seed);
-  return h + Mlp(layer, RmsNorm(h, layer.post_attention_layernorm, eps), workspace, training,
-                 dropout_seed + kNumProj);
+  at::Tensor attn_out = Attention(layer, config, RmsNorm(hidden, layer.input_layernorm, eps), attn,
+                                  workspace, training, dropout_seed);
+  at::Tensor h = Residual(hidden, attn_out);
+  at::Tensor mlp_out = Mlp(layer, RmsNorm(h, layer.post_attention_layernorm, eps), workspace,
+                           training, dropout_seed + kNumProj);
+  return Residual(h, mlp_out);
 }
 
 }  // namespace rigtune::model

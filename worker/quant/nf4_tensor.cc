@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "kernels/nf4.h"
+#include "worker/quant/float_format_of.h"
 
 #ifdef RIGTUNE_WITH_CUDA
 #include <ATen/cuda/CUDAContext.h>
@@ -27,20 +28,6 @@ using kernels::kNf4NestedBlockSize;
 // CPU work is split into chunks of whole nested blocks (256 * 64 elements),
 // so every chunk starts on a 64-block and on a 256-block of absmax.
 constexpr int64_t kChunkElements = kNf4BlockSize * kNf4NestedBlockSize;
-
-absl::StatusOr<FloatFormat> FormatOf(at::ScalarType dtype, const char* what) {
-  switch (dtype) {
-    case at::kFloat:
-      return FloatFormat::kFloat32;
-    case at::kHalf:
-      return FloatFormat::kFloat16;
-    case at::kBFloat16:
-      return FloatFormat::kBFloat16;
-    default:
-      return absl::InvalidArgumentError(
-          absl::StrCat(what, " must be float32, float16 or bfloat16, got ", c10::toString(dtype)));
-  }
-}
 
 absl::Status NeedsCuda(const char* what) {
   return absl::FailedPreconditionError(
@@ -93,7 +80,7 @@ int64_t Nf4Tensor::bytes() const {
 absl::StatusOr<Nf4Tensor> Nf4Tensor::Quantize(const at::Tensor& weight,
                                               const Nf4QuantizeOptions& options) {
   if (!weight.defined()) return absl::InvalidArgumentError("Quantize: the weight is undefined");
-  auto fmt = FormatOf(weight.scalar_type(), "Quantize: the weight");
+  auto fmt = FloatFormatOf(weight.scalar_type(), "Quantize: the weight");
   if (!fmt.ok()) return fmt.status();
   if (weight.numel() == 0) {
     return absl::InvalidArgumentError(absl::StrCat("Quantize: the weight is empty (shape ",
@@ -180,7 +167,7 @@ absl::StatusOr<Nf4Tensor> Nf4Tensor::Quantize(const at::Tensor& weight,
 absl::Status Nf4Tensor::DequantizeInto(at::Tensor& out) const {
   if (!packed_.defined()) return absl::FailedPreconditionError("DequantizeInto: empty Nf4Tensor");
   if (!out.defined()) return absl::InvalidArgumentError("DequantizeInto: `out` is undefined");
-  auto fmt = FormatOf(out.scalar_type(), "DequantizeInto: `out`");
+  auto fmt = FloatFormatOf(out.scalar_type(), "DequantizeInto: `out`");
   if (!fmt.ok()) return fmt.status();
   const int64_t n = numel();
   if (out.numel() != n) {
@@ -237,7 +224,7 @@ absl::Status Nf4Tensor::DequantizeInto(at::Tensor& out) const {
 }
 
 absl::StatusOr<at::Tensor> Nf4Tensor::Dequantize(at::ScalarType dtype) const {
-  if (auto fmt = FormatOf(dtype, "Dequantize: dtype"); !fmt.ok()) return fmt.status();
+  if (auto fmt = FloatFormatOf(dtype, "Dequantize: dtype"); !fmt.ok()) return fmt.status();
   if (!packed_.defined()) return absl::FailedPreconditionError("Dequantize: empty Nf4Tensor");
   at::Tensor out = at::empty(shape_, packed_.options().dtype(dtype));
   if (auto s = DequantizeInto(out); !s.ok()) return s;
@@ -256,7 +243,7 @@ absl::StatusOr<Nf4Tensor> Nf4Tensor::FromParts(std::vector<int64_t> shape, at::S
                                                at::Tensor packed, at::Tensor absmax,
                                                at::Tensor nested_absmax, float offset,
                                                at::Tensor nested_quant_map) {
-  if (auto fmt = FormatOf(dtype, "FromParts: dtype"); !fmt.ok()) return fmt.status();
+  if (auto fmt = FloatFormatOf(dtype, "FromParts: dtype"); !fmt.ok()) return fmt.status();
   int64_t n = 1;
   for (int64_t d : shape) {
     if (d < 0) return absl::InvalidArgumentError("FromParts: negative dimension in the shape");

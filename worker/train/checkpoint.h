@@ -35,6 +35,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "worker/train/checkpoint_manifest.h"
 #include "worker/train/job_config.h"
 
 namespace rigtune::train {
@@ -80,10 +81,8 @@ absl::StatusOr<std::string> WriteCheckpoint(const std::string& output_dir,
                                             const TrainingCheckpoint& checkpoint,
                                             const LoraConfig& lora, const std::string& base_model);
 
-// Checks `dir` against its manifest without loading tensors: DATA_LOSS
-// naming the file when manifest.json is missing or unreadable, or a listed
-// file is missing, has another size (truncated) or another CRC-32 (corrupt).
-absl::Status VerifyCheckpoint(const std::string& dir);
+// VerifyCheckpoint(dir) (checkpoint_manifest.h) checks a folder against its
+// manifest without loading tensors.
 
 // VerifyCheckpoint, then reads the three data files. NOT_FOUND when `dir`
 // does not exist.

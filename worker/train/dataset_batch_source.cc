@@ -122,6 +122,10 @@ absl::StatusOr<data::LoaderOptions> LoaderOptionsFor(const JobConfig& config) {
   o.format = *format;
   o.train_on_prompt = config.dataset.train_on_prompt;
   o.packing = config.dataset.packing;
+  o.chat_template.template_text = config.dataset.chat_template;
+  if (!config.dataset.chat_template_kwargs.empty()) {
+    o.chat_template.variables = nlohmann::ordered_json::parse(config.dataset.chat_template_kwargs);
+  }
   o.context_length = config.train.context_length;
   o.batch_size = config.train.batch_size;
   o.seed = config.train.seed;

@@ -65,6 +65,14 @@ MemoryStats ReadMemoryStats(const c10::Device& device) {
 void SynchronizeDevice(const c10::Device& device) {
   if (device.is_cuda()) c10::cuda::device_synchronize();
 }
+
+int64_t DeviceTotalBytes(const c10::Device& device) {
+  if (!device.is_cuda()) return 0;
+  c10::cuda::set_device(device.index());
+  size_t free_bytes = 0, total = 0;
+  if (cudaMemGetInfo(&free_bytes, &total) != cudaSuccess) return 0;
+  return static_cast<int64_t>(total);
+}
 #else
 absl::Status ApplyMemoryCap(const c10::Device& device, double gib) {
   if (device.is_cuda()) {
@@ -75,6 +83,7 @@ absl::Status ApplyMemoryCap(const c10::Device& device, double gib) {
 void ResetPeakMemory(const c10::Device&) {}
 MemoryStats ReadMemoryStats(const c10::Device&) { return {}; }
 void SynchronizeDevice(const c10::Device&) {}
+int64_t DeviceTotalBytes(const c10::Device&) { return 0; }
 #endif
 
 }  // namespace rigtune::train

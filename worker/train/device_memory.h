@@ -25,6 +25,8 @@ struct MemoryStats {
 absl::Status ApplyMemoryCap(const c10::Device& device, double gib);
 void ResetPeakMemory(const c10::Device& device);
 MemoryStats ReadMemoryStats(const c10::Device& device);
+// The device's memory in bytes (0 on the CPU).
+int64_t DeviceTotalBytes(const c10::Device& device);
 void SynchronizeDevice(const c10::Device& device);
 
 // This process's peak resident host memory (VmHWM), in bytes; 0 if unknown.

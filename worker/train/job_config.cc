@@ -173,6 +173,14 @@ absl::StatusOr<JobConfig> ParseJobConfig(const std::string& text) {
     RT_RETURN_IF_ERROR(s.Get("path", &c.dataset.path));
     RT_RETURN_IF_ERROR(s.Get("format", &c.dataset.format));
     RT_RETURN_IF_ERROR(s.Get("train_on_prompt", &c.dataset.train_on_prompt));
+    RT_RETURN_IF_ERROR(s.Get("chat_template", &c.dataset.chat_template));
+    if (const json* kwargs = s.Child("chat_template_kwargs"); kwargs != nullptr) {
+      if (!kwargs->is_object()) {
+        return Err(s.Path("chat_template_kwargs"),
+                   "must be a JSON object of template variables, e.g. {\"enable_thinking\": false}");
+      }
+      c.dataset.chat_template_kwargs = kwargs->dump();
+    }
     RT_RETURN_IF_ERROR(s.Get("packing", &c.dataset.packing));
     RT_RETURN_IF_ERROR(s.Get("validation_path", &c.dataset.validation_path));
     return s.Get("validation_fraction", &c.dataset.validation_fraction);
@@ -212,6 +220,7 @@ absl::StatusOr<JobConfig> ParseJobConfig(const std::string& text) {
     RT_RETURN_IF_ERROR(s.Get("sharding", &c.dist.sharding));
     RT_RETURN_IF_ERROR(s.Get("cpu_offload", &c.dist.cpu_offload));
     RT_RETURN_IF_ERROR(s.Get("activation_offload", &c.dist.activation_offload));
+    RT_RETURN_IF_ERROR(s.Get("offload_optimizer", &c.dist.offload_optimizer));
     RT_RETURN_IF_ERROR(s.Get("max_gpu_memory_gib", &c.dist.max_gpu_memory_gib));
     RT_RETURN_IF_ERROR(s.Get("backend", &c.dist.backend));
     return s.Get("timeout_seconds", &c.dist.timeout_seconds);
@@ -248,7 +257,11 @@ std::string JobConfigToJson(const JobConfig& c) {
        {{"path", c.dataset.path}, {"format", c.dataset.format},
         {"train_on_prompt", c.dataset.train_on_prompt}, {"packing", c.dataset.packing},
         {"validation_path", c.dataset.validation_path},
-        {"validation_fraction", c.dataset.validation_fraction}}},
+        {"validation_fraction", c.dataset.validation_fraction},
+        {"chat_template", c.dataset.chat_template},
+        {"chat_template_kwargs", c.dataset.chat_template_kwargs.empty()
+                                     ? json::object()
+                                     : json::parse(c.dataset.chat_template_kwargs)}}},
       {"lora",
        {{"r", c.lora.r}, {"alpha", c.lora.alpha}, {"dropout", c.lora.dropout},
         {"use_rslora", c.lora.use_rslora}, {"target_modules", c.lora.target_modules}}},
@@ -268,6 +281,7 @@ std::string JobConfigToJson(const JobConfig& c) {
       {"dist",
        {{"sharding", c.dist.sharding}, {"cpu_offload", c.dist.cpu_offload},
         {"activation_offload", c.dist.activation_offload},
+        {"offload_optimizer", c.dist.offload_optimizer},
         {"max_gpu_memory_gib", c.dist.max_gpu_memory_gib},
         {"timeout_seconds", c.dist.timeout_seconds}, {"backend", c.dist.backend}}},
       {"checkpoint",

@@ -28,6 +28,8 @@ struct DatasetConfig {
   std::string format = "alpaca";  // alpaca | messages | text
   bool train_on_prompt = false;   // false: prompt tokens get label -100
   bool packing = true;            // several examples per sequence
+  std::string chat_template;      // messages: Jinja text used instead of the model's own
+  std::string chat_template_kwargs;  // messages: JSON object of extra template variables
   // Held-out data for the validation loss (at most one of the two): a file in
   // the same format, or a deterministic fraction in (0, 0.5] of `path`'s
   // examples, which are then left out of training.
@@ -77,6 +79,9 @@ struct DistConfig {
   std::string sharding = "full_shard";  // full_shard | shard_grad_op | no_shard | hybrid
   bool cpu_offload = false;
   bool activation_offload = false;
+  // LoRA float32 masters, AdamW moments and gradients in host memory, AdamW
+  // on the host (the GPU holds only the layers in flight).
+  bool offload_optimizer = false;
   double max_gpu_memory_gib = 0;  // > 0 caps the CUDA caching allocator
   double timeout_seconds = 600;   // collective timeout
   // auto: NCCL on GPUs, Gloo on the CPU; gloo on GPUs stages through host

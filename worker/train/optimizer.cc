@@ -22,21 +22,22 @@ AdamW::AdamW(std::vector<at::Tensor> params, AdamWOptions options)
 }
 
 void AdamW::Step(const std::vector<at::Tensor>& grads, double lr) {
+  BeginStep();
+  for (size_t i = 0; i < params_.size(); ++i) Update(i, grads[i], lr);
+}
+
+void AdamW::Update(size_t i, const at::Tensor& g, double lr) {
   c10::NoGradGuard no_grad;
-  ++step_;
+  if (!g.defined()) return;
   const double bc1 = 1.0 - std::pow(options_.beta1, static_cast<double>(step_));
   const double bc2_sqrt = std::sqrt(1.0 - std::pow(options_.beta2, static_cast<double>(step_)));
   const double step_size = lr / bc1;
-  for (size_t i = 0; i < params_.size(); ++i) {
-    at::Tensor& p = params_[i];
-    const at::Tensor& g = grads[i];
-    if (!g.defined()) continue;
-    if (options_.weight_decay != 0) p.mul_(1.0 - lr * options_.weight_decay);
-    exp_avg_[i].lerp_(g, 1.0 - options_.beta1);
-    exp_avg_sq_[i].mul_(options_.beta2).addcmul_(g, g, 1.0 - options_.beta2);
-    at::Tensor denom = (exp_avg_sq_[i].sqrt() / bc2_sqrt).add_(options_.eps);
-    p.addcdiv_(exp_avg_[i], denom, -step_size);
-  }
+  at::Tensor& p = params_[i];
+  if (options_.weight_decay != 0) p.mul_(1.0 - lr * options_.weight_decay);
+  exp_avg_[i].lerp_(g, 1.0 - options_.beta1);
+  exp_avg_sq_[i].mul_(options_.beta2).addcmul_(g, g, 1.0 - options_.beta2);
+  at::Tensor denom = (exp_avg_sq_[i].sqrt() / bc2_sqrt).add_(options_.eps);
+  p.addcdiv_(exp_avg_[i], denom, -step_size);
 }
 
 absl::StatusOr<LrSchedule> LrSchedule::Create(const std::string& kind, double base_lr,
@@ -66,7 +67,13 @@ double ClipGradNorm(const std::vector<at::Tensor>& grads, double max_norm,
   c10::NoGradGuard no_grad;
   std::vector<at::Tensor> norms;
   for (const at::Tensor& g : grads) {
-    if (g.defined()) norms.push_back(at::linalg_vector_norm(g.to(at::kFloat), 2).reshape({1}));
+    // In float64: the norm then does not depend, to float32 precision, on how
+    // the gradients are split into tensors (one per adapter matrix, or one
+    // flat buffer per layer under FSDP and weight streaming), so every layer
+    // source clips by the same coefficient.
+    if (g.defined()) {
+      norms.push_back(at::linalg_vector_norm(g, 2, std::nullopt, false, at::kDouble).reshape({1}));
+    }
   }
   double squared = 0;
   if (!norms.empty()) {

@@ -32,6 +32,10 @@ class AdamW {
   // One update of every parameter from `grads` (same order and shapes) at
   // learning rate `lr`. Parameters are updated in place, without autograd.
   void Step(const std::vector<at::Tensor>& grads, double lr);
+  // The same step in parts (a host thread updating layer by layer):
+  // BeginStep() once, then Update(i, ...) for every parameter, in any order.
+  void BeginStep() { ++step_; }
+  void Update(size_t i, const at::Tensor& grad, double lr);
 
   int64_t step() const { return step_; }
   const std::vector<at::Tensor>& params() const { return params_; }

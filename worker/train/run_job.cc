@@ -2,9 +2,12 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
+#include <c10/util/Exception.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <exception>
+#include <optional>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -12,11 +15,14 @@
 #include "worker/dist/communicator.h"
 #include "worker/dist/fsdp.h"
 #include "worker/model/model_builder.h"
+#include "worker/plan/fit_advice.h"
+#include "worker/plan/plan_report.h"
 #include "worker/train/adapter_export.h"
 #include "worker/train/batch_source.h"
 #include "worker/train/checkpointer.h"
 #include "worker/train/device_memory.h"
 #include "worker/train/evaluator.h"
+#include "worker/train/out_of_memory.h"
 
 namespace rigtune::train {
 namespace {
@@ -58,7 +64,36 @@ struct Run {
   std::unique_ptr<dist::FsdpLayers> fsdp;
   std::unique_ptr<BatchSource> data;
   std::unique_ptr<Evaluator> evaluator;  // null without validation data
+  // What the run is doing, for an out-of-memory message.
+  std::string phase = "setting up";
+  std::optional<model::ModelConfig> model_config;
+  plan::PlanDevice device_plan;
 };
+
+// RIGTUNE_IGNORE_MEMORY_PLAN=1 starts a job the planner says cannot fit (the
+// plan is an estimate; an out-of-memory error still ends the job cleanly).
+bool IgnoreMemoryPlan() {
+  const char* value = std::getenv("RIGTUNE_IGNORE_MEMORY_PLAN");
+  return value != nullptr && std::string(value) == "1";
+}
+
+// The job's first log line is the memory plan; on a GPU a job that cannot
+// fit ends here, before anything is loaded.
+absl::Status LogMemoryPlan(const JobConfig& config, const RunCallbacks& callbacks, Run& run) {
+  auto model_config = model::SourceModelConfig(config.model);
+  if (!model_config.ok()) return model_config.status();
+  run.model_config = *model_config;
+  run.device_plan = plan::DeviceForJob(
+      config, static_cast<double>(DeviceTotalBytes(run.device)) / plan::kGiB,
+      run.env.world_size);
+  const plan::MemoryPlan memory = plan::PlanMemory(*run.model_config, config, run.device_plan);
+  Log(callbacks, absl::StrCat("rank ", run.env.rank, ": ", plan::PlanLine(memory)));
+  if (memory.fits() || !run.device.is_cuda() || IgnoreMemoryPlan()) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      plan::ShortfallMessage(memory, plan::SuggestFits(*run.model_config, config,
+                                                       run.device_plan)),
+      " (RIGTUNE_IGNORE_MEMORY_PLAN=1 tries anyway)"));
+}
 
 absl::Status Setup(const JobConfig& config, const RunCallbacks& callbacks, Run& run) {
   auto env = dist::DistEnv::FromEnvironment();
@@ -68,6 +103,7 @@ absl::Status Setup(const JobConfig& config, const RunCallbacks& callbacks, Run& 
   if (!device.ok()) return device.status();
   run.device = *device;
   if (auto s = ApplyMemoryCap(run.device, config.dist.max_gpu_memory_gib); !s.ok()) return s;
+  if (auto s = LogMemoryPlan(config, callbacks, run); !s.ok()) return s;
 
   model::BuildOptions build;
   build.dtype = PickDtype(config.train.dtype);
@@ -77,6 +113,7 @@ absl::Status Setup(const JobConfig& config, const RunCallbacks& callbacks, Run& 
   build.seed = config.train.seed;
   Log(callbacks, absl::StrCat("rank ", run.env.rank, "/", run.env.world_size, ": loading ",
                               config.model, " on ", run.device.str()));
+  run.phase = "loading the model";
   auto source = model::ModelSource::Open(config.model, build);
   if (!source.ok()) return source.status();
   if (config.train.context_length > (*source)->config().max_position_embeddings) {
@@ -85,21 +122,29 @@ absl::Status Setup(const JobConfig& config, const RunCallbacks& callbacks, Run& 
         " exceeds the model's max_position_embeddings (",
         (*source)->config().max_position_embeddings, ")"));
   }
-  if (run.env.world_size == 1) {
+  const auto load_start = std::chrono::steady_clock::now();
+  // One process builds the whole model on its device, unless weights or
+  // optimizer state are offloaded: then FsdpLayers streams layers (without
+  // a communicator), and loading moves one layer at a time to host memory.
+  const bool streamed = config.dist.cpu_offload || config.dist.offload_optimizer;
+  if (run.env.world_size == 1 && !streamed) {
     auto m = model::BuildModel(**source, build);
     if (!m.ok()) return m.status();
     run.model = *std::move(m);
   } else {
-    auto comm = dist::Communicator::Create(run.env, run.device, config.dist.timeout_seconds,
-                                           config.dist.backend);
-    if (!comm.ok()) return comm.status();
-    run.comm = *std::move(comm);
+    if (run.env.world_size > 1) {
+      auto comm = dist::Communicator::Create(run.env, run.device, config.dist.timeout_seconds,
+                                             config.dist.backend);
+      if (!comm.ok()) return comm.status();
+      run.comm = *std::move(comm);
+    }
     auto shell = (*source)->LoadShell();
     if (!shell.ok()) return shell.status();
     run.model = *std::move(shell);
     auto fsdp = dist::FsdpLayers::Create(
         **source, run.model, build, run.comm.get(),
-        dist::FsdpOptions{config.dist.sharding, config.dist.cpu_offload});
+        dist::FsdpOptions{config.dist.sharding, config.dist.cpu_offload,
+                          config.dist.offload_optimizer});
     if (!fsdp.ok()) return fsdp.status();
     run.fsdp = *std::move(fsdp);
     Log(callbacks, absl::StrFormat("rank %d holds %.2f GiB of frozen shards (%d bytes, %s%s)",
@@ -107,9 +152,20 @@ absl::Status Setup(const JobConfig& config, const RunCallbacks& callbacks, Run& 
                                    run.fsdp->frozen_shard_bytes(), config.dist.sharding,
                                    config.dist.cpu_offload ? ", in host memory" : ""));
   }
-  Log(callbacks, absl::StrFormat("rank %d: model ready; peak host memory (RSS) %.2f GiB",
-                                 run.env.rank, PeakHostRssBytes() / double(1 << 30)));
+  const double load_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count();
+  Log(callbacks, absl::StrFormat("rank %d: model ready in %.1f s; peak host memory (RSS) %.2f GiB",
+                                 run.env.rank, load_seconds, PeakHostRssBytes() / double(1 << 30)));
+  if (run.fsdp && run.fsdp->host_state_bytes() > 0) {
+    // The bound this rank's host memory should stay within (issue-level
+    // target): what it keeps in host memory plus 4 GiB for everything else.
+    const double host = run.fsdp->host_state_bytes() / double(1 << 30);
+    Log(callbacks, absl::StrFormat("rank %d: host memory for weights and optimizer state "
+                                   "%.2f GiB; expected peak RSS <= %.2f GiB",
+                                   run.env.rank, host, host + 4.0));
+  }
 
+  run.phase = "preparing the data";
   if (config.dataset.path.empty()) {
     if (!model::IsRandomSource(config.model)) {
       return absl::InvalidArgumentError("dataset.path: required for a model folder");
@@ -172,6 +228,7 @@ absl::StatusOr<RunResult> Train(const JobConfig& config, const RunCallbacks& cal
   }
   // Saves unless this step is already on disk; rank 0 reports the folder.
   auto checkpoint = [&](double loss) -> absl::Status {
+    run.phase = absl::StrCat("writing the checkpoint of step ", trainer.steps_done());
     auto info = checkpoints.Save(loss);
     if (!info.ok()) return info.status();
     if (!info->has_value()) return absl::OkStatus();
@@ -186,6 +243,7 @@ absl::StatusOr<RunResult> Train(const JobConfig& config, const RunCallbacks& cal
   // train.early_stopping_patience evaluations brought no new best.
   bool early_stop = false;
   auto validate = [&](double train_loss) -> absl::Status {
+    run.phase = absl::StrCat("evaluating the validation set at step ", trainer.steps_done());
     last_validation = run.evaluator->Evaluate(trainer, run.device, trainer.steps_done());
     const bool best = tracker.Record(last_validation);
     if (callbacks.on_validation) callbacks.on_validation(last_validation);
@@ -228,6 +286,7 @@ absl::StatusOr<RunResult> Train(const JobConfig& config, const RunCallbacks& cal
     }
     if (micro.empty()) break;
     ResetPeakMemory(run.device);
+    run.phase = absl::StrCat("step ", trainer.steps_done() + 1);
     const auto t0 = std::chrono::steady_clock::now();
     StepStats stats = trainer.Step(micro, schedule->LearningRate(trainer.steps_done()));
     SynchronizeDevice(run.device);
@@ -264,9 +323,18 @@ absl::StatusOr<RunResult> Train(const JobConfig& config, const RunCallbacks& cal
     if (auto s = validate(result.final_loss); !s.ok()) return s;
   }
   result.steps = trainer.steps_done();
+  Log(callbacks, absl::StrFormat("rank %d: peak host memory (RSS) %.2f GiB after %d steps",
+                                 run.env.rank, PeakHostRssBytes() / double(1 << 30),
+                                 result.steps));
   // At the end, and when stopped early, so that a paused job resumes exactly.
   if (auto s = checkpoint(result.final_loss); !s.ok()) return s;
+  // Only a finished run writes the job's adapter/ folder: a stopped one
+  // (pause, cancel, SIGTERM, the daemon gone) leaves its state in the
+  // checkpoint, so adapter/ never holds a half-trained adapter. Every rank
+  // agreed on the stop above, so all of them skip the collective gather.
+  if (result.stopped_early) return result;
 
+  run.phase = "writing the adapter";
   std::map<std::string, at::Tensor> adapter;
   if (run.fsdp) {
     auto gathered = run.fsdp->GatherAdapterTensors();
@@ -292,9 +360,24 @@ absl::StatusOr<RunResult> RunJob(const JobConfig& config, const RunCallbacks& ca
   try {
     if (auto s = Setup(config, callbacks, run); !s.ok()) return s;
     return Train(config, callbacks, run);
+  } catch (const c10::OutOfMemoryError& e) {
+    // Out of memory anywhere in the run ends here, as one line.
+    OutOfMemoryContext context;
+    context.rank = run.env.rank;
+    context.device = run.device.str();
+    context.phase = run.phase;
+    context.peak_allocated = ReadMemoryStats(run.device).peak_allocated;
+    context.model = run.model_config ? &*run.model_config : nullptr;
+    context.job = &config;
+    context.device_plan = run.device_plan;
+    return OutOfMemoryStatus(e.what_without_backtrace(), context);
+  } catch (const c10::Error& e) {
+    // LibTorch and c10d report failures (a dead peer, a bad shape) by
+    // throwing; the job ends with the message, without LibTorch's C++
+    // backtrace, instead of a crash.
+    return absl::InternalError(
+        absl::StrCat("rank ", run.env.rank, ": ", e.what_without_backtrace()));
   } catch (const std::exception& e) {
-    // LibTorch and c10d report failures (out of memory, a dead peer) by
-    // throwing; the job ends with the message instead of a crash.
     return absl::InternalError(absl::StrCat("rank ", run.env.rank, ": ", e.what()));
   }
 }

@@ -55,7 +55,9 @@ struct RunResult {
   int64_t steps = 0;
   int64_t tokens_trained = 0;
   double final_loss = 0;
-  std::string adapter_path;  // folder with adapter_model.safetensors + adapter_config.json
+  // Folder with adapter_model.safetensors + adapter_config.json; empty when
+  // stopped early (the state is in the latest checkpoint instead).
+  std::string adapter_path;
   bool stopped_early = false;
 };
 

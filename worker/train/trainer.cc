@@ -4,6 +4,8 @@
 #include <c10/core/GradMode.h>
 
 #include "worker/model/model_builder.h"
+#include "worker/profile/step_profiler.h"
+#include "worker/train/activation_stash.h"
 
 namespace rigtune::train {
 namespace {
@@ -52,6 +54,14 @@ Trainer::Trainer(model::LlamaModel* model, TrainerOptions options, LayerSource* 
   optimizer_ = std::make_unique<AdamW>(layers_->Parameters(), options_.adamw);
 }
 
+Trainer::~Trainer() {
+  try {
+    layers_->WaitForUpdate();
+  } catch (...) {
+    // The job already ends with the error that stopped it.
+  }
+}
+
 void Trainer::ZeroGrad() { layers_->ZeroGradients(); }
 
 at::Tensor Trainer::Embed(const at::Tensor& input_ids) {
@@ -75,6 +85,7 @@ std::pair<double, at::Tensor> Trainer::HeadLossAndGrad(const at::Tensor& hidden,
                                                        const at::Tensor& labels,
                                                        double denominator) {
   const int64_t b = hidden.size(0), t = hidden.size(1), h = hidden.size(2);
+  profile::ScopedPhase phase(profile::Phase::kLoss, hidden);
   const HeadWeights head = layers_->AcquireHead();
   at::Tensor x = hidden.detach().requires_grad_(true);
   at::Tensor normed;
@@ -116,13 +127,6 @@ int64_t Trainer::HeadChunk() const {
   return std::max<int64_t>(64, (64LL << 20) / model_->config.vocab_size);  // ~256 MB of fp32 logits
 }
 
-at::Tensor Trainer::Offload(const at::Tensor& t) const {
-  if (!t.is_cuda()) return t;
-  at::Tensor host = at::empty(t.sizes(), t.options().device(at::kCPU).pinned_memory(true));
-  host.copy_(t, /*non_blocking=*/true);
-  return host;
-}
-
 double Trainer::MicroStep(const TrainBatch& batch, double denominator, uint64_t micro_index) {
   const model::ModelConfig& cfg = model_->config;
   const int64_t n = cfg.num_layers;
@@ -133,28 +137,28 @@ double Trainer::MicroStep(const TrainBatch& batch, double denominator, uint64_t 
   };
   at::Tensor h = Embed(batch.input_ids);
   if (options_.activation_checkpointing) {
-    std::vector<at::Tensor> inputs(n);
+    ActivationStash inputs(n, options_.activation_offload);
     {
       c10::NoGradGuard no_grad;
+      profile::ScopedPhase forward(profile::Phase::kNoGradForward, h);
       for (int64_t i = 0; i < n; ++i) {
-        inputs[i] = options_.activation_offload ? Offload(h) : h;
+        inputs.Put(i, h);
         const model::DecoderLayer& layer = layers_->Acquire(i, false);
         h = model::DecoderLayerForward(layer, cfg, h, attn, workspace_, true, seed_of(i));
         layers_->Release(i, false);
       }
     }
     auto [loss_sum, grad] = HeadLossAndGrad(h, batch.labels, denominator);
+    profile::ScopedPhase walk(profile::Phase::kRecomputeBackward, h);
     for (int64_t i = n - 1; i >= 0; --i) {
       const model::DecoderLayer& layer = layers_->Acquire(i, true);
-      at::Tensor x = inputs[i].device() == h.device() ? inputs[i].detach()
-                                                      : inputs[i].to(h.device(), true);
+      at::Tensor x = inputs.Take(i, h.device()).detach();
       if (i > 0) x.requires_grad_(true);
       {
         c10::AutoGradMode grad_mode(true);
         at::Tensor y = model::DecoderLayerForward(layer, cfg, x, attn, workspace_, true, seed_of(i));
         y.backward(grad);
       }
-      inputs[i] = at::Tensor();
       if (i > 0) grad = x.grad();
       layers_->Release(i, true);
     }
@@ -198,9 +202,10 @@ StepStats Trainer::ForwardBackward(const std::vector<TrainBatch>& micro_batches)
 StepStats Trainer::Step(const std::vector<TrainBatch>& micro_batches, double lr) {
   StepStats stats = ForwardBackward(micro_batches);
   std::vector<at::Tensor> grads = layers_->Gradients();
+  profile::ScopedPhase phase(profile::Phase::kOptimizer, grads.empty() ? at::Tensor() : grads[0]);
   stats.grad_norm = ClipGradNorm(grads, options_.max_grad_norm,
                                  [this](double sq) { return layers_->SumGradSquares(sq); });
-  optimizer_->Step(grads, lr);
+  layers_->Update(*optimizer_, grads, lr);
   stats.learning_rate = lr;
   ZeroGrad();
   return stats;

@@ -93,6 +93,14 @@ class LayerSource {
   virtual std::vector<at::Tensor> Parameters() = 0;
   virtual std::vector<at::Tensor> Gradients() = 0;
   virtual void ZeroGradients() = 0;
+  // Applies one AdamW step to Parameters() from `grads` (clipped). May
+  // return before the update is done (FSDP with offload_optimizer updates
+  // on the host while the next step runs): a later Acquire() of a layer
+  // waits for that layer's update, and WaitForUpdate() for all of them.
+  virtual void Update(AdamW& optimizer, const std::vector<at::Tensor>& grads, double lr) {
+    optimizer.Step(grads, lr);
+  }
+  virtual void WaitForUpdate() {}
   // Sum over data-parallel ranks (identity for one process).
   virtual double SumOverRanks(double v) { return v; }
   // The global sum of squared gradient entries from this rank's share of
@@ -105,6 +113,7 @@ class Trainer {
   // `model` must outlive the trainer. `layers` may be null: the model's own
   // layers and adapters are used.
   Trainer(model::LlamaModel* model, TrainerOptions options, LayerSource* layers = nullptr);
+  ~Trainer();  // waits for an update still running (it uses the optimizer)
 
   // Forward + backward over `micro_batches` (gradient accumulation: the loss
   // is the mean over all their target tokens, on all ranks), then clip by
@@ -137,7 +146,6 @@ class Trainer {
   // Every decoder layer without grad or dropout: the last layer's output.
   at::Tensor ForwardNoGrad(const TrainBatch& batch);
   int64_t HeadChunk() const;  // LM head rows per chunk
-  at::Tensor Offload(const at::Tensor& t) const;  // to pinned host memory
   model::AttentionInputs Attention(const TrainBatch& batch) const;
   // Loss sum of the head over `hidden` ([B,T,H], final layer output) and its
   // gradient scaled by 1/denominator.

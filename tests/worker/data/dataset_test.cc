@@ -61,9 +61,42 @@ TEST(DatasetTest, ShareGptRolesAreMapped) {
 
 TEST(DatasetTest, UnknownRoleIsAnError) {
   DatasetStats stats;
-  auto ex = ParseDataset(R"({"messages": [{"role": "tool", "content": "x"}]})", "m.jsonl",
+  auto ex = ParseDataset(R"({"messages": [{"role": "robot", "content": "x"}]})", "m.jsonl",
                          DatasetFormat::kMessages, &stats);
-  EXPECT_THAT(ex.status().ToString(), HasSubstr("m.jsonl:1: messages[0]: unknown role \"tool\""));
+  EXPECT_THAT(ex.status().ToString(), HasSubstr("m.jsonl:1: messages[0]: unknown role \"robot\""));
+}
+
+TEST(DatasetTest, ToolCallsAndToolTurnsKeepTheirFields) {
+  DatasetStats stats;
+  auto ex = ParseDataset(
+      R"({"messages": [{"role": "user", "content": "w?"}, {"role": "assistant", "content": null,)"
+      R"( "tool_calls": [{"id": "c1", "function": {"name": "f", "arguments": {"b": 1, "a": 2}}}]},)"
+      R"( {"role": "tool", "tool_call_id": "c1", "content": "21"}]})",
+      "m.jsonl", DatasetFormat::kMessages, &stats);
+  ASSERT_TRUE(ex.ok()) << ex.status();
+  const std::vector<Message>& m = (*ex)[0].messages;
+  EXPECT_TRUE(m[1].extra["content"].is_null());
+  EXPECT_EQ(m[1].extra["tool_calls"][0]["function"]["arguments"].dump(), R"({"b":1,"a":2})");
+  EXPECT_EQ(m[2].role, "tool");
+  EXPECT_EQ(m[2].content, "21");
+  EXPECT_EQ(m[2].extra["tool_call_id"], "c1");
+  EXPECT_EQ(stats.empty, 0);  // a tool call is something to train on
+  EXPECT_TRUE((*ex)[0].tools.is_null());
+}
+
+TEST(DatasetTest, ToolsOfARecordAreKeptAndChecked) {
+  DatasetStats stats;
+  auto ex = ParseDataset(
+      R"({"tools": [{"type": "function"}], "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]})"
+      "\n"
+      R"({"tools": "f", "messages": [{"role": "user", "content": "q"}]})",
+      "t.jsonl", DatasetFormat::kMessages, &stats);
+  EXPECT_THAT(ex.status().ToString(), HasSubstr("t.jsonl:2: field \"tools\" must be a list"));
+  ex = ParseDataset(
+      R"({"tools": [{"type": "function"}], "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]})",
+      "t.jsonl", DatasetFormat::kMessages, &stats);
+  ASSERT_TRUE(ex.ok()) << ex.status();
+  EXPECT_EQ((*ex)[0].tools.dump(), R"([{"type":"function"}])");
 }
 
 TEST(DatasetTest, ReadsJsonArrays) {

@@ -161,7 +161,9 @@ TEST(LoaderTest, CreateReportsRenderErrorsWithFileAndLine) {
                          "\"content\": \"c\"}]}\n";
   nlohmann::json config = testing::CharTokenizerConfig();
   config["chat_template"] =
-      "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}"
+      "{{ bos_token }}{% for message in messages %}"
+      "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+      "{{ raise_exception('roles must alternate') }}{% endif %}{% if message['role'] == 'user' %}"
       "{{ '[INST] ' + message['content'] + ' [/INST]' }}{% else %}{{ message['content'] + "
       "eos_token }}"
       "{% endif %}{% endfor %}";
@@ -171,6 +173,7 @@ TEST(LoaderTest, CreateReportsRenderErrorsWithFileAndLine) {
   o.format = DatasetFormat::kMessages;
   auto loader = DataLoader::Create(o, *tok);
   EXPECT_THAT(loader.status().ToString(), HasSubstr(path + ":1: "));
+  EXPECT_THAT(loader.status().ToString(), HasSubstr("line 1: the template raised: roles must alternate"));
   std::remove(path.c_str());
 }
 

@@ -69,6 +69,8 @@ struct LaunchOptions {
   std::string dataset = "";      // text-format dataset.path; empty: synthetic tokens
   double validation_fraction = 0;  // dataset.validation_fraction
   int eval_every = 0;              // train.eval_every_steps
+  bool offload_optimizer = false;
+  int grad_accum = 1;
 };
 
 struct Outcome {
@@ -102,9 +104,11 @@ class FsdpLauncher : public ::testing::Test {
         {"optim", {{"lr", 0.01}, {"schedule", "constant"}, {"weight_decay", 0.01},
                    {"max_grad_norm", 0.05}}},
         {"train", {{"context_length", 16}, {"batch_size", o.batch}, {"max_steps", o.steps},
-                   {"dtype", o.dtype}, {"device", o.device}, {"seed", 3}}},
+                   {"dtype", o.dtype}, {"device", o.device}, {"seed", 3},
+                   {"grad_accum", o.grad_accum}}},
         {"dist", {{"sharding", o.sharding}, {"timeout_seconds", o.timeout_seconds},
-                  {"cpu_offload", o.cpu_offload}, {"backend", o.backend}}},
+                  {"cpu_offload", o.cpu_offload}, {"offload_optimizer", o.offload_optimizer},
+                  {"backend", o.backend}}},
         {"checkpoint", {{"every_steps", o.checkpoint_every}}},
         {"resume_from", o.resume_from}};
     if (!o.dataset.empty()) {

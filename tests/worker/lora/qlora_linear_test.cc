@@ -81,11 +81,45 @@ TEST(QLoraLinearTest, GradientsMatchDenseLora) {
 
   at::Tensor a = lin.lora_a().detach().clone().requires_grad_(true);
   at::Tensor b = lin.lora_b().detach().clone().requires_grad_(true);
-  at::Tensor y_ref = at::matmul(x, Dense(w).t()) + bias + at::matmul(at::matmul(x, a.t()), b.t()) * 0.5;
+  at::Tensor y_ref =
+      at::matmul(x, Dense(w).t()) + bias + at::matmul(at::matmul(x, a.t()), b.t()) * 0.5;
   y_ref.backward(g);
   EXPECT_LT(RelErr(y, y_ref), 1e-6);
   EXPECT_LT(RelErr(lin.lora_a().grad(), a.grad()), 1e-6);
   EXPECT_LT(RelErr(lin.lora_b().grad(), b.grad()), 1e-6);
+}
+
+// The adapter folded into the base product (one autograd node) gives the
+// dense formula's input gradient, with h = x and with a dropout mask (h ≠ x).
+TEST(QLoraLinearTest, InputGradientMatchesDenseLora) {
+  for (double dropout : {0.0, 0.5}) {
+    quant::Nf4Tensor w = RandomNf4(24, 32, 8);
+    QLoraLinear lin(w, at::Tensor(), LoraSpec{4, 0.5, dropout}, 12);
+    {
+      c10::NoGradGuard no_grad;
+      lin.lora_b().normal_();
+    }
+    DequantWorkspace ws;
+    at::Tensor x = at::randn({2, 6, 32}).requires_grad_(true);
+    at::Tensor y = lin.Forward(x, ws, true, 77);
+    at::Tensor g = at::randn_like(y);
+    y.backward(g);
+
+    // The same mask, drawn the way Forward draws it.
+    at::Tensor mask = at::ones_like(x);
+    if (dropout > 0) {
+      at::Generator gen = at::globalContext().defaultGenerator(x.device()).clone();
+      gen.set_current_seed(77);
+      mask = at::empty_like(x).bernoulli_(1 - dropout, gen).div_(1 - dropout);
+    }
+    at::Tensor x_ref = x.detach().clone().requires_grad_(true);
+    at::Tensor a = lin.lora_a().detach(), b = lin.lora_b().detach();
+    at::Tensor y_ref =
+        at::matmul(x_ref, Dense(w).t()) + at::matmul(at::matmul(x_ref * mask, a.t()), b.t()) * 0.5;
+    y_ref.backward(g);
+    EXPECT_LT(RelErr(y, y_ref), 1e-6) << "dropout " << dropout;
+    EXPECT_LT(RelErr(x.grad(), x_ref.grad()), 1e-6) << "dropout " << dropout;
+  }
 }
 
 TEST(QLoraLinearTest, DropoutMaskIsAFunctionOfTheSeed) {

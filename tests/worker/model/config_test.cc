@@ -86,6 +86,24 @@ TEST(RandomModelConfigTest, Llama2_70bPreset) {
   EXPECT_NEAR(static_cast<double>(c->NumParameters()), 68.98e9, 0.05e9);
 }
 
+// The preset is the shape and RoPE of Meta-Llama-3.1-8B's config.json.
+TEST(RandomModelConfigTest, Llama31_8bPresetMatchesItsConfigJson) {
+  auto preset = RandomModelConfig("random:llama3.1-8b");
+  auto file = ParseModelConfig(kLlama3, "config.json");
+  ASSERT_TRUE(preset.ok()) << preset.status();
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_EQ(preset->max_position_embeddings, 131072);
+  EXPECT_EQ(preset->NumParameters(), file->NumParameters());
+  EXPECT_EQ(preset->num_kv_heads, file->num_kv_heads);
+  EXPECT_EQ(preset->rope.type, "llama3");
+  EXPECT_DOUBLE_EQ(preset->rope.theta, file->rope.theta);
+  EXPECT_DOUBLE_EQ(preset->rope.factor, file->rope.factor);
+  EXPECT_DOUBLE_EQ(preset->rope.low_freq_factor, file->rope.low_freq_factor);
+  EXPECT_DOUBLE_EQ(preset->rope.high_freq_factor, file->rope.high_freq_factor);
+  EXPECT_EQ(preset->rope.original_max_position_embeddings,
+            file->rope.original_max_position_embeddings);
+}
+
 TEST(RandomModelConfigTest, PresetWithOverrides) {
   auto c = RandomModelConfig("random:llama3-8b,layers=2");
   ASSERT_TRUE(c.ok()) << c.status();

@@ -21,17 +21,20 @@ TEST(JobConfigTest, DefaultsFollowTheHeader) {
   EXPECT_TRUE(c->train.activation_checkpointing);
   EXPECT_EQ(c->dist.sharding, "full_shard");
   EXPECT_EQ(c->dist.backend, "auto");
+  EXPECT_FALSE(c->dist.offload_optimizer);
 }
 
 TEST(JobConfigTest, RoundTripsThroughJson) {
   auto c = ParseJobConfig(Job(R"(, "lora": {"r": 8, "alpha": 16, "target_modules": ["q_proj"]},
-      "train": {"max_steps": 7, "dtype": "fp32"}, "optim": {"lr": 0.001})"));
+      "train": {"max_steps": 7, "dtype": "fp32"}, "optim": {"lr": 0.001},
+      "dist": {"cpu_offload": true, "offload_optimizer": true})"));
   ASSERT_TRUE(c.ok()) << c.status();
   auto again = ParseJobConfig(JobConfigToJson(*c));
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_EQ(JobConfigToJson(*again), JobConfigToJson(*c));
   EXPECT_EQ(again->lora.r, 8);
   EXPECT_EQ(again->train.max_steps, 7);
+  EXPECT_TRUE(again->dist.offload_optimizer);
 }
 
 struct BadCase {
@@ -58,6 +61,8 @@ INSTANTIATE_TEST_SUITE_P(
                       BadCase{R"(, "train": {"max_steps": "ten"})", "train.max_steps"},
                       BadCase{R"(, "dist": {"sharding": "zero3"})", "dist.sharding"},
                       BadCase{R"(, "dist": {"backend": "mpi"})", "dist.backend"},
+                      BadCase{R"(, "dist": {"offload_optimizer": "yes"})",
+                              "dist.offload_optimizer"},
                       BadCase{R"(, "lora": {"dropout": 1.5})", "lora.dropout"},
                       BadCase{R"(, "lora": [])", "lora"},
                       BadCase{R"(, "lora": {"target_modules": ["qkv"]})", "lora.target_modules"},
@@ -73,7 +78,10 @@ INSTANTIATE_TEST_SUITE_P(
                               "dataset.validation_fraction"},
                       BadCase{R"(, "train": {"eval_every_steps": -1})", "train.eval_every_steps"},
                       BadCase{R"(, "train": {"early_stopping_patience": 2})",
-                              "train.early_stopping_patience"}));
+                              "train.early_stopping_patience"},
+                      BadCase{R"(, "dataset": {"chat_template_kwargs": [1]})",
+                              "dataset.chat_template_kwargs"},
+                      BadCase{R"(, "dataset": {"chat_template": 3})", "dataset.chat_template"}));
 
 TEST(JobConfigTest, ValidationFieldsRoundTrip) {
   auto c = ParseJobConfig(Job(R"(, "dataset": {"path": "/d.jsonl", "validation_fraction": 0.25},
@@ -87,6 +95,17 @@ TEST(JobConfigTest, ValidationFieldsRoundTrip) {
   EXPECT_EQ(again->train.eval_every_steps, 5);
   EXPECT_EQ(again->train.early_stopping_patience, 3);
   EXPECT_FALSE(HasValidation(*ParseJobConfig(Job(""))));
+}
+
+TEST(JobConfigTest, ChatTemplateFieldsRoundTrip) {
+  auto c = ParseJobConfig(Job(R"(, "dataset": {"format": "messages",
+      "chat_template": "{{ messages }}", "chat_template_kwargs": {"enable_thinking": false}})"));
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->dataset.chat_template, "{{ messages }}");
+  EXPECT_EQ(c->dataset.chat_template_kwargs, R"({"enable_thinking":false})");
+  auto again = ParseJobConfig(JobConfigToJson(*c));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->dataset.chat_template_kwargs, c->dataset.chat_template_kwargs);
 }
 
 TEST(JobConfigTest, MissingModelIsNamed) {

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -96,6 +97,9 @@ TEST_F(ResumeTest, StoppedAndResumedRunMatchesUninterruptedRun) {
   Trajectory first = Train(paused_job, 3);
   ASSERT_TRUE(first.result.ok()) << first.result.status();
   EXPECT_TRUE(first.result->stopped_early);
+  // A stopped run leaves the final adapter/ folder alone: only the end writes it.
+  EXPECT_TRUE(first.result->adapter_path.empty());
+  EXPECT_FALSE(std::filesystem::exists(paused_job.output_dir + "/adapter"));
   ASSERT_EQ(first.losses.size(), 3u);
   // Every 2 steps, and where the stop happened.
   ASSERT_EQ(first.checkpoints.size(), 2u);
