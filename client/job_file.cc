@@ -141,9 +141,13 @@ void AbsolutizePaths(nlohmann::json& spec, const std::string& base_dir) {
     std::string model = spec["model"];
     if (!absl::StartsWith(model, "random:")) spec["model"] = Absolute(model, base_dir);
   }
-  if (spec.contains("dataset") && spec["dataset"].is_object() &&
-      spec["dataset"].contains("path") && spec["dataset"]["path"].is_string()) {
-    spec["dataset"]["path"] = Absolute(spec["dataset"]["path"], base_dir);
+  if (spec.contains("dataset") && spec["dataset"].is_object()) {
+    for (const char* key : {"path", "validation_path"}) {
+      nlohmann::json& dataset = spec["dataset"];
+      if (dataset.contains(key) && dataset[key].is_string()) {
+        dataset[key] = Absolute(dataset[key], base_dir);
+      }
+    }
   }
   if (spec.contains("output_dir") && spec["output_dir"].is_string()) {
     spec["output_dir"] = Absolute(spec["output_dir"], base_dir);

@@ -106,6 +106,12 @@ std::string FormatEvent(const rigtune::v1::JobEvent& event) {
                                         m.tokens_per_second()));
   }
   if (event.has_log()) return absl::StrCat(head, event.log().text());
+  if (event.has_validation()) {
+    const auto& v = event.validation();
+    return absl::StrCat(head, absl::StrFormat("validation step %d  loss %.4f  perplexity %.3f  "
+                                              "%d tokens",
+                                              v.step(), v.loss(), v.perplexity(), v.tokens()));
+  }
   return absl::StrCat(head, "checkpoint step ", event.checkpoint().step(), " -> ",
                       event.checkpoint().path());
 }

@@ -20,7 +20,8 @@ void PrintJobTable(const rigtune::v1::ListJobsResponse& response);
 void PrintJob(const rigtune::v1::Job& job);
 
 // "12:03:04 RUNNING <- STARTING: all 2 rank(s) registered", "... step 10/100 loss 1.23",
-// "... log: ...", "... checkpoint step 20 -> /path".
+// "... log: ...", "... checkpoint step 20 -> /path",
+// "... validation step 20  loss 1.31  perplexity 3.706  5120 tokens".
 std::string FormatEvent(const rigtune::v1::JobEvent& event);
 
 // "[########------------] 40/100  40%  loss 1.2345  1234 tok/s  ETA 1m20s"

@@ -83,6 +83,16 @@ absl::Status Coordinator::HandleReport(const rigtune::v1::WorkerReport& report) 
       return absl::OkStatus();
     });
     if (!job.ok()) return job.status();
+  } else if (report.has_validation()) {
+    if (!rank0) return absl::OkStatus();
+    const rigtune::v1::ValidationMetrics& validation = report.validation();
+    absl::StatusOr<Job> job = store_->UpdateJob(id, [&](Job&, JobUpdate& update) {
+      update.events.emplace_back();
+      *update.events.back().mutable_validation() = validation;
+      return absl::OkStatus();
+    });
+    if (!job.ok()) return job.status();
+    metrics_.OnValidation(id, validation);
   } else if (report.has_checkpoint()) {
     if (!rank0) return absl::OkStatus();
     if (report.checkpoint().path().empty()) {

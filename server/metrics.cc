@@ -40,6 +40,9 @@ ServiceMetrics::ServiceMetrics(const std::string& version)
                            "Wall time of a job's latest optimizer step.", &help_)),
       checkpoint_time_(Gauges(*registry_, "rigtune_checkpoint_timestamp_seconds",
                               "Unix time of a job's latest checkpoint.", &help_)),
+      validation_loss_(Gauges(*registry_, "rigtune_job_validation_loss",
+                              "Latest validation loss of a job (mean token cross-entropy).",
+                              &help_)),
       gpu_memory_peak_(Gauges(*registry_, "rigtune_gpu_memory_peak_bytes",
                               "CUDA allocator peak of the rank on a GPU.", &help_)),
       gpu_{&Gauges(*registry_, "rigtune_gpu_memory_used_bytes",
@@ -84,8 +87,8 @@ std::string ServiceMetrics::Serialize() {
   prometheus::TextSerializer().Serialize(out, families);
   for (const auto* family :
        {&loss_, &learning_rate_, &tokens_per_second_, &step_seconds_, &checkpoint_time_,
-        &gpu_memory_peak_, gpu_.memory_used, gpu_.memory_total, gpu_.utilization, gpu_.power,
-        gpu_.temperature}) {
+        &validation_loss_, &gpu_memory_peak_, gpu_.memory_used, gpu_.memory_total,
+        gpu_.utilization, gpu_.power, gpu_.temperature}) {
     const std::string& name = family->GetName();
     bool present = false;
     for (const auto& collected : families) present = present || collected.name == name;
@@ -170,6 +173,16 @@ void ServiceMetrics::OnCheckpoint(const std::string& job_id, double unix_seconds
   series.checkpoint_time->Set(unix_seconds);
 }
 
+void ServiceMetrics::OnValidation(const std::string& job_id,
+                                  const rigtune::v1::ValidationMetrics& validation) {
+  absl::MutexLock lock(&mu_);
+  JobSeries& series = SeriesLocked(job_id);
+  if (series.validation_loss == nullptr) {
+    series.validation_loss = &validation_loss_.Add({{"job", job_id}});
+  }
+  series.validation_loss->Set(validation.loss());
+}
+
 void ServiceMetrics::OnWorkerRestart() { restarts_total_.Increment(); }
 
 void ServiceMetrics::OnJobFinished(const std::string& job_id) {
@@ -185,6 +198,7 @@ void ServiceMetrics::OnJobFinished(const std::string& job_id) {
     tokens_per_second_.Remove(it->second.tokens_per_second);
     step_seconds_.Remove(it->second.step_seconds);
     if (it->second.checkpoint_time) checkpoint_time_.Remove(it->second.checkpoint_time);
+    if (it->second.validation_loss) validation_loss_.Remove(it->second.validation_loss);
     series_.erase(it);
   }
 }

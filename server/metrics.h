@@ -8,6 +8,7 @@
 //   rigtune_job_learning_rate{job}
 //   rigtune_job_tokens_per_second{job}
 //   rigtune_job_step_seconds{job}
+//   rigtune_job_validation_loss{job}          latest validation loss of a job
 //   rigtune_checkpoint_timestamp_seconds{job} unix time of the latest checkpoint
 //   rigtune_train_tokens_total                tokens trained, all jobs
 //   rigtune_train_steps_total                 optimizer steps, all jobs
@@ -70,6 +71,8 @@ class ServiceMetrics {
   // rank 0's report feeds the per-job and total series.
   void OnStep(const std::string& job_id, int gpu, const rigtune::v1::StepMetrics& metrics);
   void OnCheckpoint(const std::string& job_id, double unix_seconds);
+  // A validation report (rank 0's).
+  void OnValidation(const std::string& job_id, const rigtune::v1::ValidationMetrics& validation);
   void OnWorkerRestart();
   // The job reached a terminal state; its series may be dropped later.
   void OnJobFinished(const std::string& job_id);
@@ -81,6 +84,7 @@ class ServiceMetrics {
     prometheus::Gauge* tokens_per_second = nullptr;
     prometheus::Gauge* step_seconds = nullptr;
     prometheus::Gauge* checkpoint_time = nullptr;
+    prometheus::Gauge* validation_loss = nullptr;  // once the job reported one
   };
   JobSeries& SeriesLocked(const std::string& job_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
@@ -95,6 +99,7 @@ class ServiceMetrics {
   prometheus::Family<prometheus::Gauge>& tokens_per_second_;
   prometheus::Family<prometheus::Gauge>& step_seconds_;
   prometheus::Family<prometheus::Gauge>& checkpoint_time_;
+  prometheus::Family<prometheus::Gauge>& validation_loss_;
   prometheus::Family<prometheus::Gauge>& gpu_memory_peak_;
   struct GpuFamilies {
     prometheus::Family<prometheus::Gauge>* memory_used;

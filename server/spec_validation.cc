@@ -173,6 +173,57 @@ absl::Status ValidatePaths(const rigtune::v1::JobSpec& spec, const PathRoots& ro
   return absl::OkStatus();
 }
 
+// Validation data (dataset.validation_path / validation_fraction) and what
+// depends on it: evaluation cadence, early stopping.
+absl::Status ValidateValidationData(const rigtune::v1::JobSpec& spec, const PathRoots& roots) {
+  const auto& dataset = spec.dataset();
+  const auto& train = spec.train();
+  const bool by_path = !dataset.validation_path().empty();
+  const bool by_fraction = dataset.has_validation_fraction();
+  if (by_path && by_fraction) {
+    return Bad("spec.dataset.validation_fraction",
+               "set either dataset.validation_path or dataset.validation_fraction, not both");
+  }
+  if (by_fraction) {
+    const double f = dataset.validation_fraction();
+    if (!(f > 0 && f <= 0.5)) {
+      return Bad("spec.dataset.validation_fraction",
+                 absl::StrCat("must be in (0, 0.5], got ", f));
+    }
+  }
+  if ((by_path || by_fraction) && absl::StartsWith(spec.model(), "random:")) {
+    const char* field = by_path ? "spec.dataset.validation_path" : "spec.dataset.validation_fraction";
+    return Bad(field, "needs a model folder with a tokenizer (a random: model has none)");
+  }
+  if (by_path) {
+    const std::string& path = dataset.validation_path();
+    if (absl::Status s = CheckUnderRoots("spec.dataset.validation_path", path, roots.data, "data");
+        !s.ok()) {
+      return s;
+    }
+    if (absl::Status s = CheckRegularFile("spec.dataset.validation_path", path); !s.ok()) {
+      return s;
+    }
+  }
+  if (absl::Status s = InRange<int64_t>("spec.train.eval_every_steps", train.has_eval_every_steps(),
+                                        train.eval_every_steps(), 0, 100'000'000);
+      !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = InRange<int64_t>(
+          "spec.train.early_stopping_patience", train.has_early_stopping_patience(),
+          train.early_stopping_patience(), 0, 1'000'000);
+      !s.ok()) {
+    return s;
+  }
+  if (train.early_stopping_patience() > 0 && !by_path && !by_fraction) {
+    return Bad("spec.train.early_stopping_patience",
+               "needs validation data: set dataset.validation_path or "
+               "dataset.validation_fraction");
+  }
+  return absl::OkStatus();
+}
+
 // Last, as it reads files: the model's config and tokenizer parse and the
 // LoRA targets are modules of its architecture.
 absl::Status ValidateModel(const rigtune::v1::JobSpec& spec) {
@@ -218,6 +269,7 @@ absl::Status CheckUnderRoots(const std::string& field, const std::string& path,
 absl::Status ValidateJobSpec(const rigtune::v1::JobSpec& spec, const SpecLimits& limits) {
   if (absl::Status s = ValidatePaths(spec, limits.roots); !s.ok()) return s;
   if (absl::Status s = ValidateHyperparameters(spec); !s.ok()) return s;
+  if (absl::Status s = ValidateValidationData(spec, limits.roots); !s.ok()) return s;
   if (absl::Status s = ValidateScheduling(spec, limits); !s.ok()) return s;
   return ValidateModel(spec);
 }

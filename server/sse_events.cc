@@ -12,6 +12,7 @@ std::string Frame(const rigtune::v1::JobEvent& event) {
   const char* kind = event.has_state_change() ? "state"
                      : event.has_metrics()    ? "metrics"
                      : event.has_log()        ? "log"
+                     : event.has_validation() ? "validation"
                                               : "checkpoint";
   google::protobuf::util::JsonPrintOptions options;
   options.preserve_proto_field_names = true;

@@ -7,7 +7,7 @@
 // client's Last-Event-ID resumes the stream:
 //
 //   id: 7
-//   event: metrics            (state | metrics | log | checkpoint)
+//   event: metrics            (state | metrics | log | validation | checkpoint)
 //   data: {"seq": "7", ...}   (proto3 JSON of the JobEvent)
 //
 // Once the job's terminal state change was sent, "event: end" closes it.

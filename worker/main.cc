@@ -217,6 +217,14 @@ int main(int argc, char** argv) {
       }
     }
   };
+  callbacks.on_validation = [&](const rigtune::train::ValidationMetrics& v) {
+    if (!rank0) return;  // every rank computes the same numbers
+    std::printf("validation step %lld  loss %.4f  perplexity %.3f  %lld tokens\n",
+                static_cast<long long>(v.step), v.loss, v.perplexity,
+                static_cast<long long>(v.tokens));
+    std::fflush(stdout);
+    if (link) link->ReportValidation(v);
+  };
   callbacks.should_stop = [&] { return g_stop_signal.load() || (link && link->StopRequested()); };
 
   absl::StatusOr<rigtune::train::RunResult> result = rigtune::train::RunJob(*config, callbacks);

@@ -42,6 +42,19 @@ TEST(JobFileTest, YamlBecomesAJobSpecWithAbsolutePaths) {
   EXPECT_FALSE(spec->optim().has_beta1());  // unset stays unset
 }
 
+TEST(JobFileTest, ValidationPathIsMadeAbsoluteToo) {
+  fs::path file = Write("valid.yaml",
+                        "model: models/llama\n"
+                        "dataset: {path: data/train.jsonl, validation_path: data/valid.jsonl}\n"
+                        "train: {eval_every_steps: 50}\n");
+  auto json = LoadJobFile(file.string());
+  ASSERT_TRUE(json.ok()) << json.status();
+  auto spec = ToJobSpec(*json);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->dataset().validation_path(), (file.parent_path() / "data/valid.jsonl").string());
+  EXPECT_EQ(spec->train().eval_every_steps(), 50);
+}
+
 TEST(JobFileTest, OverridesWinAndParseTheirValues) {
   fs::path file = Write("job.json", R"({"model": "random:tiny", "train": {"max_steps": 5}})");
   auto json = LoadJobFile(file.string());

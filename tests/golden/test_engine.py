@@ -87,13 +87,20 @@ def accumulate(ref, batches, step, device="cpu"):
     return loss_sum
 
 
-def build_reference(model_dir, r, alpha, seed):
+def load_nf4_base(model_dir):
+    """The fp32 model of `model_dir` with every decoder linear replaced by its
+    NF4 round-trip: the weights rigtune computes with."""
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     with torch.no_grad():
         for layer in model.model.layers:
             for mod in list(layer.self_attn.children()) + list(layer.mlp.children()):
                 if isinstance(mod, torch.nn.Linear):
                     mod.weight.copy_(nf4_roundtrip(mod.weight))
+    return model
+
+
+def build_reference(model_dir, r, alpha, seed):
+    model = load_nf4_base(model_dir)
     cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=TARGETS,
                      bias="none", task_type="CAUSAL_LM")
     peft_model = get_peft_model(model, cfg)

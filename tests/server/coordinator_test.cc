@@ -14,6 +14,7 @@
 #include "gtest/gtest.h"
 #include "tests/server/test_dir.h"
 #include "server/job_service.h"
+#include "server/sse_events.h"
 #include "server/worker_service.h"
 #include "worker/train/checkpoint_manifest.h"
 
@@ -136,6 +137,45 @@ TEST_F(CoordinatorTest, RunsAJobToSuccessWithMetricsAndCheckpoints) {
   EXPECT_TRUE(fs::exists(fs::path(done.log_dir()) / "rank0.log"));
   EXPECT_NE(coordinator_->metrics().Serialize().find("rigtune_job_train_loss{job=\"" + job.id()),
             std::string::npos);
+}
+
+TEST_F(CoordinatorTest, ValidationReportsAreStoredAndExported) {
+  Start();
+  rigtune::v1::CreateJobRequest request;
+  request.mutable_spec()->set_model("random:tiny");
+  request.mutable_spec()->mutable_train()->set_max_steps(4);
+  request.mutable_spec()->mutable_train()->set_eval_every_steps(2);  // the fake reports 4 / step
+  auto job = coordinator_->CreateJob(request);
+  ASSERT_TRUE(job.ok()) << job.status();
+  WaitFor(job->id(), Job::SUCCEEDED);
+  std::vector<rigtune::v1::ValidationMetrics> validations;
+  for (const auto& event : Events(job->id())) {
+    if (event.has_validation()) validations.push_back(event.validation());
+  }
+  ASSERT_EQ(validations.size(), 2u);
+  EXPECT_EQ(validations[0].step(), 2);
+  EXPECT_DOUBLE_EQ(validations[0].loss(), 2.0);
+  EXPECT_EQ(validations[1].step(), 4);
+  EXPECT_EQ(validations[1].tokens(), 64);
+  // Over SSE each is an "event: validation" frame.
+  std::string frames;
+  for (int64_t after = 0;;) {
+    auto batch = NextSseBatch(*coordinator_, job->id(), after);
+    ASSERT_TRUE(batch.ok()) << batch.status();
+    frames += batch->frames;
+    if (batch->finished || batch->frames.empty()) break;
+    after = batch->after_seq;
+  }
+  int validation_frames = 0;
+  for (size_t at = frames.find("\nevent: validation\n"); at != std::string::npos;
+       at = frames.find("\nevent: validation\n", at + 1)) {
+    ++validation_frames;
+  }
+  EXPECT_EQ(validation_frames, 2) << frames;
+  EXPECT_NE(coordinator_->metrics().Serialize().find("rigtune_job_validation_loss{job=\"" +
+                                                     job->id() + "\"} 1"),
+            std::string::npos)
+      << coordinator_->metrics().Serialize();
 }
 
 TEST_F(CoordinatorTest, WatchReplaysHistoryAndEndsAtTheTerminalState) {

@@ -11,6 +11,8 @@
 //   RIGTUNE_FAKE_FAIL           RunJob returns an error at step 2 (INTERNAL, which a
 //                               relaunch may fix); "bad_data": FAILED_PRECONDITION
 //                               "dataset too small" before the first step
+// With train.eval_every_steps = N it reports a validation loss of 4 / step
+// every N steps.
 // MergeAdapter (the worker's `merge` command) is not part of what it stands in for.
 #include <unistd.h>
 
@@ -74,7 +76,10 @@ absl::StatusOr<JobConfig> LoadJobConfig(const std::string& path) {
   config.model = json.value("model", "");
   config.output_dir = json.value("output_dir", "");
   config.resume_from = json.value("resume_from", "");
-  if (json.contains("train")) config.train.max_steps = json["train"].value("max_steps", 0);
+  if (json.contains("train")) {
+    config.train.max_steps = json["train"].value("max_steps", 0);
+    config.train.eval_every_steps = json["train"].value("eval_every_steps", 0);
+  }
   if (json.contains("checkpoint")) {
     config.checkpoint.every_steps = json["checkpoint"].value("every_steps", 0);
   }
@@ -138,6 +143,10 @@ absl::StatusOr<RunResult> RunJob(const JobConfig& config, const RunCallbacks& ca
     metrics.tokens_per_second = 128.0 * 1000 / static_cast<double>(step_ms + 1);
     metrics.step_seconds = static_cast<double>(step_ms) / 1000;
     if (callbacks.on_step) callbacks.on_step(metrics);
+    const int64_t every = config.train.eval_every_steps;
+    if (every > 0 && step % every == 0 && callbacks.on_validation) {
+      callbacks.on_validation({step, 4.0 / static_cast<double>(step), 0, 64});
+    }
     result.steps = step;
     result.tokens_trained += 128;
     if (rank0 && config.checkpoint.every_steps > 0 && step % config.checkpoint.every_steps == 0) {

@@ -68,6 +68,47 @@ TEST(SpecValidationTest, PathsMustStayInsideTheirRoots) {
   ExpectFieldError(spec, limits, "spec.output_dir");
 }
 
+TEST(SpecValidationTest, ValidationFieldsNameTheField) {
+  auto root = std::filesystem::path(::testing::TempDir()) / "validation_roots";
+  std::filesystem::create_directories(root / "data" / "model");
+  std::ofstream(root / "data" / "train.jsonl") << "{}\n";
+  std::ofstream(root / "data" / "valid.jsonl") << "{}\n";
+  SpecLimits limits{0, {{}, {(root / "data").string()}, {}}};
+  auto base = TinySpec();
+  std::ofstream(root / "data" / "model" / "config.json")
+      << R"({"architectures": ["LlamaForCausalLM"], "hidden_size": 8})";
+  std::ofstream(root / "data" / "model" / "tokenizer.json") << R"({"model": {"type": "BPE"}})";
+  base.set_model((root / "data" / "model").string());
+  base.mutable_dataset()->set_path((root / "data" / "train.jsonl").string());
+  auto spec = base;
+  spec.mutable_dataset()->set_validation_path((root / "data" / "valid.jsonl").string());
+  spec.mutable_train()->set_eval_every_steps(10);
+  spec.mutable_train()->set_early_stopping_patience(3);
+  EXPECT_TRUE(ValidateJobSpec(spec, limits).ok()) << ValidateJobSpec(spec, limits);
+  spec.mutable_dataset()->set_validation_fraction(0.1);  // both set
+  ExpectFieldError(spec, limits, "spec.dataset.validation_fraction");
+  spec.mutable_dataset()->clear_validation_path();
+  EXPECT_TRUE(ValidateJobSpec(spec, limits).ok()) << ValidateJobSpec(spec, limits);
+  for (double bad : {0.0, -0.2, 0.51}) {
+    spec.mutable_dataset()->set_validation_fraction(bad);
+    ExpectFieldError(spec, limits, "spec.dataset.validation_fraction");
+  }
+  spec = base;
+  spec.mutable_dataset()->set_validation_path((root / "data" / "missing.jsonl").string());
+  ExpectFieldError(spec, limits, "spec.dataset.validation_path");
+  spec.mutable_dataset()->set_validation_path("/etc/passwd");
+  ExpectFieldError(spec, limits, "spec.dataset.validation_path");
+  spec = base;
+  spec.mutable_train()->set_early_stopping_patience(2);  // without validation data
+  ExpectFieldError(spec, limits, "spec.train.early_stopping_patience");
+  spec = base;
+  spec.mutable_train()->set_eval_every_steps(-1);
+  ExpectFieldError(spec, limits, "spec.train.eval_every_steps");
+  spec = TinySpec();  // a random: model has no tokenizer
+  spec.mutable_dataset()->set_validation_fraction(0.1);
+  ExpectFieldError(spec, {}, "spec.dataset.validation_fraction");
+}
+
 TEST(SpecValidationTest, DatasetFolderIsRejectedNamingTheField) {
   auto root = std::filesystem::path(::testing::TempDir()) / "dataset-folder";
   std::filesystem::create_directories(root / "train");

@@ -298,6 +298,16 @@ void CoordinatorLink::ReportLog(const std::string& line) {
   impl_->Enqueue(std::move(report));
 }
 
+void CoordinatorLink::ReportValidation(const train::ValidationMetrics& v) {
+  v1::WorkerReport report;
+  v1::ValidationMetrics* out = report.mutable_validation();
+  out->set_step(v.step);
+  out->set_loss(v.loss);
+  out->set_perplexity(v.perplexity);
+  out->set_tokens(v.tokens);
+  impl_->Enqueue(std::move(report));
+}
+
 absl::Status CoordinatorLink::ReportCheckpoint(const train::CheckpointInfo& checkpoint) {
   return impl_->SendCheckpoint(checkpoint);
 }

@@ -52,6 +52,7 @@ class CoordinatorLink {
   // Queued; never blocks on the network.
   void ReportStep(const train::StepMetrics& metrics);
   void ReportLog(const std::string& line);
+  void ReportValidation(const train::ValidationMetrics& validation);
   // Flushes the queue, then blocks (up to ~15 s) until the coordinator has
   // recorded the checkpoint: a crash right after it still resumes from it.
   absl::Status ReportCheckpoint(const train::CheckpointInfo& checkpoint);

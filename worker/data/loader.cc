@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 #include "worker/data/shuffle_rng.h"
+#include "worker/data/validation_split.h"
 
 namespace rigtune::data {
 namespace {
@@ -69,6 +70,12 @@ absl::StatusOr<std::unique_ptr<DataLoader>> DataLoader::Create(const LoaderOptio
   absl::StatusOr<std::vector<Example>> examples =
       ReadDataset(options.dataset_path, options.format, &read_stats);
   if (!examples.ok()) return examples.status();
+  if (options.validation_fraction > 0) {
+    absl::StatusOr<SplitExamples> split =
+        SplitForValidation(*std::move(examples), options.validation_fraction, options.seed);
+    if (!split.ok()) return split.status();
+    *examples = options.validation_part ? std::move(split->validation) : std::move(split->train);
+  }
   std::unique_ptr<ChatTemplate> chat;
   if (options.format == DatasetFormat::kMessages) {
     absl::StatusOr<ChatTemplate> created = ChatTemplate::Create(tokenizer.config(), options.chat_template);

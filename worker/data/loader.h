@@ -56,6 +56,10 @@ struct LoaderOptions {
   int64_t world_size = 1;
   uint64_t seed = 42;
   int64_t epochs = 0;  // Next() returns NotFound after this many epochs; 0: no end
+  // > 0: split the file with SplitForValidation (validation_split.h) and use
+  // the training part, or with `validation_part` the held-out part.
+  double validation_fraction = 0;
+  bool validation_part = false;
 };
 
 // What validation and encoding found; logged by the worker before training.
@@ -104,6 +108,9 @@ class DataLoader {
   int64_t batches_per_epoch() const;
   int64_t epoch() const { return position_.epoch; }
   const DataStats& stats() const { return stats_; }
+  // The current epoch's packed rows, all ranks' (validation walks them all).
+  const std::vector<PackedRow>& rows() const { return rows_; }
+  int32_t pad_id() const { return pad_id_; }
 
  private:
   DataLoader(LoaderOptions options, std::vector<EncodedExample> examples, int32_t pad_id);

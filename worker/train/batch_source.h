@@ -12,8 +12,10 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
+#include "worker/data/packing.h"
 #include "worker/train/job_config.h"
 #include "worker/train/trainer.h"
 
@@ -49,6 +51,25 @@ absl::StatusOr<std::unique_ptr<BatchSource>> MakeDatasetBatchSource(const JobCon
                                                                     const std::string& model_dir,
                                                                     int64_t rank,
                                                                     int64_t world_size);
+
+// The engine's micro-batch for packed rows of worker/data (attention mask
+// and variable-length boundaries when a row holds several examples).
+TrainBatch ToTrainBatch(const data::Batch& batch, at::Device device);
+
+// This rank's share of the validation set (dataset.validation_path, or the
+// held-out dataset.validation_fraction of dataset.path), tokenized and packed
+// like the training data, kept as compact token arrays (tensors and masks are
+// made per batch when evaluated). Every rank gets the same number of batches
+// (an empty one, rows == 0, where a rank is past the last row), and across
+// ranks every row appears exactly once.
+struct ValidationData {
+  std::vector<data::Batch> batches;
+  int32_t pad_id = 0;
+  std::string summary;  // what the loader found, for the log
+};
+absl::StatusOr<ValidationData> MakeValidationData(const JobConfig& config,
+                                                  const std::string& model_dir, int64_t rank,
+                                                  int64_t world_size);
 
 }  // namespace rigtune::train
 

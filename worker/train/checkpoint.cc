@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <limits>
 
@@ -95,14 +96,21 @@ absl::StatusOr<std::map<std::string, at::Tensor>> ReadAllTensors(const std::stri
 }  // namespace
 
 std::string TrainerState::ToJson() const {
-  return nlohmann::json{{"step", step},
-                        {"total_steps", total_steps},
-                        {"loss", loss},
-                        {"world_size", world_size},
-                        {"data_positions", data_positions},
-                        {"seed", seed},
-                        {"job_id", job_id}}
-      .dump(2);
+  nlohmann::json j{{"step", step},
+                   {"total_steps", total_steps},
+                   {"loss", loss},
+                   {"world_size", world_size},
+                   {"data_positions", data_positions},
+                   {"seed", seed},
+                   {"job_id", job_id}};
+  // JSON has no NaN or infinity: the validation fields appear once known.
+  if (std::isfinite(validation_loss)) j["validation_loss"] = validation_loss;
+  if (std::isfinite(best_validation_loss)) {
+    j["best_validation_loss"] = best_validation_loss;
+    j["best_validation_step"] = best_validation_step;
+    j["evals_since_best"] = evals_since_best;
+  }
+  return j.dump(2);
 }
 
 absl::StatusOr<TrainerState> TrainerState::FromJson(const std::string& text) {
@@ -119,6 +127,12 @@ absl::StatusOr<TrainerState> TrainerState::FromJson(const std::string& text) {
     s.data_positions = j.at("data_positions").get<std::vector<std::string>>();
     s.seed = j.at("seed").get<uint64_t>();
     s.job_id = j.at("job_id").get<std::string>();
+    if (j.contains("validation_loss")) s.validation_loss = j["validation_loss"].get<double>();
+    if (j.contains("best_validation_loss")) {
+      s.best_validation_loss = j["best_validation_loss"].get<double>();
+      s.best_validation_step = j.at("best_validation_step").get<int64_t>();
+      s.evals_since_best = j.at("evals_since_best").get<int64_t>();
+    }
   } catch (const nlohmann::json::exception& e) {
     return absl::InvalidArgumentError(absl::StrCat("trainer_state.json: ", e.what()));
   }
@@ -204,7 +218,10 @@ std::vector<CheckpointEntry> ListCheckpoints(const std::string& output_dir) {
     if (::stat((path + "/" + kManifest).c_str(), &st) != 0) continue;
     CheckpointEntry e{step, std::numeric_limits<double>::infinity(), path};
     if (auto text = ReadWholeFile(path + "/" + kTrainerState); text.ok()) {
-      if (auto state = TrainerState::FromJson(*text); state.ok()) e.loss = state->loss;
+      if (auto state = TrainerState::FromJson(*text); state.ok()) {
+        e.loss = state->loss;
+        e.validation_loss = state->validation_loss;
+      }
     }
     out.push_back(e);
   }
@@ -219,8 +236,12 @@ absl::Status ApplyRetention(const std::string& output_dir, const CheckpointConfi
   const int64_t n = static_cast<int64_t>(all.size());
   int64_t best = -1;
   if (config.keep_best) {
+    bool validated = false;
+    for (const CheckpointEntry& e : all) validated = validated || std::isfinite(e.validation_loss);
+    auto key = [&](const CheckpointEntry& e) { return validated ? e.validation_loss : e.loss; };
     for (int64_t i = 0; i < n; ++i) {
-      if (best < 0 || all[i].loss < all[best].loss) best = i;
+      if (validated && !std::isfinite(all[i].validation_loss)) continue;
+      if (best < 0 || key(all[i]) < key(all[best])) best = i;
     }
   }
   for (int64_t i = 0; i + keep_last < n; ++i) {

@@ -28,6 +28,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <limits>
 #include <map>
 #include <string>
 #include <vector>
@@ -43,7 +44,14 @@ namespace rigtune::train {
 struct TrainerState {
   int64_t step = 0;         // optimizer steps done
   int64_t total_steps = 0;  // planned when the checkpoint was written
-  double loss = 0;          // of the last step (retention's keep_best)
+  double loss = 0;          // of the last step (keep_best without validation data)
+  // The validation loss evaluated at this step (keep_best ranks by it), and
+  // the early-stopping state; NaN / unset when the job has no validation or
+  // did not evaluate at this step. Optional in the file.
+  double validation_loss = std::numeric_limits<double>::quiet_NaN();
+  double best_validation_loss = std::numeric_limits<double>::infinity();
+  int64_t best_validation_step = 0;
+  int64_t evals_since_best = 0;
   int64_t world_size = 1;
   std::vector<std::string> data_positions;  // BatchSource::Position() of rank r at [r]
   uint64_t seed = 0;
@@ -85,13 +93,16 @@ struct CheckpointEntry {
   int64_t step = 0;
   double loss = 0;
   std::string path;
+  double validation_loss = std::numeric_limits<double>::quiet_NaN();  // NaN: not evaluated
 };
 // The complete checkpoints of `output_dir`, by ascending step (*.tmp and
 // other names are ignored; a missing root gives an empty list).
 std::vector<CheckpointEntry> ListCheckpoints(const std::string& output_dir);
 
 // Deletes every complete checkpoint except the `keep_last` newest and, with
-// `keep_best`, the one with the lowest loss (the earliest on a tie).
+// `keep_best`, the best one (the earliest on a tie): the lowest validation
+// loss among those evaluated at their step, or, when none was (a job
+// without validation data), the lowest training loss.
 absl::Status ApplyRetention(const std::string& output_dir, const CheckpointConfig& config);
 
 }  // namespace rigtune::train

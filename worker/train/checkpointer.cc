@@ -102,6 +102,11 @@ absl::Status Checkpointer::Resume(const std::string& dir) {
   const bool same_world = c->state.world_size == parts_.world_size;
   const std::string& position = c->state.data_positions[same_world ? parts_.rank : 0];
   if (auto s = parts_.data->Restore(position); !s.ok()) return InDir(dir, s);
+  if (parts_.validation != nullptr) {
+    parts_.validation->best = c->state.best_validation_loss;
+    parts_.validation->best_step = c->state.best_validation_step;
+    parts_.validation->evals_since_best = c->state.evals_since_best;
+  }
   saved_step_ = c->state.step;
   return absl::OkStatus();
 }
@@ -163,6 +168,14 @@ absl::StatusOr<std::optional<CheckpointInfo>> Checkpointer::Save(double loss) {
   c.state.data_positions = *std::move(positions);
   c.state.seed = config_.train.seed;
   c.state.job_id = config_.job_id;
+  if (parts_.validation != nullptr) {
+    c.state.best_validation_loss = parts_.validation->best;
+    c.state.best_validation_step = parts_.validation->best_step;
+    c.state.evals_since_best = parts_.validation->evals_since_best;
+  }
+  if (parts_.last_validation != nullptr && parts_.last_validation->step == step) {
+    c.state.validation_loss = parts_.last_validation->loss;
+  }
 
   CheckpointInfo info{step, CheckpointFolder(config_.output_dir, step), loss};
   absl::Status written;

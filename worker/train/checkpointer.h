@@ -8,8 +8,8 @@
 // and keeps its own slice, so a job saved on N ranks resumes on M. Restored:
 // LoRA weights, AdamW moments and step, and this rank's data position (rank
 // 0's when the world size changed: both batch sources keep a global
-// position). Nothing else is needed: the LR schedule and the dropout seeds
-// derive from the step.
+// position), and the early-stopping state. Nothing else is needed: the LR
+// schedule and the dropout seeds derive from the step.
 //
 //   Checkpointer ckpt(config, parts, total_steps);
 //   if (!config.resume_from.empty()) RETURN_IF_ERROR(ckpt.Resume(config.resume_from));
@@ -30,6 +30,7 @@
 #include "worker/dist/fsdp.h"
 #include "worker/model/llama.h"
 #include "worker/train/batch_source.h"
+#include "worker/train/evaluator.h"
 #include "worker/train/job_config.h"
 #include "worker/train/run_job.h"
 #include "worker/train/trainer.h"
@@ -44,6 +45,11 @@ struct TrainingParts {
   dist::Communicator* comm = nullptr;  // null for one process
   Trainer* trainer = nullptr;          // its AdamW holds the moments and the step
   BatchSource* data = nullptr;
+  // With validation data: the early-stopping state (saved and restored) and
+  // the latest evaluation (saved as the checkpoint's validation loss when it
+  // was made at the saved step).
+  ValidationTracker* validation = nullptr;
+  const ValidationMetrics* last_validation = nullptr;
   at::Device device = at::kCPU;  // where collective buffers live
   int64_t rank = 0;
   int64_t world_size = 1;

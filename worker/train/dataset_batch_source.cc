@@ -57,6 +57,25 @@ std::pair<at::Tensor, int64_t> FlatSeqlens(const data::Batch& b) {
   return {at::tensor(cu, at::kInt), longest};
 }
 
+}  // namespace
+
+TrainBatch ToTrainBatch(const data::Batch& b, at::Device device) {
+  TrainBatch t;
+  t.input_ids = ToTensor(b.input_ids, b.rows, b.seq_len).to(device);
+  t.labels = ToTensor(b.labels, b.rows, b.seq_len).to(device);
+  t.position_ids = ToTensor(b.position_ids, b.rows, b.seq_len).to(device);
+  at::Tensor mask = AttentionMask(b);
+  if (mask.defined()) {
+    t.attention_mask = mask.to(device);
+    auto [cu, longest] = FlatSeqlens(b);
+    t.cu_seqlens = cu.to(device);
+    t.max_seqlen = longest;
+  }
+  return t;
+}
+
+namespace {
+
 class DatasetBatchSource : public BatchSource {
  public:
   DatasetBatchSource(std::unique_ptr<data::Tokenizer> tokenizer,
@@ -66,18 +85,7 @@ class DatasetBatchSource : public BatchSource {
   absl::StatusOr<TrainBatch> Next(at::Device device) override {
     auto b = loader_->Next();
     if (!b.ok()) return b.status();
-    TrainBatch t;
-    t.input_ids = ToTensor(b->input_ids, b->rows, b->seq_len).to(device);
-    t.labels = ToTensor(b->labels, b->rows, b->seq_len).to(device);
-    t.position_ids = ToTensor(b->position_ids, b->rows, b->seq_len).to(device);
-    at::Tensor mask = AttentionMask(*b);
-    if (mask.defined()) {
-      t.attention_mask = mask.to(device);
-      auto [cu, longest] = FlatSeqlens(*b);
-      t.cu_seqlens = cu.to(device);
-      t.max_seqlen = longest;
-    }
-    return t;
+    return ToTrainBatch(*b, device);
   }
 
   int64_t BatchesPerEpoch() const override { return loader_->batches_per_epoch(); }
@@ -95,19 +103,18 @@ class DatasetBatchSource : public BatchSource {
   std::unique_ptr<data::DataLoader> loader_;
 };
 
-}  // namespace
-
-absl::StatusOr<std::unique_ptr<BatchSource>> MakeDatasetBatchSource(const JobConfig& config,
-                                                                    const std::string& model_dir,
-                                                                    int64_t rank,
-                                                                    int64_t world_size) {
+absl::StatusOr<std::unique_ptr<data::Tokenizer>> LoadTokenizer(const std::string& model_dir,
+                                                               const std::string& field) {
   if (model::IsRandomSource(model_dir)) {
-    return absl::InvalidArgumentError(
-        "dataset.path: a random: model has no tokenizer; leave dataset.path empty for "
-        "synthetic tokens, or give a model folder with tokenizer.json");
+    return absl::InvalidArgumentError(absl::StrCat(
+        field, ": a random: model has no tokenizer; leave ", field, " empty for "
+        "synthetic tokens, or give a model folder with tokenizer.json"));
   }
-  auto tokenizer = data::Tokenizer::Load(model_dir);
-  if (!tokenizer.ok()) return tokenizer.status();
+  return data::Tokenizer::Load(model_dir);
+}
+
+// The training loader's options for `config` (rank 0 of 1).
+absl::StatusOr<data::LoaderOptions> LoaderOptionsFor(const JobConfig& config) {
   auto format = data::ParseDatasetFormat(config.dataset.format);
   if (!format.ok()) return format.status();
   data::LoaderOptions o;
@@ -123,9 +130,65 @@ absl::StatusOr<std::unique_ptr<BatchSource>> MakeDatasetBatchSource(const JobCon
   o.batch_size = config.train.batch_size;
   o.seed = config.train.seed;
   o.epochs = config.train.epochs;
-  o.rank = rank;
-  o.world_size = world_size;
-  auto loader = data::DataLoader::Create(o, **tokenizer);
+  o.validation_fraction = config.dataset.validation_fraction;
+  return o;
+}
+
+}  // namespace
+
+absl::StatusOr<ValidationData> MakeValidationData(const JobConfig& config,
+                                                  const std::string& model_dir, int64_t rank,
+                                                  int64_t world_size) {
+  const bool held_out = config.dataset.validation_path.empty();
+  const std::string field = held_out ? "dataset.validation_fraction" : "dataset.validation_path";
+  auto tokenizer = LoadTokenizer(model_dir, field);
+  if (!tokenizer.ok()) return tokenizer.status();
+  auto o = LoaderOptionsFor(config);
+  if (!o.ok()) return o.status();
+  // Every row once, in a fixed order: one rank, one row per batch, one epoch.
+  o->batch_size = 1;
+  o->epochs = 1;
+  o->validation_part = held_out;
+  if (!held_out) {
+    o->dataset_path = config.dataset.validation_path;
+    o->validation_fraction = 0;
+  }
+  auto loader = data::DataLoader::Create(*o, **tokenizer);
+  if (!loader.ok()) {
+    return absl::Status(loader.status().code(),
+                        absl::StrCat(field, ": ", loader.status().message()));
+  }
+  const std::vector<data::PackedRow>& rows = (*loader)->rows();
+  const int64_t total = static_cast<int64_t>(rows.size());
+  const int64_t per_rank = config.train.batch_size;
+  const int64_t global = per_rank * world_size;
+  ValidationData out;
+  out.pad_id = (*loader)->pad_id();
+  out.summary = absl::StrCat("validation: ", (*loader)->stats().ToString());
+  // Global batch g holds rows [g * global, (g + 1) * global); rank r takes
+  // its batch_size slice, as in training, but the last, partial global
+  // batch is kept: every row is evaluated exactly once.
+  for (int64_t first = 0; first < total; first += global) {
+    const int64_t begin = std::min(total, first + rank * per_rank);
+    const int64_t end = std::min(total, begin + per_rank);
+    std::vector<const data::PackedRow*> mine;
+    for (int64_t i = begin; i < end; ++i) mine.push_back(&rows[i]);
+    out.batches.push_back(mine.empty() ? data::Batch{} : data::MakeBatch(mine, out.pad_id));
+  }
+  return out;
+}
+
+absl::StatusOr<std::unique_ptr<BatchSource>> MakeDatasetBatchSource(const JobConfig& config,
+                                                                    const std::string& model_dir,
+                                                                    int64_t rank,
+                                                                    int64_t world_size) {
+  auto tokenizer = LoadTokenizer(model_dir, "dataset.path");
+  if (!tokenizer.ok()) return tokenizer.status();
+  auto o = LoaderOptionsFor(config);
+  if (!o.ok()) return o.status();
+  o->rank = rank;
+  o->world_size = world_size;
+  auto loader = data::DataLoader::Create(*o, **tokenizer);
   if (!loader.ok()) return loader.status();
   return std::unique_ptr<BatchSource>(
       std::make_unique<DatasetBatchSource>(*std::move(tokenizer), *std::move(loader)));

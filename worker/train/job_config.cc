@@ -132,6 +132,25 @@ absl::Status Validate(const JobConfig& c) {
   RT_RETURN_IF_ERROR(OneOf("dist.backend", c.dist.backend, {"auto", "nccl", "gloo"}));
   if (c.dist.max_gpu_memory_gib < 0) return Err("dist.max_gpu_memory_gib", "must be >= 0");
   if (!(c.dist.timeout_seconds > 0)) return Err("dist.timeout_seconds", "must be > 0");
+  if (!c.dataset.validation_path.empty() && c.dataset.validation_fraction != 0) {
+    return Err("dataset.validation_fraction",
+               "set either dataset.validation_path or dataset.validation_fraction, not both");
+  }
+  if (c.dataset.validation_fraction < 0 || c.dataset.validation_fraction > 0.5) {
+    return Err("dataset.validation_fraction",
+               absl::StrCat("must be in (0, 0.5], got ", c.dataset.validation_fraction));
+  }
+  if (c.dataset.validation_fraction > 0 && c.dataset.path.empty()) {
+    return Err("dataset.validation_fraction", "needs dataset.path (the file to hold out from)");
+  }
+  if (c.train.eval_every_steps < 0) return Err("train.eval_every_steps", "must be >= 0");
+  if (c.train.early_stopping_patience < 0) {
+    return Err("train.early_stopping_patience", "must be >= 0");
+  }
+  if (c.train.early_stopping_patience > 0 && !HasValidation(c)) {
+    return Err("train.early_stopping_patience",
+               "needs validation data (dataset.validation_path or dataset.validation_fraction)");
+  }
   if (c.checkpoint.every_steps < 0) return Err("checkpoint.every_steps", "must be >= 0");
   if (c.checkpoint.keep_last < 1) return Err("checkpoint.keep_last", "must be >= 1");
   if (c.output_dir.empty()) return Err("output_dir", "required (where the adapter is written)");
@@ -162,7 +181,9 @@ absl::StatusOr<JobConfig> ParseJobConfig(const std::string& text) {
       }
       c.dataset.chat_template_kwargs = kwargs->dump();
     }
-    return s.Get("packing", &c.dataset.packing);
+    RT_RETURN_IF_ERROR(s.Get("packing", &c.dataset.packing));
+    RT_RETURN_IF_ERROR(s.Get("validation_path", &c.dataset.validation_path));
+    return s.Get("validation_fraction", &c.dataset.validation_fraction);
   }));
   RT_RETURN_IF_ERROR(ReadSection(r, "lora", [&](ObjectReader& s) {
     RT_RETURN_IF_ERROR(s.Get("r", &c.lora.r));
@@ -191,7 +212,9 @@ absl::StatusOr<JobConfig> ParseJobConfig(const std::string& text) {
     RT_RETURN_IF_ERROR(s.Get("seed", &c.train.seed));
     RT_RETURN_IF_ERROR(s.Get("activation_checkpointing", &c.train.activation_checkpointing));
     RT_RETURN_IF_ERROR(s.Get("dtype", &c.train.dtype));
-    return s.Get("device", &c.train.device);
+    RT_RETURN_IF_ERROR(s.Get("device", &c.train.device));
+    RT_RETURN_IF_ERROR(s.Get("eval_every_steps", &c.train.eval_every_steps));
+    return s.Get("early_stopping_patience", &c.train.early_stopping_patience);
   }));
   RT_RETURN_IF_ERROR(ReadSection(r, "dist", [&](ObjectReader& s) {
     RT_RETURN_IF_ERROR(s.Get("sharding", &c.dist.sharding));
@@ -233,6 +256,8 @@ std::string JobConfigToJson(const JobConfig& c) {
       {"dataset",
        {{"path", c.dataset.path}, {"format", c.dataset.format},
         {"train_on_prompt", c.dataset.train_on_prompt}, {"packing", c.dataset.packing},
+        {"validation_path", c.dataset.validation_path},
+        {"validation_fraction", c.dataset.validation_fraction},
         {"chat_template", c.dataset.chat_template},
         {"chat_template_kwargs", c.dataset.chat_template_kwargs.empty()
                                      ? json::object()
@@ -250,7 +275,9 @@ std::string JobConfigToJson(const JobConfig& c) {
         {"grad_accum", c.train.grad_accum}, {"epochs", c.train.epochs},
         {"max_steps", c.train.max_steps}, {"seed", c.train.seed},
         {"activation_checkpointing", c.train.activation_checkpointing},
-        {"dtype", c.train.dtype}, {"device", c.train.device}}},
+        {"dtype", c.train.dtype}, {"device", c.train.device},
+        {"eval_every_steps", c.train.eval_every_steps},
+        {"early_stopping_patience", c.train.early_stopping_patience}}},
       {"dist",
        {{"sharding", c.dist.sharding}, {"cpu_offload", c.dist.cpu_offload},
         {"activation_offload", c.dist.activation_offload},

@@ -30,6 +30,11 @@ struct DatasetConfig {
   bool packing = true;            // several examples per sequence
   std::string chat_template;      // messages: Jinja text used instead of the model's own
   std::string chat_template_kwargs;  // messages: JSON object of extra template variables
+  // Held-out data for the validation loss (at most one of the two): a file in
+  // the same format, or a deterministic fraction in (0, 0.5] of `path`'s
+  // examples, which are then left out of training.
+  std::string validation_path;
+  double validation_fraction = 0;
 };
 
 struct LoraConfig {
@@ -63,6 +68,11 @@ struct TrainConfig {
   bool activation_checkpointing = true;
   std::string dtype = "bf16";   // compute dtype: bf16 | fp16 | fp32
   std::string device = "auto";  // auto | cpu | cuda
+  // With validation data: evaluate every N optimizer steps (0: only at the
+  // end; the end of training is always evaluated).
+  int64_t eval_every_steps = 0;
+  // > 0: stop (successfully) after this many evaluations without a new best.
+  int64_t early_stopping_patience = 0;
 };
 
 struct DistConfig {
@@ -82,7 +92,7 @@ struct DistConfig {
 struct CheckpointConfig {
   int64_t every_steps = 0;  // 0: only at the end
   int64_t keep_last = 2;
-  bool keep_best = false;
+  bool keep_best = false;  // by validation loss when the job has validation data
 };
 
 struct JobConfig {
@@ -102,6 +112,11 @@ struct JobConfig {
 absl::StatusOr<JobConfig> ParseJobConfig(const std::string& json_text);
 // Reads `path` and parses it; errors name the file.
 absl::StatusOr<JobConfig> LoadJobConfig(const std::string& path);
+// Whether the job evaluates a validation loss.
+inline bool HasValidation(const JobConfig& c) {
+  return !c.dataset.validation_path.empty() || c.dataset.validation_fraction > 0;
+}
+
 // The canonical JSON form (round-trips through ParseJobConfig).
 std::string JobConfigToJson(const JobConfig& config);
 

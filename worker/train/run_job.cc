@@ -21,6 +21,7 @@
 #include "worker/train/batch_source.h"
 #include "worker/train/checkpointer.h"
 #include "worker/train/device_memory.h"
+#include "worker/train/evaluator.h"
 #include "worker/train/out_of_memory.h"
 
 namespace rigtune::train {
@@ -62,6 +63,7 @@ struct Run {
   model::LlamaModel model;  // the whole model, or (FSDP) its shell
   std::unique_ptr<dist::FsdpLayers> fsdp;
   std::unique_ptr<BatchSource> data;
+  std::unique_ptr<Evaluator> evaluator;  // null without validation data
   // What the run is doing, for an out-of-memory message.
   std::string phase = "setting up";
   std::optional<model::ModelConfig> model_config;
@@ -180,6 +182,12 @@ absl::Status Setup(const JobConfig& config, const RunCallbacks& callbacks, Run& 
     run.data = *std::move(ds);
   }
   Log(callbacks, run.data->Summary());
+  if (HasValidation(config)) {
+    auto evaluator = Evaluator::Create(config, run.env.rank, run.env.world_size);
+    if (!evaluator.ok()) return evaluator.status();
+    run.evaluator = *std::move(evaluator);
+    Log(callbacks, run.evaluator->summary());
+  }
   return absl::OkStatus();
 }
 
@@ -203,10 +211,13 @@ absl::StatusOr<RunResult> Train(const JobConfig& config, const RunCallbacks& cal
   topts.seed = config.train.seed;
   Trainer trainer(&run.model, topts, run.fsdp.get());
 
+  ValidationTracker tracker;
+  ValidationMetrics last_validation;
+  last_validation.step = -1;  // none yet
   Checkpointer checkpoints(config,
                            TrainingParts{&run.model, run.fsdp.get(), run.comm.get(), &trainer,
-                                         run.data.get(), run.device, run.env.rank,
-                                         run.env.world_size},
+                                         run.data.get(), &tracker, &last_validation, run.device,
+                                         run.env.rank, run.env.world_size},
                            total_steps);
   if (!config.resume_from.empty()) {
     if (auto s = checkpoints.Resume(config.resume_from); !s.ok()) {
@@ -224,6 +235,31 @@ absl::StatusOr<RunResult> Train(const JobConfig& config, const RunCallbacks& cal
     if (run.env.rank == 0) {
       Log(callbacks, absl::StrCat("checkpoint written to ", (*info)->path));
       if (callbacks.on_checkpoint) callbacks.on_checkpoint(**info);
+    }
+    return absl::OkStatus();
+  };
+  // Evaluates the validation set; with checkpoint.keep_best a new best is
+  // saved right away so that retention can keep it. Sets `early_stop` once
+  // train.early_stopping_patience evaluations brought no new best.
+  bool early_stop = false;
+  auto validate = [&](double train_loss) -> absl::Status {
+    run.phase = absl::StrCat("evaluating the validation set at step ", trainer.steps_done());
+    last_validation = run.evaluator->Evaluate(trainer, run.device, trainer.steps_done());
+    const bool best = tracker.Record(last_validation);
+    if (callbacks.on_validation) callbacks.on_validation(last_validation);
+    if (best && config.checkpoint.keep_best) {
+      if (auto s = checkpoint(train_loss); !s.ok()) return s;
+    }
+    if (tracker.Exhausted(config.train.early_stopping_patience)) {
+      early_stop = true;
+      if (run.env.rank == 0) {
+        Log(callbacks, absl::StrFormat(
+                           "early stopping at step %d: the validation loss has not improved "
+                           "for %d evaluations (train.early_stopping_patience); best %.4f at "
+                           "step %d",
+                           last_validation.step, tracker.evals_since_best, tracker.best,
+                           tracker.best_step));
+      }
     }
     return absl::OkStatus();
   };
@@ -272,9 +308,19 @@ absl::StatusOr<RunResult> Train(const JobConfig& config, const RunCallbacks& cal
     result.tokens_trained += stats.input_tokens;
     result.final_loss = stats.loss;
     if (callbacks.on_step) callbacks.on_step(m);
+    if (run.evaluator && run.evaluator->Due(m.step, total_steps)) {
+      if (auto s = validate(stats.loss); !s.ok()) return s;
+    }
     if (checkpoints.Due()) {
       if (auto s = checkpoint(stats.loss); !s.ok()) return s;
     }
+    if (early_stop) break;
+  }
+  // The end of training is always evaluated (also when the data ran out
+  // before total_steps); a pause is not the end.
+  if (run.evaluator && !result.stopped_early && trainer.steps_done() > 0 &&
+      last_validation.step != trainer.steps_done()) {
+    if (auto s = validate(result.final_loss); !s.ok()) return s;
   }
   result.steps = trainer.steps_done();
   Log(callbacks, absl::StrFormat("rank %d: peak host memory (RSS) %.2f GiB after %d steps",

@@ -27,6 +27,14 @@ struct StepMetrics {
   int64_t gpu_memory_reserved_bytes = 0;
 };
 
+// One evaluation of the validation set (train.eval_every_steps and the end).
+struct ValidationMetrics {
+  int64_t step = 0;       // optimizer steps done when evaluated
+  double loss = 0;        // mean token cross-entropy over the whole validation set
+  double perplexity = 0;  // exp(loss)
+  int64_t tokens = 0;     // its target tokens, all ranks
+};
+
 struct CheckpointInfo {
   int64_t step = 0;
   std::string path;  // checkpoint folder
@@ -37,6 +45,7 @@ struct RunCallbacks {
   std::function<void(const StepMetrics&)> on_step;
   std::function<void(const std::string&)> on_log;  // human-readable progress lines
   std::function<void(const CheckpointInfo&)> on_checkpoint;
+  std::function<void(const ValidationMetrics&)> on_validation;  // every rank, same numbers
   // Polled between steps; true asks the run to checkpoint and return early
   // (pause/cancel/SIGTERM). RunResult.stopped_early is then true.
   std::function<bool()> should_stop;

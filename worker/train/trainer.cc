@@ -99,9 +99,7 @@ std::pair<double, at::Tensor> Trainer::HeadLossAndGrad(const at::Tensor& hidden,
   at::Tensor rows = targets.ne(kIgnoreIndex).nonzero().squeeze(1);
   at::Tensor flat = normed.detach().narrow(1, 0, t - 1).reshape({-1, h});
   at::Tensor flat_grad = at::zeros_like(flat);
-  const int64_t vocab = model_->config.vocab_size;
-  int64_t chunk = options_.head_chunk_tokens;
-  if (chunk <= 0) chunk = std::max<int64_t>(64, (64LL << 20) / vocab);  // ~256 MB of fp32 logits
+  const int64_t chunk = HeadChunk();
   double loss_sum = 0;
   for (int64_t start = 0; start < rows.numel(); start += chunk) {
     at::Tensor idx = rows.narrow(0, start, std::min(chunk, rows.numel() - start));
@@ -122,6 +120,11 @@ std::pair<double, at::Tensor> Trainer::HeadLossAndGrad(const at::Tensor& hidden,
   }
   layers_->ReleaseHead();
   return {loss_sum, x.grad()};
+}
+
+int64_t Trainer::HeadChunk() const {
+  if (options_.head_chunk_tokens > 0) return options_.head_chunk_tokens;
+  return std::max<int64_t>(64, (64LL << 20) / model_->config.vocab_size);  // ~256 MB of fp32 logits
 }
 
 double Trainer::MicroStep(const TrainBatch& batch, double denominator, uint64_t micro_index) {
@@ -208,7 +211,7 @@ StepStats Trainer::Step(const std::vector<TrainBatch>& micro_batches, double lr)
   return stats;
 }
 
-at::Tensor Trainer::Logits(const TrainBatch& batch) {
+at::Tensor Trainer::ForwardNoGrad(const TrainBatch& batch) {
   c10::NoGradGuard no_grad;
   model::AttentionInputs attn = Attention(batch);
   at::Tensor h = Embed(batch.input_ids);
@@ -217,6 +220,34 @@ at::Tensor Trainer::Logits(const TrainBatch& batch) {
     h = model::DecoderLayerForward(layer, model_->config, h, attn, workspace_, false, 0);
     layers_->Release(i, false);
   }
+  return h;
+}
+
+std::pair<double, int64_t> Trainer::LossSum(const TrainBatch& batch) {
+  at::Tensor h = ForwardNoGrad(batch);
+  c10::NoGradGuard no_grad;
+  const int64_t t = h.size(1), hidden = h.size(2);
+  const HeadWeights head = layers_->AcquireHead();
+  at::Tensor normed = model::RmsNorm(h, head.norm, model_->config.rms_norm_eps);
+  at::Tensor targets = batch.labels.narrow(1, 1, t - 1).reshape({-1});
+  at::Tensor rows = targets.ne(kIgnoreIndex).nonzero().squeeze(1);
+  at::Tensor flat = normed.narrow(1, 0, t - 1).reshape({-1, hidden});
+  const int64_t chunk = HeadChunk();
+  double loss_sum = 0;
+  for (int64_t start = 0; start < rows.numel(); start += chunk) {
+    at::Tensor idx = rows.narrow(0, start, std::min(chunk, rows.numel() - start));
+    at::Tensor logits = at::matmul(flat.index_select(0, idx), head.lm_head.t()).to(at::kFloat);
+    loss_sum += at::cross_entropy_loss(logits, targets.index_select(0, idx), {},
+                                       at::Reduction::Sum, kIgnoreIndex)
+                    .item<double>();
+  }
+  layers_->ReleaseHead();
+  return {loss_sum, rows.numel()};
+}
+
+at::Tensor Trainer::Logits(const TrainBatch& batch) {
+  at::Tensor h = ForwardNoGrad(batch);
+  c10::NoGradGuard no_grad;
   const HeadWeights head = layers_->AcquireHead();
   h = model::RmsNorm(h, head.norm, model_->config.rms_norm_eps);
   at::Tensor logits = at::matmul(h, head.lm_head.t()).to(at::kFloat);

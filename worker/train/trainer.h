@@ -20,6 +20,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <utility>
 #include <vector>
 
 #include "worker/lora/qlora_linear.h"
@@ -125,6 +126,13 @@ class Trainer {
   // float32 logits [B, T, vocab] without gradients (evaluation, tests).
   at::Tensor Logits(const TrainBatch& batch);
 
+  // Forward only, without dropout or gradients: the summed cross-entropy of
+  // `batch`'s targets and their count, on this rank alone (the validation
+  // loss; see evaluator.h). The LM head runs in chunks, as in training.
+  std::pair<double, int64_t> LossSum(const TrainBatch& batch);
+  // Sum over data-parallel ranks (collective under FSDP).
+  double SumOverRanks(double v) { return layers_->SumOverRanks(v); }
+
   AdamW& optimizer() { return *optimizer_; }
   void ZeroGrad();
   int64_t steps_done() const { return optimizer_->step(); }
@@ -135,6 +143,9 @@ class Trainer {
   // Returns the summed loss of one micro-batch, backpropagated with 1/denominator.
   double MicroStep(const TrainBatch& batch, double denominator, uint64_t micro_index);
   at::Tensor Embed(const at::Tensor& input_ids);
+  // Every decoder layer without grad or dropout: the last layer's output.
+  at::Tensor ForwardNoGrad(const TrainBatch& batch);
+  int64_t HeadChunk() const;  // LM head rows per chunk
   model::AttentionInputs Attention(const TrainBatch& batch) const;
   // Loss sum of the head over `hidden` ([B,T,H], final layer output) and its
   // gradient scaled by 1/denominator.

@@ -66,6 +66,9 @@ struct LaunchOptions {
   std::string resume_from = "";  // checkpoint folder to resume from
   int stop_after = 0;        // > 0: should_stop() asks to stop after this many steps
   int checkpoint_every = 0;  // checkpoint.every_steps
+  std::string dataset = "";      // text-format dataset.path; empty: synthetic tokens
+  double validation_fraction = 0;  // dataset.validation_fraction
+  int eval_every = 0;              // train.eval_every_steps
   bool offload_optimizer = false;
   int grad_accum = 1;
 };
@@ -73,6 +76,7 @@ struct LaunchOptions {
 struct Outcome {
   std::vector<int> exit_codes;
   std::vector<double> losses;
+  std::vector<nlohmann::json> validations;  // rank 0's {step, loss, perplexity, tokens}
   std::string dir;
   std::string rank0_log;
 };
@@ -107,6 +111,11 @@ class FsdpLauncher : public ::testing::Test {
                   {"backend", o.backend}}},
         {"checkpoint", {{"every_steps", o.checkpoint_every}}},
         {"resume_from", o.resume_from}};
+    if (!o.dataset.empty()) {
+      job["dataset"] = {{"path", o.dataset}, {"format", "text"}};
+      if (o.validation_fraction > 0) job["dataset"]["validation_fraction"] = o.validation_fraction;
+      job["train"]["eval_every_steps"] = o.eval_every;
+    }
     std::ofstream(out.dir + "/job.json") << job.dump();
     const std::string port = std::to_string(FreePort());
     std::vector<pid_t> pids;
@@ -155,7 +164,11 @@ class FsdpLauncher : public ::testing::Test {
     out.rank0_log = Slurp(out.dir + "/rank0.log");
     const std::string losses = Slurp(out.dir + "/losses0.json");
     if (!losses.empty()) {
-      out.losses = nlohmann::json::parse(losses)["losses"].get<std::vector<double>>();
+      const nlohmann::json parsed = nlohmann::json::parse(losses);
+      out.losses = parsed["losses"].get<std::vector<double>>();
+      if (parsed.contains("validation")) {
+        for (const auto& v : parsed["validation"]) out.validations.push_back(v);
+      }
     }
     return out;
   }

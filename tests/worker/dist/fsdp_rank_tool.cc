@@ -1,6 +1,7 @@
 // fsdp_rank_tool: one rank of a training job, for the multi-process FSDP
 // tests. Runs RunJob with the job file and the torchrun variables of its
 // environment, and (rank 0) writes the loss of every step to LOSSES.json.
+// Validation results (with validation data) go to the same file.
 // With STOP_AFTER > 0, should_stop() asks the run to stop (and checkpoint)
 // once that many steps ran in this process, as a pause would.
 //
@@ -29,6 +30,12 @@ int main(int argc, char** argv) {
     losses.push_back(m.loss);
     std::cerr << "step " << m.step << " loss " << m.loss << "\n";
   };
+  nlohmann::json validation = nlohmann::json::array();
+  cb.on_validation = [&](const rigtune::train::ValidationMetrics& v) {
+    validation.push_back({{"step", v.step}, {"loss", v.loss}, {"perplexity", v.perplexity},
+                          {"tokens", v.tokens}});
+    std::cerr << "validation step " << v.step << " loss " << v.loss << "\n";
+  };
   const size_t stop_after = argc == 4 ? std::strtoul(argv[3], nullptr, 10) : 0;
   cb.should_stop = [&] { return stop_after > 0 && losses.size() >= stop_after; };
   auto result = rigtune::train::RunJob(*config, cb);
@@ -36,6 +43,6 @@ int main(int argc, char** argv) {
     std::cerr << "error: " << result.status().message() << "\n";
     return 1;
   }
-  std::ofstream(argv[2]) << nlohmann::json{{"losses", losses}}.dump();
+  std::ofstream(argv[2]) << nlohmann::json{{"losses", losses}, {"validation", validation}}.dump();
   return 0;
 }

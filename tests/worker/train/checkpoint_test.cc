@@ -11,12 +11,15 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <thread>
 
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <string>
+
+#include "worker/train/evaluator.h"
 
 namespace rigtune::train {
 namespace {
@@ -256,6 +259,56 @@ TEST_F(CheckpointTest, RetentionWithBestAmongLastKeepsOnlyLast) {
     ASSERT_TRUE(ApplyRetention(root_, keep).ok());
   }
   EXPECT_EQ(Steps(), (std::vector<int64_t>{3, 4}));
+}
+
+TEST_F(CheckpointTest, ValidationStateRoundTrips) {
+  TrainingCheckpoint c = Sample(3, 2.5);
+  c.state.validation_loss = 1.25;
+  c.state.best_validation_loss = 1.25;
+  c.state.best_validation_step = 3;
+  c.state.evals_since_best = 0;
+  auto dir = WriteCheckpoint(root_, c, Lora(), "random:tiny");
+  ASSERT_TRUE(dir.ok()) << dir.status();
+  auto back = ReadCheckpoint(*dir);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_DOUBLE_EQ(back->state.validation_loss, 1.25);
+  EXPECT_DOUBLE_EQ(back->state.best_validation_loss, 1.25);
+  EXPECT_EQ(back->state.best_validation_step, 3);
+  // A checkpoint without validation keeps the fields unset.
+  auto plain = ReadCheckpoint(Write(4));
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_TRUE(std::isnan(plain->state.validation_loss));
+  EXPECT_TRUE(std::isinf(plain->state.best_validation_loss));
+}
+
+TEST_F(CheckpointTest, KeepBestRanksByValidationLossWhenThereIsOne) {
+  CheckpointConfig keep;
+  keep.keep_last = 1;
+  keep.keep_best = true;
+  // Step 2 has the lowest training loss, step 3 the lowest validation loss;
+  // steps 1 and 5 were saved between evaluations (no validation loss).
+  const double train[] = {0.9, 0.1, 0.8, 0.7, 0.6};
+  const double validation[] = {NAN, 2.0, 1.0, 1.5, NAN};
+  for (int64_t step = 1; step <= 5; ++step) {
+    TrainingCheckpoint c = Sample(step, train[step - 1]);
+    c.state.validation_loss = validation[step - 1];
+    ASSERT_TRUE(WriteCheckpoint(root_, c, Lora(), "random:tiny").ok());
+    ASSERT_TRUE(ApplyRetention(root_, keep).ok());
+  }
+  EXPECT_EQ(Steps(), (std::vector<int64_t>{3, 5}));
+}
+
+TEST(ValidationTrackerTest, CountsEvaluationsWithoutANewBest) {
+  ValidationTracker t;
+  EXPECT_TRUE(t.Record({2, 3.0, 0, 10}));
+  EXPECT_TRUE(t.Record({4, 2.5, 0, 10}));
+  EXPECT_FALSE(t.Record({6, 2.5, 0, 10}));  // a tie is no improvement
+  EXPECT_FALSE(t.Exhausted(2));
+  EXPECT_FALSE(t.Record({8, 2.7, 0, 10}));
+  EXPECT_TRUE(t.Exhausted(2));
+  EXPECT_FALSE(t.Exhausted(0));  // 0: no early stopping
+  EXPECT_EQ(t.best_step, 4);
+  EXPECT_DOUBLE_EQ(t.best, 2.5);
 }
 
 }  // namespace

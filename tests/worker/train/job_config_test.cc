@@ -67,9 +67,35 @@ INSTANTIATE_TEST_SUITE_P(
                       BadCase{R"(, "lora": [])", "lora"},
                       BadCase{R"(, "lora": {"target_modules": ["qkv"]})", "lora.target_modules"},
                       BadCase{R"(, "colour": "blue")", "colour"},
+                      BadCase{R"(, "dataset": {"path": "/d.jsonl", "validation_path": "/v.jsonl",
+                                  "validation_fraction": 0.1})",
+                              "dataset.validation_fraction"},
+                      BadCase{R"(, "dataset": {"path": "/d.jsonl", "validation_fraction": 0.6})",
+                              "dataset.validation_fraction"},
+                      BadCase{R"(, "dataset": {"path": "/d.jsonl", "validation_fraction": -0.1})",
+                              "dataset.validation_fraction"},
+                      BadCase{R"(, "dataset": {"validation_fraction": 0.1})",
+                              "dataset.validation_fraction"},
+                      BadCase{R"(, "train": {"eval_every_steps": -1})", "train.eval_every_steps"},
+                      BadCase{R"(, "train": {"early_stopping_patience": 2})",
+                              "train.early_stopping_patience"},
                       BadCase{R"(, "dataset": {"chat_template_kwargs": [1]})",
                               "dataset.chat_template_kwargs"},
                       BadCase{R"(, "dataset": {"chat_template": 3})", "dataset.chat_template"}));
+
+TEST(JobConfigTest, ValidationFieldsRoundTrip) {
+  auto c = ParseJobConfig(Job(R"(, "dataset": {"path": "/d.jsonl", "validation_fraction": 0.25},
+      "train": {"eval_every_steps": 5, "early_stopping_patience": 3},
+      "checkpoint": {"keep_best": true})"));
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE(HasValidation(*c));
+  auto again = ParseJobConfig(JobConfigToJson(*c));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_DOUBLE_EQ(again->dataset.validation_fraction, 0.25);
+  EXPECT_EQ(again->train.eval_every_steps, 5);
+  EXPECT_EQ(again->train.early_stopping_patience, 3);
+  EXPECT_FALSE(HasValidation(*ParseJobConfig(Job(""))));
+}
 
 TEST(JobConfigTest, ChatTemplateFieldsRoundTrip) {
   auto c = ParseJobConfig(Job(R"(, "dataset": {"format": "messages",
