@@ -95,7 +95,7 @@ TEST(FitAdviceTest, SuggestsTheLargestBatchAndRank) {
   EXPECT_FALSE(PlanMemory(*model, Job(8, r * 2, 16), device).fits());
 }
 
-TEST(FitAdviceTest, SaysWhatToDoWhenNothingFits) {
+TEST(FitAdviceTest, SuggestsTheNextStepWhenNothingFits) {
   auto model = model::RandomModelConfig("llama2-70b");
   ASSERT_TRUE(model.ok());
   const train::JobConfig job = Job(1, 8, 1);

@@ -20,6 +20,7 @@
 #include <string>
 
 #include "worker/train/evaluator.h"
+#include "tests/worker/train/temp_root_test.h"
 
 namespace rigtune::train {
 namespace {
@@ -60,16 +61,8 @@ bool Exists(const std::string& path) {
   return ::stat(path.c_str(), &st) == 0;
 }
 
-class CheckpointTest : public ::testing::Test {
+class CheckpointTest : public rigtune::testing::TempRootTest {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/rigtune_ckpt_XXXXXX";
-    root_ = mkdtemp(tmpl);
-  }
-  void TearDown() override {
-    const std::string cmd = "rm -rf '" + root_ + "'";
-    if (std::system(cmd.c_str()) != 0) ADD_FAILURE() << "cannot remove " << root_;
-  }
   std::string Write(int64_t step, double loss = 1.0) {
     auto dir = WriteCheckpoint(root_, Sample(step, loss), Lora(), "random:tiny");
     EXPECT_TRUE(dir.ok()) << dir.status();
@@ -80,7 +73,6 @@ class CheckpointTest : public ::testing::Test {
     for (const CheckpointEntry& e : ListCheckpoints(root_)) steps.push_back(e.step);
     return steps;
   }
-  std::string root_;
 };
 
 TEST_F(CheckpointTest, RoundTripsEveryPart) {

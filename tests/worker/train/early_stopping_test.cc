@@ -13,24 +13,14 @@
 #include "tests/worker/dist/tiny_hf_folder.h"
 #include "worker/train/checkpoint.h"
 #include "worker/train/run_job.h"
+#include "tests/worker/train/temp_root_test.h"
 
 namespace rigtune::train {
 namespace {
 
 using ::testing::HasSubstr;
 
-class EarlyStoppingTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/rigtune_early_stop_XXXXXX";
-    root_ = mkdtemp(tmpl);
-  }
-  void TearDown() override {
-    const std::string cmd = "rm -rf '" + root_ + "'";
-    if (std::system(cmd.c_str()) != 0) ADD_FAILURE() << "cannot remove " << root_;
-  }
-  std::string root_;
-};
+using EarlyStoppingTest = rigtune::testing::TempRootTest;
 
 TEST_F(EarlyStoppingTest, StopsAfterPatienceEvaluationsWithoutANewBest) {
   JobConfig c;

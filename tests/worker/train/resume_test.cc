@@ -18,6 +18,7 @@
 #include "worker/train/adapter_export.h"
 #include "worker/train/checkpoint.h"
 #include "worker/train/run_job.h"
+#include "tests/worker/train/temp_root_test.h"
 
 namespace rigtune::train {
 namespace {
@@ -75,18 +76,7 @@ std::map<std::string, at::Tensor> ReadAdapter(const std::string& dir) {
   return out;
 }
 
-class ResumeTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/rigtune_resume_XXXXXX";
-    root_ = mkdtemp(tmpl);
-  }
-  void TearDown() override {
-    const std::string cmd = "rm -rf '" + root_ + "'";
-    if (std::system(cmd.c_str()) != 0) ADD_FAILURE() << "cannot remove " << root_;
-  }
-  std::string root_;
-};
+using ResumeTest = rigtune::testing::TempRootTest;
 
 TEST_F(ResumeTest, StoppedAndResumedRunMatchesUninterruptedRun) {
   Trajectory full = Train(Job(root_ + "/full"));
