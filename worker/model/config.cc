@@ -99,6 +99,14 @@ absl::Status ReadRope(const json& j, const std::string& origin, ModelConfig* c) 
   return absl::OkStatus();
 }
 
+// An optional boolean: `fallback` when absent or null (transformers writes
+// null for unset options), false for anything that is not true.
+bool Flag(const json& j, const char* field, bool fallback) {
+  auto it = j.find(field);
+  if (it == j.end() || it->is_null()) return fallback;
+  return it->is_boolean() && it->get<bool>();
+}
+
 // Reads an optional number; null or absent keeps `*out`.
 absl::Status ReadDouble(const json& j, const std::string& origin, const char* field,
                         double* out) {
@@ -139,8 +147,10 @@ absl::Status ReadLayerTypes(const json& j, const std::string& origin, ModelConfi
   } else if (c->architecture == "Gemma2ForCausalLM" || c->architecture == "Gemma3ForCausalLM") {
     // transformers' defaults: Gemma 2 alternates (sliding first); Gemma 3
     // has one full layer every sliding_window_pattern layers.
-    const int64_t pattern =
-        c->architecture == "Gemma2ForCausalLM" ? 2 : j.value("sliding_window_pattern", 6);
+    int64_t pattern = c->architecture == "Gemma2ForCausalLM" ? 2 : 6;
+    if (c->architecture == "Gemma3ForCausalLM") {
+      if (auto s = ReadInt(j, origin, "sliding_window_pattern", false, &pattern); !s.ok()) return s;
+    }
     if (pattern <= 0) return FieldError(origin, "sliding_window_pattern", "must be > 0");
     c->sliding_layers.assign(c->num_layers, false);
     for (int64_t i = 0; i < c->num_layers; ++i) c->sliding_layers[i] = (i + 1) % pattern != 0;
@@ -149,7 +159,7 @@ absl::Status ReadLayerTypes(const json& j, const std::string& origin, ModelConfi
   }
   if (c->architecture == "Qwen2ForCausalLM" || c->architecture == "Qwen3ForCausalLM") {
     // Qwen's layer_types mark sliding layers only when use_sliding_window.
-    if (!j.value("use_sliding_window", false)) c->sliding_layers.clear();
+    if (!Flag(j, "use_sliding_window", false)) c->sliding_layers.clear();
   }
   bool any = false;
   for (bool s : c->sliding_layers) any |= s;
@@ -158,7 +168,7 @@ absl::Status ReadLayerTypes(const json& j, const std::string& origin, ModelConfi
     return FieldError(origin, "sliding_window",
                       "layer_types has sliding_attention layers but no window size");
   }
-  if (j.value("use_bidirectional_attention", false)) {
+  if (Flag(j, "use_bidirectional_attention", false)) {
     return FieldError(origin, "use_bidirectional_attention",
                       "bidirectional attention is not supported (causal LM training only)");
   }
@@ -238,7 +248,11 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& json_text,
   // Gemma names its activation hidden_activation (hidden_act in old files).
   const char* act_field = gemma && j.contains("hidden_activation") ? "hidden_activation"
                                                                   : "hidden_act";
-  std::string act = j.value(act_field, std::string(gemma ? "gelu_pytorch_tanh" : "silu"));
+  std::string act = gemma ? "gelu_pytorch_tanh" : "silu";
+  if (auto it = j.find(act_field); it != j.end() && !it->is_null()) {
+    if (!it->is_string()) return FieldError(origin, act_field, "must be a string");
+    act = it->get<std::string>();
+  }
   if (!gemma && act != "silu") {
     return FieldError(origin, act_field, absl::StrCat("'", act, "' is not supported (silu)"));
   }
@@ -260,12 +274,12 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& json_text,
   }
   if (c.num_kv_heads == 0) c.num_kv_heads = c.num_heads;
   if (c.head_dim == 0 && c.num_heads > 0) c.head_dim = c.hidden_size / c.num_heads;
-  c.rms_norm_eps = j.value("rms_norm_eps", 1e-6);
-  c.tie_word_embeddings = j.value("tie_word_embeddings", gemma);
-  const bool attention_bias = j.value("attention_bias", false);
+  if (auto s = ReadDouble(j, origin, "rms_norm_eps", &c.rms_norm_eps); !s.ok()) return s;
+  c.tie_word_embeddings = Flag(j, "tie_word_embeddings", gemma);
+  const bool attention_bias = Flag(j, "attention_bias", false);
   c.qkv_bias = qwen2 || attention_bias;
   c.o_bias = !qwen2 && attention_bias;
-  c.mlp_bias = j.value("mlp_bias", false);
+  c.mlp_bias = Flag(j, "mlp_bias", false);
   c.qk_norm = qwen3 || gemma3;
   if (gemma) {
     c.norm_plus_one = true;
