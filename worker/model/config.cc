@@ -154,6 +154,13 @@ absl::Status ReadLayerTypes(const json& j, const std::string& origin, ModelConfi
     if (pattern <= 0) return FieldError(origin, "sliding_window_pattern", "must be > 0");
     c->sliding_layers.assign(c->num_layers, false);
     for (int64_t i = 0; i < c->num_layers; ++i) c->sliding_layers[i] = (i + 1) % pattern != 0;
+  } else if ((c->architecture == "Qwen2ForCausalLM" || c->architecture == "Qwen3ForCausalLM") &&
+             Flag(j, "use_sliding_window", false)) {
+    // transformers' Qwen default: layers from max_window_layers on slide.
+    int64_t full_layers = 28;
+    if (auto s = ReadInt(j, origin, "max_window_layers", false, &full_layers); !s.ok()) return s;
+    c->sliding_layers.assign(c->num_layers, false);
+    for (int64_t i = full_layers; i < c->num_layers; ++i) c->sliding_layers[i] = true;
   } else if (c->architecture == "MistralForCausalLM" && c->sliding_window > 0) {
     c->sliding_layers.assign(c->num_layers, true);  // Mistral: every layer
   }

@@ -109,6 +109,19 @@ TEST(ModelConfigTest, MistralSlidingWindowAppliesToEveryLayer) {
   EXPECT_TRUE(c->IsSlidingLayer(1));
 }
 
+TEST(ModelConfigTest, QwenSlidingWindowFromMaxWindowLayers) {
+  const std::string base = R"("architectures": ["Qwen2ForCausalLM"], "vocab_size": 10,
+      "hidden_size": 8, "intermediate_size": 16, "num_hidden_layers": 4,
+      "num_attention_heads": 2, "sliding_window": 16, "max_window_layers": 2)";
+  auto on = ParseModelConfig("{" + base + R"(, "use_sliding_window": true})", "x");
+  ASSERT_TRUE(on.ok()) << on.status();
+  EXPECT_EQ(on->sliding_layers, (std::vector<bool>{false, false, true, true}));
+  EXPECT_EQ(on->sliding_window, 16);
+  auto off = ParseModelConfig("{" + base + R"(, "use_sliding_window": false})", "x");
+  ASSERT_TRUE(off.ok()) << off.status();
+  EXPECT_TRUE(off->sliding_layers.empty());
+}
+
 // Qwen3-0.6B's config.json (transformers 5 rope_parameters).
 TEST(ModelConfigTest, ParsesQwen3) {
   auto c = ParseModelConfig(R"({"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3",
