@@ -21,8 +21,9 @@ absl::Status Bad(const std::string& what) {
   return absl::InvalidArgumentError(absl::StrCat("spec.model: ", what));
 }
 
-// The linear layers of the Llama family (Llama, Mistral, Qwen2), the only
-// ones the engine builds; LoRA targets are named after them as in PEFT.
+// The linear layers of the decoders the engine builds (Llama, Mistral, Qwen2,
+// Qwen3, Gemma 2, Gemma 3 text: one set of names); LoRA targets are named
+// after them as in PEFT.
 const std::vector<std::string>& LlamaModules() {
   static const std::vector<std::string> modules = {"q_proj",    "k_proj",  "v_proj", "o_proj",
                                                     "gate_proj", "up_proj", "down_proj"};
@@ -58,7 +59,17 @@ std::string Architecture(const nlohmann::json& config) {
   if (type == config.end() || !type->is_string()) return "";
   const std::string t = type->get<std::string>();
   return t == "llama" ? "LlamaForCausalLM" : t == "mistral" ? "MistralForCausalLM"
-       : t == "qwen2" ? "Qwen2ForCausalLM" : t;
+       : t == "qwen2" ? "Qwen2ForCausalLM" : t == "qwen3" ? "Qwen3ForCausalLM"
+       : t == "gemma2" ? "Gemma2ForCausalLM" : t == "gemma3_text" ? "Gemma3ForCausalLM" : t;
+}
+
+// The architectures worker/model/config.cc loads.
+bool Supported(const std::string& architecture) {
+  for (const char* a : {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM",
+                        "Qwen3ForCausalLM", "Gemma2ForCausalLM", "Gemma3ForCausalLM"}) {
+    if (architecture == a) return true;
+  }
+  return false;
 }
 
 }  // namespace
@@ -75,11 +86,11 @@ absl::StatusOr<ModelInfo> InspectModel(const std::string& model, bool needs_toke
   if (!config.ok()) return config.status();
   if (!config->is_object()) return Bad(absl::StrCat(model, "/config.json: not a JSON object"));
   const std::string architecture = Architecture(*config);
-  if (architecture != "LlamaForCausalLM" && architecture != "MistralForCausalLM" &&
-      architecture != "Qwen2ForCausalLM") {
+  if (!Supported(architecture)) {
     return Bad(absl::StrCat(model, "/config.json: unsupported architecture '", architecture,
                             "' (supported: LlamaForCausalLM, MistralForCausalLM, "
-                            "Qwen2ForCausalLM)"));
+                            "Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma2ForCausalLM, "
+                            "Gemma3ForCausalLM)"));
   }
   if (needs_tokenizer || fs::exists(dir / "tokenizer.json", error)) {
     absl::StatusOr<nlohmann::json> tokenizer = ReadJson(dir / "tokenizer.json");

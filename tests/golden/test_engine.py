@@ -1,10 +1,13 @@
 """Golden test: rigtune's QLoRA engine against transformers + PEFT (CPU, fp32).
 
-Tiny random Llama-family models are saved with transformers. The reference
+Tiny random models of every supported architecture (Llama, Mistral incl.
+head_dim != hidden/heads, Qwen2, Qwen3, Gemma 2, Gemma 3 text) are saved with
+transformers. The reference
 loads the same checkpoint, replaces every decoder linear by its NF4
 round-trip through bitsandbytes (so both sides train on identical dequantized
 weights), wraps it with PEFT LoRA, and sets the same initial adapter. We then
-compare logits, loss, every LoRA gradient, and a 20-step AdamW trajectory.
+compare logits, loss, every LoRA gradient, and a 20-step AdamW trajectory;
+PEFT loads the adapter the engine saves and reproduces the engine's logits.
 
 Tolerances: logits, loss, gradients within 1e-4 relative (norm-wise, fp32);
 loss trajectory within 1e-3 relative per step.
@@ -17,7 +20,9 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 from safetensors.torch import load_file, save_file
-from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig, Qwen2Config
+from peft import PeftModel
+from transformers import (AutoModelForCausalLM, Gemma2Config, Gemma3TextConfig, LlamaConfig,
+                          MistralConfig, Qwen2Config, Qwen3Config)
 
 TOOL = os.environ.get("RIGTUNE_ENGINE_GOLDEN_TOOL", "engine_golden_tool")
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -40,6 +45,27 @@ CONFIGS = {
     # Qwen2: q/k/v biases
     "qwen2_bias": lambda: Qwen2Config(**SMALL, num_key_value_heads=2, tie_word_embeddings=True),
     "mistral": lambda: MistralConfig(**SMALL, num_key_value_heads=2, sliding_window=None),
+    # Mistral-Nemo-style head_dim (32) != hidden / heads (16); every layer
+    # slides over a window shorter than the rows
+    "mistral_head_dim_window": lambda: MistralConfig(**SMALL, num_key_value_heads=2, head_dim=32,
+                                                     sliding_window=8),
+    # Qwen3: per-head q/k RMSNorm before RoPE, no bias, tied embeddings
+    "qwen3_tied": lambda: Qwen3Config(**SMALL, num_key_value_heads=2, head_dim=32,
+                                      tie_word_embeddings=True),
+    # Gemma 2: (1 + w) norms, scaled embeddings, GeGLU, four norms a layer,
+    # soft-capped scores and logits (caps small enough to bite), alternating
+    # sliding-window layers, query_pre_attn_scalar
+    "gemma2": lambda: Gemma2Config(**SMALL, num_key_value_heads=2, head_dim=32,
+                                   query_pre_attn_scalar=24, sliding_window=8,
+                                   attn_logit_softcapping=4.0, final_logit_softcapping=3.0),
+    # Gemma 3 text: q/k norms, local layers with their own rotary base,
+    # linear-scaled global rotary
+    "gemma3": lambda: Gemma3TextConfig(
+        **SMALL, num_key_value_heads=1, head_dim=32, query_pre_attn_scalar=32, sliding_window=8,
+        layer_types=["sliding_attention", "full_attention"],
+        rope_parameters={"full_attention": {"rope_type": "linear", "factor": 2.0,
+                                            "rope_theta": 100000.0},
+                         "sliding_attention": {"rope_type": "default", "rope_theta": 1000.0}}),
 }
 
 
@@ -61,9 +87,11 @@ def save_random_model(tmp_path, name):
     config = CONFIGS[name]()
     hf = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     with torch.no_grad():
-        for p in hf.parameters():
+        for name, p in hf.named_parameters():
             if p.dim() == 2:
                 p.normal_(0, 0.08)
+            elif "norm" in name:  # norms away from identity, so each one counts
+                p.add_(torch.randn_like(p) * 0.1)
         for layer in hf.model.layers:
             for mod in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
                 if mod.bias is not None:
@@ -140,10 +168,20 @@ def test_engine_matches_transformers_peft(tmp_path, name, checkpointing):
     spec = {"model_dir": str(model_dir), "adapter_dir": str(adapter_dir),
             "batches": str(tmp_path / "batches.safetensors"), "out": str(tmp_path / "out.safetensors"),
             "lora": {"r": r, "alpha": alpha, "target_modules": TARGETS}, "optim": optim,
-            "activation_checkpointing": checkpointing, "steps": steps, "grad_accum": 2}
+            "activation_checkpointing": checkpointing, "steps": steps, "grad_accum": 2,
+            "save_adapter": str(tmp_path / "saved")}
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     subprocess.run([TOOL, str(tmp_path / "spec.json")], check=True)
     got = load_file(tmp_path / "out.safetensors")
+
+    # PEFT loads the adapter the engine saved (its initial weights) onto the
+    # NF4 base and computes the engine's logits
+    if checkpointing:
+        loaded = PeftModel.from_pretrained(load_nf4_base(model_dir), tmp_path / "saved")
+        loaded.eval()
+        with torch.no_grad():
+            peft_logits = loaded(input_ids=batches["input_ids_0"]).logits
+        assert rel(got["logits"], peft_logits) < 1e-4
 
     # the engine's dequantized base weights are bitsandbytes' bit for bit
     base = {n: p for n, p in ref.named_parameters() if n.endswith(".base_layer.weight")}
@@ -307,7 +345,7 @@ def save_bnb4bit_copy(model_dir, out_dir):
     (out_dir / "config.json").write_text(json.dumps(config))
 
 
-@pytest.mark.parametrize("name", ["llama_gqa_llama3rope", "qwen2_bias"])
+@pytest.mark.parametrize("name", ["llama_gqa_llama3rope", "qwen2_bias", "qwen3_tied", "gemma2"])
 def test_engine_loads_bnb4bit_checkpoint_without_requantizing(tmp_path, name):
     """A bnb-4bit checkpoint loads as it is: the engine's dequantized weights
     are bitsandbytes' own, and logits, loss and gradients equal those of the

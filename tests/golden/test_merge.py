@@ -267,3 +267,22 @@ def test_peft_loads_rigtune_adapter(tmp_path):
                 p.copy_(nf4_roundtrip(p))
     ref = PeftModel.from_pretrained(base, tmp_path / "rigtune_adapter")
     assert rel(got["logits"], logits(ref, IDS)) < 1e-4
+
+
+@pytest.mark.parametrize("name", ["mistral_head_dim_window", "qwen3_tied", "gemma2", "gemma3"])
+def test_merge_other_architectures(tmp_path, name):
+    """Merging is by linear name and shape: the merged folder of every
+    supported architecture (test_engine's tiny configs, fp32 base) loads with
+    from_pretrained and computes what base + adapter do unmerged (bf16
+    rounding of the merged weights: 2e-2)."""
+    from test_engine import save_random_model
+
+    _, model_dir = save_random_model(tmp_path, name)
+    adapter_dir = save_adapter(tmp_path, model_dir)
+    out = tmp_path / "merged"
+    stdout = merge(model_dir, adapter_dir, out)
+    assert stdout.count("merged") >= 2 * len(TARGETS)
+    merged = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
+    unmerged = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32), adapter_dir)
+    assert rel(logits(merged, IDS), logits(unmerged, IDS)) < 2e-2

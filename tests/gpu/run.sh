@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU checks and benchmarks, on a machine with NVIDIA GPUs.
 #
-#   tests/gpu/run.sh [STAGE...]      stages: build tests golden nf4 engine fit24 peer profile fsdp big1
+#   tests/gpu/run.sh [STAGE...]      stages: build tests golden nf4 engine arch fit24 peer profile fsdp big1
 #                                    stream70 daemon oom plan
 #                                    (default: build tests)
 #   BUILD_TARGETS="a b" tests/gpu/run.sh build ...   build only those targets
@@ -57,6 +57,12 @@ for stage in "${stages[@]}"; do
           >>"$OUT/engine-bench.md" 2>>"$OUT/engine-bench.log"
       done
       note "engine (1 GPU):"; cat "$OUT/engine-bench.md" ;;
+    arch)  # a step of each architecture family's shape (Gemma 2 attends eagerly: soft-capping)
+      for shape in mistral-nemo-12b qwen2.5-7b qwen3-8b gemma2-9b gemma3-1b; do
+        "$BUILD/tests/bench/train_bench" --model random:$shape --batch 2 --seq 2048 --steps 5 \
+          >>"$OUT/arch-bench.md" 2>>"$OUT/arch-bench.log"
+      done
+      note "architectures (1 GPU):"; cat "$OUT/arch-bench.md" ;;
     fit24)  # one GPU capped at 22 GiB, as on a 24 GB card
       for shape in llama2-13b llama3-8b; do
         "$BUILD/tests/bench/train_bench" --model random:$shape --batch 4 --seq 2048 --steps 5 \

@@ -159,6 +159,15 @@ TEST_F(ModelFolderTest, BrokenConfigIsRejectedNamingTheFile) {
   EXPECT_NE(Message().find("config.json: not valid JSON"), std::string::npos) << Message();
 }
 
+TEST_F(ModelFolderTest, EveryEngineArchitecturePasses) {
+  for (const char* config : {R"({"architectures": ["Qwen3ForCausalLM"]})",
+                             R"({"architectures": ["Gemma2ForCausalLM"]})",
+                             R"({"model_type": "gemma3_text"})", R"({"model_type": "qwen3"})"}) {
+    Write("config.json", config);
+    EXPECT_TRUE(ValidateJobSpec(spec_, {}).ok()) << config << ": " << Message();
+  }
+}
+
 TEST_F(ModelFolderTest, UnsupportedArchitectureIsRejected) {
   Write("config.json", R"({"model_type": "gpt2"})");
   EXPECT_NE(Message().find("unsupported architecture 'gpt2'"), std::string::npos) << Message();

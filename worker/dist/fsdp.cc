@@ -76,6 +76,7 @@ absl::StatusOr<std::unique_ptr<FsdpLayers>> FsdpLayers::Create(model::ModelSourc
   for (int64_t i = 0; i < n; ++i) {
     const int64_t owner = i % world;
     LayerLayout layout = base;
+    layout.sliding = config.IsSlidingLayer(i);
     at::Tensor frozen, trainable;
     at::Tensor offsets = at::zeros({model::kNumProj}, dev.dtype(at::kFloat));
     if (rank == owner) {

@@ -68,6 +68,13 @@ LayerLayout LayerLayout::ForConfig(const model::ModelConfig& config,
   }
   l.input_norm = Take(&cursor, dtype, {config.hidden_size});
   l.post_norm = Take(&cursor, dtype, {config.hidden_size});
+  const int64_t sandwich = config.sandwich_norms ? config.hidden_size : 0;
+  const int64_t qk = config.qk_norm ? config.head_dim : 0;
+  l.pre_ff_norm = Take(&cursor, dtype, {sandwich});
+  l.post_ff_norm = Take(&cursor, dtype, {sandwich});
+  l.q_norm = Take(&cursor, dtype, {qk});
+  l.k_norm = Take(&cursor, dtype, {qk});
+  l.activation = config.activation;
   l.frozen_bytes = RoundUp(cursor, kAlign * shards);
   l.trainable_floats = RoundUp(std::max<int64_t>(floats, 1), shards);
   return l;
@@ -101,6 +108,10 @@ at::Tensor LayerLayout::FlattenFrozen(const model::DecoderLayer& layer) const {
   }
   Put(flat, input_norm, layer.input_layernorm);
   Put(flat, post_norm, layer.post_attention_layernorm);
+  Put(flat, pre_ff_norm, layer.pre_feedforward_layernorm);
+  Put(flat, post_ff_norm, layer.post_feedforward_layernorm);
+  Put(flat, q_norm, layer.q_norm);
+  Put(flat, k_norm, layer.k_norm);
   return flat;
 }
 
@@ -157,6 +168,12 @@ absl::StatusOr<model::DecoderLayer> LayerLayout::Unflatten(const at::Tensor& fro
   }
   layer.input_layernorm = View(frozen, input_norm);
   layer.post_attention_layernorm = View(frozen, post_norm);
+  layer.pre_feedforward_layernorm = View(frozen, pre_ff_norm);
+  layer.post_feedforward_layernorm = View(frozen, post_ff_norm);
+  layer.q_norm = View(frozen, q_norm);
+  layer.k_norm = View(frozen, k_norm);
+  layer.sliding = sliding;
+  layer.activation = activation;
   return layer;
 }
 

@@ -45,6 +45,13 @@ struct LinearLayout {
 struct LayerLayout {
   std::array<LinearLayout, model::kNumProj> linears;
   Segment input_norm, post_norm;
+  // Gemma's pre/post feed-forward norms and Qwen3/Gemma 3's q/k norms; empty
+  // (0 bytes) for models without them.
+  Segment pre_ff_norm, post_ff_norm, q_norm, k_norm;
+  // Per-layer flags restored by Unflatten (model::SetLayerKind); ForConfig
+  // leaves `sliding` false, the owner of the layout sets it per layer.
+  bool sliding = false;
+  model::Activation activation = model::Activation::kSilu;
   int64_t frozen_bytes = 0;     // padded
   int64_t trainable_floats = 0;  // padded
 

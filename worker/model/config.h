@@ -1,8 +1,13 @@
 // ModelConfig: the shape of a Llama-family decoder, read from a Hugging Face
 // config.json or named by a `random:` source.
 //
-// Supported architectures: LlamaForCausalLM, MistralForCausalLM,
-// Qwen2ForCausalLM. Anything else is an error naming the architecture.
+// Supported architectures: LlamaForCausalLM, MistralForCausalLM (including
+// Mistral-Nemo's head_dim != hidden/heads), Qwen2ForCausalLM (Qwen2, Qwen2.5),
+// Qwen3ForCausalLM, Gemma2ForCausalLM and Gemma3ForCausalLM (text). The
+// variations between them are fields of ModelConfig (norm style, activation,
+// q/k norms, soft-capping, sliding-window layers) so that one decoder serves
+// all. Anything else, or a config feature outside these, is an
+// InvalidArgument naming the architecture or field.
 //
 // Example:
 //   ASSIGN_OR_RETURN(ModelConfig c, LoadModelConfig("/models/llama-3-8b"));
@@ -12,6 +17,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 
@@ -25,6 +31,10 @@ struct RopeConfig {
   double high_freq_factor = 4.0;  // llama3
   int64_t original_max_position_embeddings = 8192;  // llama3
 };
+
+// The MLP's gate activation: SwiGLU (silu) or GeGLU with the tanh
+// approximation of GELU (Gemma's gelu_pytorch_tanh).
+enum class Activation { kSilu, kGeluTanh };
 
 struct ModelConfig {
   std::string architecture = "LlamaForCausalLM";
@@ -45,6 +55,40 @@ struct ModelConfig {
   int64_t bos_token_id = -1;
   int64_t eos_token_id = -1;
 
+  Activation activation = Activation::kSilu;
+  // Gemma's RMSNorm: x / rms(x) · (1 + weight), multiplied in float32 then
+  // cast (Llama casts first, then multiplies by weight). Stored weights are
+  // the checkpoint's (centred on 0).
+  bool norm_plus_one = false;
+  // Embeddings multiplied by this (rounded to the compute dtype, as
+  // transformers does); 1 = none. Gemma: sqrt(hidden_size).
+  double embed_scale = 1.0;
+  // Gemma 2/3: a norm on the attention and MLP outputs too
+  // (post_attention_layernorm, pre_/post_feedforward_layernorm).
+  bool sandwich_norms = false;
+  // Qwen3, Gemma 3: RMSNorm over each q and k head (weight [head_dim]) before
+  // the rotary embedding.
+  bool qk_norm = false;
+  // Attention scale; 0 = 1/sqrt(head_dim). Gemma: query_pre_attn_scalar^-1/2.
+  double attention_scale = 0.0;
+  // tanh soft-capping, cap·tanh(x/cap); 0 = none. Gemma 2: attention scores
+  // (attn_logit_softcapping) and final logits (final_logit_softcapping).
+  double attn_softcap = 0.0;
+  double final_softcap = 0.0;
+  // Sliding-window layers attend to the last `sliding_window` positions
+  // (key j visible from query i when i - window < j <= i). One flag per layer
+  // (config layer_types); empty = every layer attends to the whole row.
+  int64_t sliding_window = 0;
+  std::vector<bool> sliding_layers;
+  // Gemma 3: the rotary embedding of sliding-window layers
+  // (rope_local_base_freq); `rope` applies to the others.
+  bool has_local_rope = false;
+  RopeConfig local_rope;
+
+  bool IsSlidingLayer(int64_t i) const {
+    return i >= 0 && i < static_cast<int64_t>(sliding_layers.size()) && sliding_layers[i];
+  }
+
   // Parameters of the frozen base (embeddings + norms + linears).
   int64_t NumParameters() const;
 };
@@ -57,7 +101,9 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& json_text,
 
 // Shapes for `random:<spec>` sources. <spec> is a preset name (tiny, small,
 // llama2-7b, llama2-13b, llama2-70b, llama3-8b, llama3.1-8b (131,072 positions,
-// llama3 RoPE scaling), llama3-70b, mistral-7b) or
+// llama3 RoPE scaling), llama3-70b, mistral-7b, mistral-nemo-12b (head_dim
+// 128 with hidden 5120 and 32 heads), qwen2.5-7b, qwen3-8b, gemma2-9b,
+// gemma3-1b) or
 // explicit sizes "layers=2,hidden=64,intermediate=128,heads=4,kv_heads=2,vocab=256",
 // optionally after a preset: "llama2-70b,layers=4".
 absl::StatusOr<ModelConfig> RandomModelConfig(const std::string& spec);

@@ -7,6 +7,8 @@
 #include <ATen/ATen.h>
 
 #include <map>
+#include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -55,6 +57,21 @@ class HfSource : public ModelSource {
     if (!post_norm.ok()) return post_norm.status();
     layer.input_layernorm = *in_norm;
     layer.post_attention_layernorm = *post_norm;
+    std::vector<std::pair<std::string, at::Tensor*>> extra;
+    if (config_.sandwich_norms) {
+      extra.emplace_back("pre_feedforward_layernorm.weight", &layer.pre_feedforward_layernorm);
+      extra.emplace_back("post_feedforward_layernorm.weight", &layer.post_feedforward_layernorm);
+    }
+    if (config_.qk_norm) {
+      extra.emplace_back("self_attn.q_norm.weight", &layer.q_norm);
+      extra.emplace_back("self_attn.k_norm.weight", &layer.k_norm);
+    }
+    for (auto& [name, out] : extra) {
+      auto t = ReadTo(base + name);
+      if (!t.ok()) return t.status();
+      *out = *t;
+    }
+    SetLayerKind(config_, i, &layer);
     for (int p = 0; p < kNumProj; ++p) {
       const std::string prefix = base + ProjPath(p);
       auto w = ReadLinear(prefix);

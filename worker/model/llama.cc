@@ -3,6 +3,9 @@
 #include <ATen/ATen.h>
 
 #include <cmath>
+#include <limits>
+#include <tuple>
+#include <utility>
 #include <optional>
 #include <vector>
 
@@ -35,10 +38,12 @@ std::vector<at::Tensor> LlamaModel::LoraParameters() const {
 }
 
 at::Tensor RopeInverseFrequencies(const ModelConfig& config) {
-  const int64_t dim = config.head_dim;
+  return RopeInverseFrequencies(config.rope, config.head_dim);
+}
+
+at::Tensor RopeInverseFrequencies(const RopeConfig& rope, int64_t dim) {
   at::Tensor exponents = at::arange(0, dim, 2, at::kLong).to(at::kFloat) / static_cast<double>(dim);
-  at::Tensor inv_freq = 1.0 / at::pow(config.rope.theta, exponents);
-  const RopeConfig& rope = config.rope;
+  at::Tensor inv_freq = 1.0 / at::pow(rope.theta, exponents);
   if (rope.type == "linear") return inv_freq / rope.factor;
   if (rope.type != "llama3") return inv_freq;
   // Llama 3.1: long wavelengths are slowed by `factor`, short ones kept, and
@@ -56,20 +61,105 @@ at::Tensor RopeInverseFrequencies(const ModelConfig& config) {
   return at::where(medium, smoothed, scaled);
 }
 
+namespace {
+
+std::pair<at::Tensor, at::Tensor> RotaryTables(const RopeConfig& rope, int64_t head_dim,
+                                               const at::Tensor& position_ids,
+                                               at::ScalarType dtype) {
+  at::Tensor inv_freq = RopeInverseFrequencies(rope, head_dim).to(position_ids.device());
+  at::Tensor freqs = position_ids.to(at::kFloat).unsqueeze(-1) * inv_freq;  // [B, T, hd/2]
+  at::Tensor emb = at::cat({freqs, freqs}, -1);
+  return {emb.cos().to(dtype), emb.sin().to(dtype)};
+}
+
+}  // namespace
+
 AttentionInputs MakeAttentionInputs(const ModelConfig& config, const at::Tensor& position_ids,
                                     at::ScalarType dtype, const at::Tensor& mask,
                                     const at::Tensor& cu_seqlens, int64_t max_seqlen) {
-  at::Tensor inv_freq = RopeInverseFrequencies(config).to(position_ids.device());
-  at::Tensor freqs = position_ids.to(at::kFloat).unsqueeze(-1) * inv_freq;  // [B, T, hd/2]
-  at::Tensor emb = at::cat({freqs, freqs}, -1);
-  return AttentionInputs{emb.cos().to(dtype), emb.sin().to(dtype), mask, cu_seqlens, max_seqlen};
+  AttentionInputs in;
+  std::tie(in.cos, in.sin) = RotaryTables(config.rope, config.head_dim, position_ids, dtype);
+  if (config.has_local_rope) {
+    std::tie(in.cos_local, in.sin_local) =
+        RotaryTables(config.local_rope, config.head_dim, position_ids, dtype);
+  }
+  in.mask = mask;
+  in.cu_seqlens = cu_seqlens;
+  in.max_seqlen = max_seqlen;
+  const int64_t t = position_ids.size(1);
+  if (!config.sliding_layers.empty() && t > config.sliding_window) {
+    // Query i sees key j when 0 <= i - j < window (and `mask` allows it).
+    at::Tensor idx = at::arange(t, position_ids.options().dtype(at::kLong));
+    at::Tensor dist = idx.unsqueeze(1) - idx.unsqueeze(0);
+    at::Tensor band = (dist.ge(0) & dist.lt(config.sliding_window)).view({1, 1, t, t});
+    in.sliding_mask = mask.defined() ? mask.logical_and(band) : band;
+    in.sliding_window = config.sliding_window;
+  }
+  return in;
 }
 
 at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight, double eps) {
   return FusedRmsNorm(x, weight, eps);
 }
 
+at::Tensor Norm(const ModelConfig& config, const at::Tensor& x, const at::Tensor& weight) {
+  if (!config.norm_plus_one) return FusedRmsNorm(x, weight, config.rms_norm_eps);
+  // Gemma: the product with (1 + w) happens in float32 before the cast, which
+  // the fused kernel (Llama's order) does not do; ATen on every device.
+  profile::ScopedPhase phase(profile::Phase::kElementwise, x);
+  at::Tensor xf = x.to(at::kFloat);
+  at::Tensor normed = xf * at::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + config.rms_norm_eps);
+  return (normed * (weight.to(at::kFloat) + 1.0)).to(x.scalar_type());
+}
+
+at::Tensor EmbedTokens(const ModelConfig& config, const at::Tensor& weight,
+                       const at::Tensor& input_ids) {
+  at::Tensor h = at::embedding(weight, input_ids);
+  if (config.embed_scale == 1.0) return h;
+  // transformers rounds the scale to the weight's dtype first (sqrt(3072)
+  // becomes 55.5 in bf16); so do we.
+  const double scale =
+      at::scalar_tensor(config.embed_scale, at::kDouble).to(weight.scalar_type()).item<double>();
+  return h * scale;
+}
+
+at::Tensor HeadLogits(const ModelConfig& config, const at::Tensor& x, const at::Tensor& lm_head) {
+  at::Tensor logits = at::matmul(x, lm_head.t()).to(at::kFloat);
+  if (config.final_softcap <= 0) return logits;
+  return at::tanh(logits / config.final_softcap) * config.final_softcap;
+}
+
 namespace {
+
+// x [B, H, T, hd] rotated by cos, sin [B, T, hd] (transformers'
+// rotate-half form), out of place: used where the in-place kernel cannot be
+// (after a per-head q/k norm the heads are no longer rows of a fresh product).
+at::Tensor RotaryOutOfPlace(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+  const int64_t half = x.size(-1) / 2;
+  at::Tensor rotated = at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+  return x * cos.unsqueeze(1) + rotated * sin.unsqueeze(1);
+}
+
+// softmax(cap·tanh(q·kᵀ·scale / cap) masked) · v, as transformers' eager
+// attention computes it (softmax in float32, then cast). Soft-capping is not
+// expressible in scaled_dot_product_attention or flash attention, so Gemma 2
+// takes this path on every device. q [B, H, T, hd]; k, v [B, KV, T, hd].
+at::Tensor SoftcappedAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                               const at::Tensor& mask, double scale, double cap) {
+  const int64_t groups = q.size(1) / k.size(1);
+  at::Tensor kk = groups == 1 ? k : k.repeat_interleave(groups, 1);
+  at::Tensor vv = groups == 1 ? v : v.repeat_interleave(groups, 1);
+  at::Tensor scores = at::matmul(q, kk.transpose(2, 3)) * scale;
+  scores = at::tanh(scores / cap) * cap;
+  at::Tensor allowed = mask;
+  if (!allowed.defined()) {
+    const int64_t t = q.size(2);
+    allowed = at::ones({t, t}, q.options().dtype(at::kBool)).tril().view({1, 1, t, t});
+  }
+  scores = scores.masked_fill(allowed.logical_not(), -std::numeric_limits<float>::infinity());
+  at::Tensor probs = at::softmax(scores, -1, at::kFloat).to(q.scalar_type());
+  return at::matmul(probs, vv);
+}
 
 at::Tensor Attention(const DecoderLayer& layer, const ModelConfig& c, const at::Tensor& x,
                      const AttentionInputs& attn, lora::DequantWorkspace& ws, bool training,
@@ -78,14 +168,37 @@ at::Tensor Attention(const DecoderLayer& layer, const ModelConfig& c, const at::
   auto heads_first = [&](const at::Tensor& t, int64_t heads) {
     return t.view({batch, seq, heads, hd}).transpose(1, 2);
   };
-  // Rotary embeddings rotate the fresh projections in place (kernels/rope.h).
+  const bool local_rope = layer.sliding && attn.cos_local.defined();
+  const at::Tensor& cos = local_rope ? attn.cos_local : attn.cos;
+  const at::Tensor& sin = local_rope ? attn.sin_local : attn.sin;
   at::Tensor q, k, v;
   const std::vector<const lora::QLoraLinear*> qkv = {&layer.proj[kQ], &layer.proj[kK],
                                                      &layer.proj[kV]};
-  if (lora::CanGroup(qkv, training)) {
+  const bool grouped = lora::CanGroup(qkv, training);
+  if (c.qk_norm) {
+    // Qwen3 / Gemma 3: RMSNorm over each q and k head, then the rotary
+    // embedding (out of place, see RotaryOutOfPlace).
+    at::Tensor pq, pk, pv;
+    if (grouped) {
+      std::vector<at::Tensor> parts =
+          at::split_with_sizes(lora::GroupedForward(qkv, x, ws),
+                               {c.num_heads * hd, c.num_kv_heads * hd, c.num_kv_heads * hd}, -1);
+      pq = parts[0], pk = parts[1], pv = parts[2];
+    } else {
+      auto project = [&](int p) { return layer.proj[p].Forward(x, ws, training, seed + p); };
+      pq = project(kQ), pk = project(kK), pv = project(kV);
+    }
+    auto normed = [&](const at::Tensor& t, int64_t heads, const at::Tensor& w) {
+      return Norm(c, t.reshape({batch, seq, heads, hd}), w).transpose(1, 2);
+    };
+    q = RotaryOutOfPlace(normed(pq, c.num_heads, layer.q_norm), cos, sin);
+    k = RotaryOutOfPlace(normed(pk, c.num_kv_heads, layer.k_norm), cos, sin);
+    v = heads_first(pv, c.num_kv_heads);
+  } else if (grouped) {
     // One product for Q, K and V; q and k sit at the front of each row.
-    at::Tensor fused = RotaryInPlace(lora::GroupedForward(qkv, x, ws), c.num_heads + c.num_kv_heads,
-                                     attn.cos, attn.sin);
+    // Rotary embeddings rotate the fresh projections in place (kernels/rope.h).
+    at::Tensor fused =
+        RotaryInPlace(lora::GroupedForward(qkv, x, ws), c.num_heads + c.num_kv_heads, cos, sin);
     std::vector<at::Tensor> parts = at::split_with_sizes(
         fused, {c.num_heads * hd, c.num_kv_heads * hd, c.num_kv_heads * hd}, -1);
     q = heads_first(parts[0], c.num_heads);
@@ -93,31 +206,42 @@ at::Tensor Attention(const DecoderLayer& layer, const ModelConfig& c, const at::
     v = heads_first(parts[2], c.num_kv_heads);
   } else {
     auto project = [&](int p) { return layer.proj[p].Forward(x, ws, training, seed + p); };
-    q = heads_first(RotaryInPlace(project(kQ), c.num_heads, attn.cos, attn.sin), c.num_heads);
-    k = heads_first(RotaryInPlace(project(kK), c.num_kv_heads, attn.cos, attn.sin), c.num_kv_heads);
+    q = heads_first(RotaryInPlace(project(kQ), c.num_heads, cos, sin), c.num_heads);
+    k = heads_first(RotaryInPlace(project(kK), c.num_kv_heads, cos, sin), c.num_kv_heads);
     v = heads_first(project(kV), c.num_kv_heads);
   }
-  const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
+  const double scale =
+      c.attention_scale > 0 ? c.attention_scale : 1.0 / std::sqrt(static_cast<double>(hd));
   const bool gqa = c.num_kv_heads != c.num_heads;
+  // A sliding layer whose rows are longer than the window attends under the
+  // window mask; otherwise like a full layer.
+  const bool windowed = layer.sliding && attn.sliding_mask.defined();
   at::Tensor out;
   const bool half = x.scalar_type() == at::kBFloat16 || x.scalar_type() == at::kHalf;
   std::optional<profile::ScopedPhase> phase(std::in_place, profile::Phase::kAttention, x);
-  if (attn.cu_seqlens.defined() && x.is_cuda() && half) {
+  if (attn.cu_seqlens.defined() && x.is_cuda() && half && c.attn_softcap <= 0) {
     // Variable-length flash attention over the flattened tokens: each packed
-    // example attends causally to itself only (GQA handled by the kernel).
+    // example attends causally to itself only (GQA handled by the kernel),
+    // within the last `window` keys on a sliding layer.
     auto flat = [&](const at::Tensor& t, int64_t heads) {
       return t.transpose(1, 2).reshape({batch * seq, heads, hd});
     };
+    std::optional<int64_t> window_left;
+    if (windowed) window_left = attn.sliding_window - 1;
     out = std::get<0>(at::_flash_attention_forward(
         flat(q, c.num_heads), flat(k, c.num_kv_heads), flat(v, c.num_kv_heads), attn.cu_seqlens,
         attn.cu_seqlens, attn.max_seqlen, attn.max_seqlen, 0.0, /*is_causal=*/true,
-        /*return_debug_mask=*/false, scale));
+        /*return_debug_mask=*/false, scale, window_left, windowed ? std::optional<int64_t>(0)
+                                                                  : std::nullopt));
     phase.reset();
     return layer.proj[kO].Forward(out.reshape({batch, seq, c.num_heads * hd}), ws, training,
                                   seed + kO);
   }
-  if (attn.mask.defined()) {
-    out = at::scaled_dot_product_attention(q, k, v, attn.mask, 0.0, false, scale, gqa);
+  const at::Tensor& mask = windowed ? attn.sliding_mask : attn.mask;
+  if (c.attn_softcap > 0) {
+    out = SoftcappedAttention(q, k, v, mask, scale, c.attn_softcap);
+  } else if (mask.defined()) {
+    out = at::scaled_dot_product_attention(q, k, v, mask, 0.0, false, scale, gqa);
   } else {
     out = at::scaled_dot_product_attention(q, k, v, {}, 0.0, true, scale, gqa);
   }
@@ -126,15 +250,31 @@ at::Tensor Attention(const DecoderLayer& layer, const ModelConfig& c, const at::
   return layer.proj[kO].Forward(out, ws, training, seed + kO);
 }
 
+// act(gate) · up: SwiGLU through the fused kernel; Gemma's GeGLU (tanh
+// GELU) through ATen on every device, as there is no fused GeGLU kernel.
+at::Tensor GatedActivation(Activation act, const at::Tensor& gate, const at::Tensor& up) {
+  if (act == Activation::kSilu) return FusedSwiglu(gate, up);
+  profile::ScopedPhase phase(profile::Phase::kElementwise, gate);
+  return at::gelu(gate, "tanh") * up;
+}
+
 at::Tensor Mlp(const DecoderLayer& layer, const at::Tensor& x, lora::DequantWorkspace& ws,
                bool training, uint64_t seed) {
   const std::vector<const lora::QLoraLinear*> gate_up = {&layer.proj[kGate], &layer.proj[kUp]};
   at::Tensor act;
   if (lora::CanGroup(gate_up, training)) {
-    act = FusedSwiglu(lora::GroupedForward(gate_up, x, ws));  // one product for gate and up
+    at::Tensor fused = lora::GroupedForward(gate_up, x, ws);  // one product for gate and up
+    if (layer.activation == Activation::kSilu) {
+      act = FusedSwiglu(fused);
+    } else {
+      const int64_t inter = fused.size(-1) / 2;
+      act = GatedActivation(layer.activation, fused.narrow(-1, 0, inter),
+                            fused.narrow(-1, inter, inter));
+    }
   } else {
-    act = FusedSwiglu(layer.proj[kGate].Forward(x, ws, training, seed + kGate),
-                      layer.proj[kUp].Forward(x, ws, training, seed + kUp));
+    act = GatedActivation(layer.activation,
+                          layer.proj[kGate].Forward(x, ws, training, seed + kGate),
+                          layer.proj[kUp].Forward(x, ws, training, seed + kUp));
   }
   return layer.proj[kDown].Forward(act, ws, training, seed + kDown);
 }
@@ -150,11 +290,17 @@ at::Tensor DecoderLayerForward(const DecoderLayer& layer, const ModelConfig& con
                                const at::Tensor& hidden, const AttentionInputs& attn,
                                lora::DequantWorkspace& workspace, bool training,
                                uint64_t dropout_seed) {
-  const double eps = config.rms_norm_eps;
-  at::Tensor attn_out = Attention(layer, config, RmsNorm(hidden, layer.input_layernorm, eps), attn,
+  at::Tensor attn_out = Attention(layer, config, Norm(config, hidden, layer.input_layernorm), attn,
                                   workspace, training, dropout_seed);
+  if (config.sandwich_norms) {
+    // Gemma 2/3: each branch's output is normalized before the residual add.
+    at::Tensor h = Residual(hidden, Norm(config, attn_out, layer.post_attention_layernorm));
+    at::Tensor mlp_out = Mlp(layer, Norm(config, h, layer.pre_feedforward_layernorm), workspace,
+                             training, dropout_seed + kNumProj);
+    return Residual(h, Norm(config, mlp_out, layer.post_feedforward_layernorm));
+  }
   at::Tensor h = Residual(hidden, attn_out);
-  at::Tensor mlp_out = Mlp(layer, RmsNorm(h, layer.post_attention_layernorm, eps), workspace,
+  at::Tensor mlp_out = Mlp(layer, Norm(config, h, layer.post_attention_layernorm), workspace,
                            training, dropout_seed + kNumProj);
   return Residual(h, mlp_out);
 }

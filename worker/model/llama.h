@@ -1,11 +1,16 @@
-// The Llama-family decoder (Llama 2/3, Mistral, Qwen2) with NF4 linears and
-// LoRA adapters: RMSNorm, rotary embeddings (default, linear, llama3 scaling),
-// grouped-query attention through scaled-dot-product attention, SwiGLU MLP.
-// Embeddings, final norm and LM head stay in the compute dtype and are frozen.
+// The Llama-family decoder (Llama 2/3, Mistral, Qwen2/2.5, Qwen3, Gemma 2/3)
+// with NF4 linears and LoRA adapters: RMSNorm, rotary embeddings (default,
+// linear, llama3 scaling), grouped-query attention through
+// scaled-dot-product attention, SwiGLU (or GeGLU) MLP. Embeddings, norms and
+// LM head stay in the compute dtype and are frozen.
 //
-// The numerics follow Hugging Face transformers' LlamaForCausalLM: RMSNorm in
-// float32 then cast, rotary tables in float32 then cast, attention scale
-// 1/sqrt(head_dim). tests/golden checks logits, loss and LoRA gradients.
+// The numerics follow Hugging Face transformers' modeling code of each
+// architecture: RMSNorm in float32 then cast, rotary tables in float32 then
+// cast, attention scale 1/sqrt(head_dim) unless the config sets one. The
+// family's variations (ModelConfig): Gemma's (1 + w) norm, scaled
+// embeddings, GeGLU, four norms per layer, soft-capped attention scores and
+// logits, sliding-window layers with their own rotary base; Qwen3/Gemma 3's
+// per-head q/k norms. tests/golden checks logits, loss and LoRA gradients.
 #ifndef RIGTUNE_WORKER_MODEL_LLAMA_H_
 #define RIGTUNE_WORKER_MODEL_LLAMA_H_
 
@@ -29,8 +34,18 @@ std::string ProjPath(int proj);
 
 struct DecoderLayer {
   at::Tensor input_layernorm;           // [hidden]
-  at::Tensor post_attention_layernorm;  // [hidden]
+  // [hidden]. Llama: before the MLP. Gemma (sandwich_norms): on the attention
+  // output, with pre_feedforward_layernorm before the MLP and
+  // post_feedforward_layernorm on its output.
+  at::Tensor post_attention_layernorm;
+  at::Tensor pre_feedforward_layernorm;   // [hidden] or undefined
+  at::Tensor post_feedforward_layernorm;  // [hidden] or undefined
+  at::Tensor q_norm, k_norm;              // [head_dim] (qk_norm) or undefined
   std::array<lora::QLoraLinear, kNumProj> proj;
+  // A sliding-window layer (ModelConfig::IsSlidingLayer of its index).
+  bool sliding = false;
+  // The MLP's activation (ModelConfig::activation).
+  Activation activation = Activation::kSilu;
 };
 
 struct LlamaModel {
@@ -49,6 +64,9 @@ struct LlamaModel {
 // What every layer of one forward pass shares.
 struct AttentionInputs {
   at::Tensor cos, sin;  // [B, T, head_dim] in the compute dtype
+  // Gemma 3's sliding-window layers rotate with their own base; undefined
+  // for other models (sliding layers then use cos, sin).
+  at::Tensor cos_local, sin_local;
   // Undefined: causal attention over the whole row. Otherwise a boolean
   // [B, 1, T, T] mask (true = may attend), e.g. block-diagonal for packing.
   at::Tensor mask;
@@ -58,6 +76,11 @@ struct AttentionInputs {
   // elsewhere `mask` applies.
   at::Tensor cu_seqlens;
   int64_t max_seqlen = 0;
+  // Sliding-window layers: `mask` (or causal) restricted to the window, a
+  // boolean [B or 1, 1, T, T]. Undefined when every row fits in the window
+  // (the layer then attends like a full one).
+  at::Tensor sliding_mask;
+  int64_t sliding_window = 0;
 };
 
 // Rotary tables for `position_ids` ([B, T], int64).
@@ -66,8 +89,19 @@ AttentionInputs MakeAttentionInputs(const ModelConfig& config, const at::Tensor&
                                     const at::Tensor& cu_seqlens = {}, int64_t max_seqlen = 0);
 // The rotary inverse frequencies ([head_dim/2], float32), after scaling.
 at::Tensor RopeInverseFrequencies(const ModelConfig& config);
+at::Tensor RopeInverseFrequencies(const RopeConfig& rope, int64_t head_dim);
 
+// Llama's RMSNorm: weight · (x / rms(x) in x's dtype).
 at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight, double eps);
+// The model's RMSNorm: Llama's, or Gemma's (x / rms(x) · (1 + weight) in
+// float32, then cast) when config.norm_plus_one.
+at::Tensor Norm(const ModelConfig& config, const at::Tensor& x, const at::Tensor& weight);
+// Token embeddings, times config.embed_scale rounded to the weight's dtype.
+at::Tensor EmbedTokens(const ModelConfig& config, const at::Tensor& weight,
+                       const at::Tensor& input_ids);
+// float32 logits x · lm_headᵀ, soft-capped when config.final_softcap > 0
+// (in float32: a bf16 tanh would round the logits the loss sees).
+at::Tensor HeadLogits(const ModelConfig& config, const at::Tensor& x, const at::Tensor& lm_head);
 
 // One decoder layer: h + attn(norm(h)), then + mlp(norm(.)). `dropout_seed`
 // seeds the LoRA dropout masks of this layer in this micro-step.

@@ -60,6 +60,11 @@ std::vector<int64_t> ProjShape(const ModelConfig& c, int proj) {
   }
 }
 
+void SetLayerKind(const ModelConfig& config, int64_t i, DecoderLayer* layer) {
+  layer->sliding = config.IsSlidingLayer(i);
+  layer->activation = config.activation;
+}
+
 bool ProjHasBias(const ModelConfig& c, int proj) {
   if (proj == kQ || proj == kK || proj == kV) return c.qkv_bias;
   if (proj == kO) return c.o_bias;
@@ -98,15 +103,24 @@ class RandomSource : public ModelSource {
                     ? m.embed_tokens
                     : RandomNormal({config_.vocab_size, config_.hidden_size},
                                    MixSeed(options_.seed, -1, 1, kWeightSeed), kStd, dev, m.dtype);
-    m.norm = Ones();
+    m.norm = NormWeight(config_.hidden_size);
     m.layers.resize(config_.num_layers);
     return m;
   }
 
   absl::StatusOr<DecoderLayer> LoadLayer(int64_t i) override {
     DecoderLayer layer;
-    layer.input_layernorm = Ones();
-    layer.post_attention_layernorm = Ones();
+    layer.input_layernorm = NormWeight(config_.hidden_size);
+    layer.post_attention_layernorm = NormWeight(config_.hidden_size);
+    if (config_.sandwich_norms) {
+      layer.pre_feedforward_layernorm = NormWeight(config_.hidden_size);
+      layer.post_feedforward_layernorm = NormWeight(config_.hidden_size);
+    }
+    if (config_.qk_norm) {
+      layer.q_norm = NormWeight(config_.head_dim);
+      layer.k_norm = NormWeight(config_.head_dim);
+    }
+    SetLayerKind(config_, i, &layer);
     for (int p = 0; p < kNumProj; ++p) {
       at::Tensor w = RandomNormal(ProjShape(config_, p), MixSeed(options_.seed, i, p, kWeightSeed),
                                   kStd, options_.device, options_.dtype);
@@ -122,9 +136,10 @@ class RandomSource : public ModelSource {
 
  private:
   static constexpr double kStd = 0.02;
-  at::Tensor Ones() const {
-    return at::ones({config_.hidden_size},
-                    at::TensorOptions().dtype(options_.dtype).device(options_.device));
+  // An identity norm: weight 1, or 0 for Gemma's (1 + weight).
+  at::Tensor NormWeight(int64_t n) const {
+    auto opts = at::TensorOptions().dtype(options_.dtype).device(options_.device);
+    return config_.norm_plus_one ? at::zeros({n}, opts) : at::ones({n}, opts);
   }
   ModelConfig config_;
   BuildOptions options_;

@@ -40,7 +40,8 @@ struct BuildOptions {
   int64_t layer_end = -1;
 };
 
-// Checks LoRA options against the model (rank >= 1, known target modules).
+// Checks LoRA options against the model (rank >= 1, known target modules:
+// the model's own linear names, ProjName).
 absl::Status ValidateLoraOptions(const LoraOptions& lora);
 
 // The LoRA spec of projection `proj` under `lora` (r = 0 when not targeted).
@@ -78,6 +79,10 @@ absl::StatusOr<LlamaModel> BuildRandomModel(const ModelConfig& config,
                                             const BuildOptions& options);
 absl::StatusOr<LlamaModel> LoadHfModel(const std::string& model_dir,
                                        const BuildOptions& options);
+
+// The per-layer flags of decoder layer i under `config` (sliding window,
+// activation), set on `layer`.
+void SetLayerKind(const ModelConfig& config, int64_t i, DecoderLayer* layer);
 
 // Shapes of the seven projections and whether each carries a bias.
 std::vector<int64_t> ProjShape(const ModelConfig& config, int proj);

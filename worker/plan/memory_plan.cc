@@ -86,7 +86,9 @@ int64_t Nf4Bytes(int64_t n) {
 int64_t DtypeBytes(const std::string& dtype) { return dtype == "fp32" ? 4 : 2; }
 
 int64_t LayerFrozenBytes(const model::ModelConfig& m, int64_t d) {
-  int64_t bytes = 2 * m.hidden_size * d;
+  // Norms: two a layer, four with Gemma's sandwich norms, plus q/k head norms.
+  int64_t bytes = (m.sandwich_norms ? 4 : 2) * m.hidden_size * d;
+  if (m.qk_norm) bytes += 2 * m.head_dim * d;
   for (const Linear& l : LayerLinears(m)) bytes += Nf4Bytes(l.out * l.in);
   const int64_t q = m.num_heads * m.head_dim, kv = m.num_kv_heads * m.head_dim;
   if (m.qkv_bias) bytes += (q + 2 * kv) * d;
@@ -185,10 +187,16 @@ MemoryPlan PlanMemory(const model::ModelConfig& m, const train::JobConfig& job,
 
   // Activations.
   const int64_t tokens = job.train.batch_size * job.train.context_length;
+  // Soft-capped attention (Gemma 2) runs eagerly: its [B, heads, T, T]
+  // scores, their tanh, the float32 softmax and its cast stay for backward.
+  const int64_t seq = job.train.context_length;
+  const int64_t eager_scores =
+      m.attn_softcap > 0 ? job.train.batch_size * m.num_heads * seq * seq * (3 * d + 4) : 0;
   const int64_t graph = tokens *
-                        (kGraphBytesPerHidden * m.hidden_size +
-                         kGraphBytesPerIntermediate * m.intermediate_size) *
-                        d / 2;
+                            (kGraphBytesPerHidden * m.hidden_size +
+                             kGraphBytesPerIntermediate * m.intermediate_size) *
+                            d / 2 +
+                        eager_scores;
   const int64_t chunk = std::min(tokens, std::max<int64_t>(64, (int64_t{64} << 20) / m.vocab_size));
   const int64_t loss =
       tokens * m.hidden_size * (3 * d + 8) + chunk * m.vocab_size * kLogitBytes + head_gather;

@@ -66,7 +66,7 @@ void Trainer::ZeroGrad() { layers_->ZeroGradients(); }
 
 at::Tensor Trainer::Embed(const at::Tensor& input_ids) {
   c10::NoGradGuard no_grad;
-  at::Tensor h = at::embedding(layers_->AcquireEmbedding(), input_ids);
+  at::Tensor h = model::EmbedTokens(model_->config, layers_->AcquireEmbedding(), input_ids);
   layers_->ReleaseEmbedding();
   return h;
 }
@@ -91,7 +91,7 @@ std::pair<double, at::Tensor> Trainer::HeadLossAndGrad(const at::Tensor& hidden,
   at::Tensor normed;
   {
     c10::AutoGradMode grad(true);
-    normed = model::RmsNorm(x, head.norm, model_->config.rms_norm_eps);
+    normed = model::Norm(model_->config, x, head.norm);
   }
   // Only positions with a target reach the LM head: logits of the rest would
   // be computed and thrown away.
@@ -105,7 +105,7 @@ std::pair<double, at::Tensor> Trainer::HeadLossAndGrad(const at::Tensor& hidden,
     at::Tensor idx = rows.narrow(0, start, std::min(chunk, rows.numel() - start));
     at::Tensor xs = flat.index_select(0, idx).requires_grad_(true);
     c10::AutoGradMode grad(true);
-    at::Tensor logits = at::matmul(xs, head.lm_head.t()).to(at::kFloat);
+    at::Tensor logits = model::HeadLogits(model_->config, xs, head.lm_head);
     at::Tensor loss = at::cross_entropy_loss(logits, targets.index_select(0, idx), {},
                                              at::Reduction::Sum, kIgnoreIndex);
     loss_sum += loss.item<double>();
@@ -228,7 +228,7 @@ std::pair<double, int64_t> Trainer::LossSum(const TrainBatch& batch) {
   c10::NoGradGuard no_grad;
   const int64_t t = h.size(1), hidden = h.size(2);
   const HeadWeights head = layers_->AcquireHead();
-  at::Tensor normed = model::RmsNorm(h, head.norm, model_->config.rms_norm_eps);
+  at::Tensor normed = model::Norm(model_->config, h, head.norm);
   at::Tensor targets = batch.labels.narrow(1, 1, t - 1).reshape({-1});
   at::Tensor rows = targets.ne(kIgnoreIndex).nonzero().squeeze(1);
   at::Tensor flat = normed.narrow(1, 0, t - 1).reshape({-1, hidden});
@@ -236,7 +236,7 @@ std::pair<double, int64_t> Trainer::LossSum(const TrainBatch& batch) {
   double loss_sum = 0;
   for (int64_t start = 0; start < rows.numel(); start += chunk) {
     at::Tensor idx = rows.narrow(0, start, std::min(chunk, rows.numel() - start));
-    at::Tensor logits = at::matmul(flat.index_select(0, idx), head.lm_head.t()).to(at::kFloat);
+    at::Tensor logits = model::HeadLogits(model_->config, flat.index_select(0, idx), head.lm_head);
     loss_sum += at::cross_entropy_loss(logits, targets.index_select(0, idx), {},
                                        at::Reduction::Sum, kIgnoreIndex)
                     .item<double>();
@@ -249,8 +249,8 @@ at::Tensor Trainer::Logits(const TrainBatch& batch) {
   at::Tensor h = ForwardNoGrad(batch);
   c10::NoGradGuard no_grad;
   const HeadWeights head = layers_->AcquireHead();
-  h = model::RmsNorm(h, head.norm, model_->config.rms_norm_eps);
-  at::Tensor logits = at::matmul(h, head.lm_head.t()).to(at::kFloat);
+  h = model::Norm(model_->config, h, head.norm);
+  at::Tensor logits = model::HeadLogits(model_->config, h, head.lm_head);
   layers_->ReleaseHead();
   return logits;
 }

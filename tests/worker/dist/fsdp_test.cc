@@ -57,6 +57,17 @@ TEST_F(FsdpTest, TiedEmbeddingsShardedMatchOneRank) {
   ExpectSameTraining(one, Launch("two", {.model = tied, .world = 2, .batch = 2}), 1e-5);
 }
 
+TEST_F(FsdpTest, GemmaLayersShardedMatchOneRank) {
+  // Gemma 3's layers (four norms, q/k head norms, GeGLU) survive flattening
+  // into shards and gathering back.
+  const std::string model =
+      "random:gemma3-1b,layers=2,hidden=64,intermediate=128,heads=4,kv_heads=2,vocab=96,"
+      "head_dim=32";
+  Outcome one = Launch("one", {.model = model, .world = 1, .batch = 4});
+  ASSERT_EQ(one.exit_codes[0], 0) << one.rank0_log;
+  ExpectSameTraining(one, Launch("two", {.model = model, .world = 2, .batch = 2}), 1e-5);
+}
+
 // The "rank 0 holds ... (N bytes, ...)" figure of a rank's log.
 int64_t FrozenShardBytes(const std::string& log) {
   std::smatch m;
