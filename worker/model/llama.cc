@@ -146,17 +146,37 @@ at::Tensor Residual(const at::Tensor& x, const at::Tensor& branch) {
 
 }  // namespace
 
+at::Tensor AttentionHalf(const DecoderLayer& layer, const ModelConfig& config,
+                         const at::Tensor& hidden, const AttentionInputs& attn,
+                         lora::DequantWorkspace& workspace, bool training, uint64_t dropout_seed) {
+  at::Tensor attn_out =
+      Attention(layer, config, RmsNorm(hidden, layer.input_layernorm, config.rms_norm_eps), attn,
+                workspace, training, dropout_seed);
+  return Residual(hidden, attn_out);
+}
+
+at::Tensor MlpHalf(const DecoderLayer& layer, const ModelConfig& config, const at::Tensor& hidden,
+                   lora::DequantWorkspace& workspace, bool training, uint64_t dropout_seed) {
+  at::Tensor mlp_out =
+      Mlp(layer, RmsNorm(hidden, layer.post_attention_layernorm, config.rms_norm_eps), workspace,
+          training, dropout_seed + kNumProj);
+  return Residual(hidden, mlp_out);
+}
+
+bool MlpRowsIndependentOfTiling(const DecoderLayer& layer, bool training) {
+  if (!training) return true;
+  for (int p : {kGate, kUp, kDown}) {
+    if (layer.proj[p].has_adapter() && layer.proj[p].spec().dropout > 0) return false;
+  }
+  return true;
+}
+
 at::Tensor DecoderLayerForward(const DecoderLayer& layer, const ModelConfig& config,
                                const at::Tensor& hidden, const AttentionInputs& attn,
                                lora::DequantWorkspace& workspace, bool training,
                                uint64_t dropout_seed) {
-  const double eps = config.rms_norm_eps;
-  at::Tensor attn_out = Attention(layer, config, RmsNorm(hidden, layer.input_layernorm, eps), attn,
-                                  workspace, training, dropout_seed);
-  at::Tensor h = Residual(hidden, attn_out);
-  at::Tensor mlp_out = Mlp(layer, RmsNorm(h, layer.post_attention_layernorm, eps), workspace,
-                           training, dropout_seed + kNumProj);
-  return Residual(h, mlp_out);
+  at::Tensor h = AttentionHalf(layer, config, hidden, attn, workspace, training, dropout_seed);
+  return MlpHalf(layer, config, h, workspace, training, dropout_seed);
 }
 
 }  // namespace rigtune::model
