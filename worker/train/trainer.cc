@@ -38,6 +38,18 @@ class ModelLayers : public LayerSource {
 
 constexpr int64_t kIgnoreIndex = -100;
 
+// A block-diagonal causal mask [B, 1, T, T] from the offsets of the packed
+// examples in the flattened [B * T] tokens: a token attends to the earlier
+// tokens of its own example.
+at::Tensor MaskFromSeqlens(const at::Tensor& cu_seqlens, int64_t b, int64_t t) {
+  const at::Tensor starts = cu_seqlens.to(at::kLong).narrow(0, 1, cu_seqlens.numel() - 2);
+  at::Tensor marks = at::zeros({b * t}, starts.options());
+  marks.index_fill_(0, starts, 1);
+  const at::Tensor seg = marks.cumsum(0).view({b, t});
+  const at::Tensor causal = at::ones({t, t}, seg.options().dtype(at::kBool)).tril();
+  return (seg.unsqueeze(2) == seg.unsqueeze(1)).logical_and(causal).unsqueeze(1);
+}
+
 }  // namespace
 
 int64_t CountTargets(const at::Tensor& labels) {
@@ -78,8 +90,13 @@ model::AttentionInputs Trainer::Attention(const TrainBatch& batch) const {
     const int64_t b = batch.input_ids.size(0), t = batch.input_ids.size(1);
     pos = at::arange(t, batch.input_ids.options()).unsqueeze(0).expand({b, t});
   }
-  return model::MakeAttentionInputs(model_->config, pos, model_->dtype, batch.attention_mask,
-                                    batch.cu_seqlens, batch.max_seqlen);
+  at::Tensor mask = batch.attention_mask;
+  const bool half = model_->dtype == at::kBFloat16 || model_->dtype == at::kHalf;
+  if (!mask.defined() && batch.cu_seqlens.defined() && !(batch.input_ids.is_cuda() && half)) {
+    mask = MaskFromSeqlens(batch.cu_seqlens, batch.input_ids.size(0), batch.input_ids.size(1));
+  }
+  return model::MakeAttentionInputs(model_->config, pos, model_->dtype, mask, batch.cu_seqlens,
+                                    batch.max_seqlen);
 }
 
 std::pair<double, at::Tensor> Trainer::HeadLossAndGrad(const at::Tensor& hidden,

@@ -215,6 +215,22 @@ TEST(TrainerTest, TiledMlpRunsUntiledWhenMlpDropoutIsOn) {
   for (size_t i = 0; i < g1.size(); ++i) EXPECT_TRUE(at::equal(g1[i], g2[i])) << "param " << i;
 }
 
+TEST(TrainerTest, MaskFromExampleOffsetsMatchesTheDenseMask) {
+  // On a GPU the data pipeline hands over only the example offsets (no
+  // [B, 1, T, T] mask); where variable-length attention does not apply the
+  // trainer builds the block-diagonal mask from them.
+  model::LlamaModel m1 = TinyModel(6), m2 = TinyModel(6);
+  Trainer t1(&m1, {}), t2(&m2, {});
+  TrainBatch dense = PackedBatch(2, 11, 6, 13);
+  TrainBatch offsets = dense;
+  offsets.attention_mask = at::Tensor();
+  offsets.cu_seqlens = at::tensor(std::vector<int32_t>{0, 6, 11, 17, 22}, at::kInt);
+  offsets.max_seqlen = 6;
+  EXPECT_EQ(t1.ForwardBackward({dense}).loss, t2.ForwardBackward({offsets}).loss);
+  std::vector<at::Tensor> g1 = Grads(m1), g2 = Grads(m2);
+  for (size_t i = 0; i < g1.size(); ++i) EXPECT_TRUE(at::equal(g1[i], g2[i])) << "param " << i;
+}
+
 TEST(TrainerTest, LayerHalvesComposeToTheLayerAndTheMlpTilesByRows) {
   model::LlamaModel m = TinyModel(4);
   c10::NoGradGuard no_grad;
