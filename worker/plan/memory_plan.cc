@@ -154,10 +154,10 @@ int64_t TiledLayerGraph(const model::ModelConfig& m, int64_t tokens, int64_t chu
   const int64_t h = m.hidden_size, i = m.intermediate_size;
   const int64_t q = m.num_heads * m.head_dim, kv = m.num_kv_heads * m.head_dim;
   // Per token, from the attention half's recompute to its backward: its
-  // output and the output gradient (which becomes the output's gradient in
-  // place), the normed input the QKV product saves, the rotated QKV product,
-  // the attention output and its [tokens, q] copy for o_proj, and the
-  // float32 log-sum-exp per head and 1/rms.
+  // output and the layer's output gradient (overwritten in place by the
+  // attention half's), the normed input the QKV product saves, the rotated
+  // QKV product, the attention output and its [tokens, q] copy for o_proj,
+  // and the float32 log-sum-exp per head and 1/rms.
   const int64_t attention_kept = d * (3 * h + (q + 2 * kv) + 2 * q) + 4 * m.num_heads + 4;
   // Per token of one MLP chunk: its input, norm and output, the gate/up
   // product and the activation, then their gradients and those of the norm
@@ -166,10 +166,11 @@ int64_t TiledLayerGraph(const model::ModelConfig& m, int64_t tokens, int64_t chu
   // Per token in the attention backward: the attention output's gradient,
   // the Q/K/V gradients, and flash attention's float32 dq accumulator and
   // softmax sums.
-  const int64_t attention_backward = d * (2 * q + 2 * kv) + d * q + 4 * q + 4 * m.num_heads;
+  const int64_t attention_backward = d * (q + (2 * q + 2 * kv)) + 4 * q + 4 * m.num_heads;
   const int64_t rotary = 2 * tokens * m.head_dim * d;
   const int64_t prefetched_input = tokens * h * d;
-  return rotary + prefetched_input + tokens * attention_kept + std::max(chunk * mlp_row, tokens * attention_backward);
+  return rotary + prefetched_input + tokens * attention_kept +
+         std::max(chunk * mlp_row, tokens * attention_backward);
 }
 
 int64_t Percent(int64_t bytes, double fraction) {
