@@ -168,6 +168,7 @@ int64_t Trainer::HeadChunk() const {
 //   rows of the output gradient, which then is a's gradient, and a's graph
 //   is backpropagated once. LoRA gradients of gate/up/down accumulate
 //   across the chunks as they would across micro-batches.
+// - evaluation (ForwardNoGrad): as the no-grad forward.
 //
 // LoRA dropout masks are drawn for the shape a projection is given (see
 // QLoraLinear::Forward), so a chunk's mask is not the rows of the whole
@@ -182,11 +183,11 @@ int64_t Trainer::MlpChunk(int64_t tokens) const {
 }
 
 void Trainer::TiledMlpForward(const model::DecoderLayer& layer, at::Tensor& h, int64_t chunk,
-                              uint64_t seed) {
+                              bool training, uint64_t seed) {
   at::Tensor rows = h.view({-1, h.size(-1)});
   for (int64_t start = 0; start < rows.size(0); start += chunk) {
     at::Tensor slice = rows.narrow(0, start, std::min(chunk, rows.size(0) - start));
-    slice.copy_(model::MlpHalf(layer, model_->config, slice, workspace_, true, seed));
+    slice.copy_(model::MlpHalf(layer, model_->config, slice, workspace_, training, seed));
   }
 }
 
@@ -224,7 +225,7 @@ double Trainer::MicroStep(const TrainBatch& batch, double denominator, uint64_t 
         const model::DecoderLayer& layer = layers_->Acquire(i, false);
         if (chunk > 0 && model::MlpRowsIndependentOfTiling(layer, true)) {
           h = model::AttentionHalf(layer, cfg, h, attn, workspace_, true, seed_of(i));
-          TiledMlpForward(layer, h, chunk, seed_of(i));
+          TiledMlpForward(layer, h, chunk, true, seed_of(i));
         } else {
           h = model::DecoderLayerForward(layer, cfg, h, attn, workspace_, true, seed_of(i));
         }
@@ -308,9 +309,17 @@ at::Tensor Trainer::ForwardNoGrad(const TrainBatch& batch) {
   c10::NoGradGuard no_grad;
   model::AttentionInputs attn = Attention(batch);
   at::Tensor h = Embed(batch.input_ids);
+  // Evaluation at long context tiles the MLP as training does (no dropout
+  // here, so rows are always independent).
+  const int64_t chunk = MlpChunk(h.size(0) * h.size(1));
   for (int64_t i = 0; i < model_->config.num_layers; ++i) {
     const model::DecoderLayer& layer = layers_->Acquire(i, false);
-    h = model::DecoderLayerForward(layer, model_->config, h, attn, workspace_, false, 0);
+    if (chunk > 0) {
+      h = model::AttentionHalf(layer, model_->config, h, attn, workspace_, false, 0);
+      TiledMlpForward(layer, h, chunk, false, 0);
+    } else {
+      h = model::DecoderLayerForward(layer, model_->config, h, attn, workspace_, false, 0);
+    }
     layers_->Release(i, false);
   }
   return h;

@@ -155,7 +155,7 @@ class Trainer {
   // The MLP half of `layer` over `h` ([B, T, hidden], the attention half's
   // output), chunk by chunk, in place; no grad.
   void TiledMlpForward(const model::DecoderLayer& layer, at::Tensor& h, int64_t chunk,
-                       uint64_t seed);
+                       bool training, uint64_t seed);
   // Recomputes and backpropagates the MLP half chunk by chunk from `a` (the
   // attention half's output, detached); `grad` (the layer output's
   // gradient) becomes a's gradient in place; LoRA gradients accumulate.

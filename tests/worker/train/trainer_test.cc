@@ -202,6 +202,19 @@ TEST(TrainerTest, TiledMlpTrainsTheSameTrajectoryOverSteps) {
   ExpectClose(m1.LoraParameters(), m2.LoraParameters(), 1e-6);
 }
 
+TEST(TrainerTest, TiledMlpEvaluatesTheSameLossAndLogits) {
+  model::LlamaModel m1 = TinyModel(8), m2 = TinyModel(8);
+  TrainerOptions tiled, untiled;
+  tiled.mlp_chunk_tokens = 5;
+  Trainer t1(&m1, tiled), t2(&m2, untiled);
+  TrainBatch b = PackedBatch(2, 11, 4, 14);
+  auto [s1, n1] = t1.LossSum(b);
+  auto [s2, n2] = t2.LossSum(b);
+  EXPECT_EQ(n1, n2);
+  EXPECT_LT(RelativeDiff(s1, s2), 1e-6) << s1 << " vs " << s2;
+  EXPECT_TRUE(at::allclose(t1.Logits(b), t2.Logits(b), 1e-5, 1e-5));
+}
+
 TEST(TrainerTest, TiledMlpRunsUntiledWhenMlpDropoutIsOn) {
   // A chunk's dropout mask is not the rows of the whole one, so a layer with
   // MLP dropout runs untiled and draws exactly the untiled masks.
