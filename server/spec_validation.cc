@@ -74,6 +74,12 @@ absl::Status ValidateHyperparameters(const rigtune::v1::JobSpec& spec) {
       return Bad(absl::StrCat("spec.lora.target_modules[", i, "]"), "must not be empty");
     }
   }
+  if (train.mlp_chunk_tokens() > 0 && lora.dropout() > 0) {
+    return Bad("spec.train.mlp_chunk_tokens",
+               "a row-tiled MLP needs spec.lora.dropout = 0 (dropout masks are drawn per "
+               "projection input); leave mlp_chunk_tokens at 0 (automatic: untiled with dropout) "
+               "or set lora.dropout to 0");
+  }
   return FirstError({
       OneOf("spec.dataset.format", dataset.has_format(), dataset.format(),
             {"alpaca", "messages", "text"}),
@@ -101,6 +107,8 @@ absl::Status ValidateHyperparameters(const rigtune::v1::JobSpec& spec) {
       InRange<int64_t>("spec.train.grad_accum", train.has_grad_accum(), train.grad_accum(), 1,
                        65536),
       InRange<int64_t>("spec.train.epochs", train.has_epochs(), train.epochs(), 1, 1000),
+      InRange<int64_t>("spec.train.mlp_chunk_tokens", train.has_mlp_chunk_tokens(),
+                       train.mlp_chunk_tokens(), 0, 1 << 30),
       InRange<int64_t>("spec.train.max_steps", train.has_max_steps(), train.max_steps(), 0,
                        100'000'000),
       OneOf("spec.train.dtype", train.has_dtype(), train.dtype(), {"bf16", "fp16", "fp32"}),

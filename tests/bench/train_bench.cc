@@ -54,7 +54,9 @@ int main(int argc, char** argv) {
     std::cout << "usage: train_bench --model random:<shape> [--batch N] [--seq N] [--steps N] "
                  "[--r N] [--no-checkpointing] [--dtype bf16|fp32] [--device cuda|cpu] "
                  "[--sharding S] [--cpu-offload] [--activation-offload] [--offload-optimizer] "
-                 "[--max-gpu-memory-gib G] [--backend auto|nccl|gloo] [--profile]\n"
+                 "[--max-gpu-memory-gib G] [--backend auto|nccl|gloo] [--mlp-chunk-tokens N] "
+                 "[--profile]\n"
+                 "  --mlp-chunk-tokens N  rows of the row-tiled MLP (0: automatic)\n"
                  "  --profile  also print the time per phase of the measured steps (GPU time from\n"
                  "             CUDA events: dequantize, base GEMMs, LoRA, attention, norms/RoPE/\n"
                  "             SwiGLU/residual, loss, optimizer; recompute envelopes)\n";
@@ -68,6 +70,7 @@ int main(int argc, char** argv) {
   c.train.max_steps = std::atoll(Arg(argc, argv, "--steps", "6"));
   c.train.activation_checkpointing = !Flag(argc, argv, "--no-checkpointing");
   c.train.dtype = Arg(argc, argv, "--dtype", "bf16");
+  c.train.mlp_chunk_tokens = std::atoll(Arg(argc, argv, "--mlp-chunk-tokens", "0"));
   c.train.device = Arg(argc, argv, "--device", "auto");
   c.lora.r = std::atoll(Arg(argc, argv, "--r", "64"));
   c.lora.alpha = 16;

@@ -240,7 +240,7 @@ TEST_F(DaemonE2ETest, JobThatCannotFitIsRefusedAtSubmissionWithThePlannersMessag
                              "GiB card less 2 GiB for the CUDA context)"),
             std::string::npos)
       << card.output;
-  EXPECT_NE(card.output.find("would fit: dist.cpu_offload=true (14.30 GiB)"),
+  EXPECT_NE(card.output.find("would fit: dist.cpu_offload=true (15.76 GiB)"),
             std::string::npos)
       << card.output;
   CliResult capped = RunCli(daemon_->grpc_address(),
@@ -248,7 +248,7 @@ TEST_F(DaemonE2ETest, JobThatCannotFitIsRefusedAtSubmissionWithThePlannersMessag
                             "--set train.batch_size=2 --set train.context_length=2048 "
                             "--set dist.max_gpu_memory_gib=8");
   EXPECT_EQ(capped.exit_code, 5) << capped.output;
-  EXPECT_NE(capped.output.find("needs 12.84 GiB per GPU, 8.00 GiB available "
+  EXPECT_NE(capped.output.find("needs 13.36 GiB per GPU, 8.00 GiB available "
                                "(dist.max_gpu_memory_gib)"),
             std::string::npos)
       << capped.output;

@@ -1,6 +1,7 @@
 // The engine on CUDA against the CPU path: the same random model and batch
 // give the same loss and LoRA gradients (fp32 tightly, bf16 within bf16
-// tolerance), with plain causal attention and with a packed (masked) batch.
+// tolerance), with plain causal attention and with a packed (masked) batch,
+// and with the MLP row-tiled on the GPU.
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
 #include <gtest/gtest.h>
@@ -80,10 +81,15 @@ double Rel(const at::Tensor& a, const at::Tensor& b) {
       .item<double>();
 }
 
-void Compare(at::ScalarType dtype, bool packed, double loss_tol, double grad_tol) {
+// `gpu_mlp_chunk` > 0 runs the GPU side's MLP row-tiled (Note [Row-tiled
+// MLP]) against the CPU's untiled reference.
+void Compare(at::ScalarType dtype, bool packed, double loss_tol, double grad_tol,
+             int64_t gpu_mlp_chunk = 0) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
   model::LlamaModel cpu = Build(at::kCPU, at::kFloat), gpu = Build(at::Device(at::kCUDA, 0), dtype);
-  Trainer tc(&cpu, {}), tg(&gpu, {});
+  TrainerOptions tiled;
+  tiled.mlp_chunk_tokens = gpu_mlp_chunk;
+  Trainer tc(&cpu, {}), tg(&gpu, tiled);
   const double lc = tc.ForwardBackward({Batch(at::kCPU, packed)}).loss;
   const double lg = tg.ForwardBackward({Batch(at::Device(at::kCUDA, 0), packed)}).loss;
   EXPECT_NEAR(lg, lc, loss_tol * lc);
@@ -95,6 +101,9 @@ void Compare(at::ScalarType dtype, bool packed, double loss_tol, double grad_tol
 TEST(EngineCudaTest, Fp32MatchesCpu) { Compare(at::kFloat, false, 1e-4, 1e-3); }
 TEST(EngineCudaTest, Bf16MatchesCpuWithinBf16Tolerance) { Compare(at::kBFloat16, false, 1e-2, 6e-2); }
 TEST(EngineCudaTest, PackedBf16MatchesCpu) { Compare(at::kBFloat16, true, 1e-2, 6e-2); }
+// 256 tokens in chunks of 96 (96, 96, 64), straddling the two rows.
+TEST(EngineCudaTest, TiledMlpFp32MatchesCpu) { Compare(at::kFloat, false, 1e-4, 1e-3, 96); }
+TEST(EngineCudaTest, TiledMlpPackedBf16MatchesCpu) { Compare(at::kBFloat16, true, 1e-2, 6e-2, 96); }
 
 }  // namespace
 }  // namespace rigtune::train

@@ -2,7 +2,7 @@
 # GPU checks and benchmarks, on a machine with NVIDIA GPUs.
 #
 #   tests/gpu/run.sh [STAGE...]      stages: build tests golden nf4 engine arch fit24 peer profile fsdp big1
-#                                    stream70 daemon oom plan
+#                                    stream70 longctx daemon oom plan
 #                                    (default: build tests)
 #   BUILD_TARGETS="a b" tests/gpu/run.sh build ...   build only those targets
 #
@@ -148,6 +148,33 @@ for stage in "${stages[@]}"; do
       awk -F'|' '$2 ~ /70b/ && $4 ~ /^ *2 x/ { if ($6 ~ /optim/) c = $7; else u = $7 }
         END { if (u > 0) printf "70B batch 2, capped/uncapped tokens/s: %.0f%% (target >= 70%%)\n", 100 * c / u }' \
         "$OUT/stream70.md" ;;
+    longctx)  # Llama-3.1-8B, batch 1, r=32, ONE GPU capped at 22 GiB: the longest context that trains
+      flags=${LONGCTX_FLAGS:---activation-offload}
+      printf '| tokens | tokens/s | step s | peak alloc GiB | peak reserved GiB | planned GiB | MLP chunk | result |\n' \
+        >"$OUT/longctx.md"
+      printf '|---|---|---|---|---|---|---|---|\n' >>"$OUT/longctx.md"
+      for seq in ${LONGCTX_SEQS:-65536 81920 98304 114688 131072}; do
+        log="$OUT/longctx-$seq.log"
+        # The plan is printed, not obeyed: the run says what really fits.
+        RIGTUNE_IGNORE_MEMORY_PLAN=1 "$BUILD/tests/bench/train_bench" --model random:llama3.1-8b \
+          --batch 1 --seq "$seq" --steps 3 --r 32 --max-gpu-memory-gib 22 $flags \
+          >"$OUT/longctx-$seq.md" 2>"$log"
+        rc=$?
+        planned=$(grep -om1 'memory plan per GPU ([0-9]* ranks*): [0-9.]* GiB' "$log" | grep -o '[0-9.]* GiB$')
+        chunk=$(grep -om1 'MLP in chunks of [0-9]*' "$log" | grep -o '[0-9]*$')
+        row=$(grep -m1 -E '^\| random:' "$OUT/longctx-$seq.md")
+        if [ $rc -eq 0 ] && [ -n "$row" ]; then
+          echo "$row" | awk -F'|' -v s="$seq" -v p="$planned" -v c="${chunk:-untiled}" \
+            '{ printf "| %s | %s | %s | %s | %s | %s | %s | trains |\n", s, $7, $8, $9, $10, p, c }' \
+            >>"$OUT/longctx.md"
+        else
+          why=$(grep -m1 'out of memory' "$log" || tail -1 "$log")
+          echo "| $seq | | | | | $planned | ${chunk:-untiled} | failed (exit $rc): $why |" >>"$OUT/longctx.md"
+          break  # longer contexts need more memory still
+        fi
+      done
+      note "long context, random:llama3.1-8b batch 1 r=32 capped at 22 GiB, $flags, 3 steps:"
+      cat "$OUT/longctx.md" ;;
     daemon)  # one job through rigtuned on the GPU, its loss streamed to `rigtune watch`
       state=$(mktemp -d)
       "$BUILD/server/rigtuned" --state-dir "$state" --gpus auto --grpc-listen 127.0.0.1:50151 \
@@ -185,7 +212,19 @@ for stage in "${stages[@]}"; do
       "$BUILD/client/rigtune" plan --model random:llama3.1-8b --set train.batch_size=1 \
         --set train.context_length=${LONG_CTX:-81920} --set lora.r=32 \
         --set dist.max_gpu_memory_gib=22 --set dist.activation_offload=true >"$OUT/plan.txt" 2>&1
-      note "plan, Llama-3.1-8B long context (exit $?):"; cat "$OUT/plan.txt" ;;
+      note "plan, Llama-3.1-8B long context (exit $?):"; cat "$OUT/plan.txt"
+      # Llama-2-70B streamed on one GPU WITHOUT activation offload: the plan
+      # (which now refuses it) next to a run that ignores the plan.
+      "$BUILD/client/rigtune" plan --model random:llama2-70b --set train.batch_size=2 \
+        --set train.context_length=2048 --set dist.max_gpu_memory_gib=22 \
+        --set dist.cpu_offload=true >"$OUT/plan70.txt" 2>&1
+      note "plan, Llama-2-70B batch 2, cpu_offload only, capped 22 GiB (exit $?):"
+      cat "$OUT/plan70.txt"
+      RIGTUNE_IGNORE_MEMORY_PLAN=1 "$BUILD/tests/bench/train_bench" --model random:llama2-70b \
+        --batch 2 --seq 2048 --steps 2 --cpu-offload --max-gpu-memory-gib 22 \
+        >"$OUT/plan70-run.md" 2>"$OUT/plan70-run.log"
+      note "run, same job, plan ignored (exit $?): $(grep -m1 -E '^\| random:' "$OUT/plan70-run.md" ||
+        grep -m1 'out of memory' "$OUT/plan70-run.log" || tail -1 "$OUT/plan70-run.log")" ;;
     *) echo "unknown stage $stage"; exit 2 ;;
   esac
 done

@@ -48,6 +48,17 @@ TEST(SpecValidationTest, OutOfRangeValuesNameTheField) {
   ExpectFieldError(spec, limits, "spec.model");
 }
 
+TEST(SpecValidationTest, MlpChunkTokensIsCheckedAgainstDropout) {
+  auto spec = TinySpec();
+  spec.mutable_train()->set_mlp_chunk_tokens(4096);
+  EXPECT_TRUE(ValidateJobSpec(spec, {}).ok());
+  spec.mutable_lora()->set_dropout(0.05);
+  ExpectFieldError(spec, {}, "spec.train.mlp_chunk_tokens");
+  spec = TinySpec();
+  spec.mutable_train()->set_mlp_chunk_tokens(-1);
+  ExpectFieldError(spec, {}, "spec.train.mlp_chunk_tokens");
+}
+
 TEST(SpecValidationTest, PathsMustStayInsideTheirRoots) {
   auto root = std::filesystem::path(::testing::TempDir()) / "roots";
   std::filesystem::create_directories(root / "data");

@@ -286,23 +286,40 @@ at::Tensor Residual(const at::Tensor& x, const at::Tensor& branch) {
 
 }  // namespace
 
+at::Tensor AttentionHalf(const DecoderLayer& layer, const ModelConfig& config,
+                         const at::Tensor& hidden, const AttentionInputs& attn,
+                         lora::DequantWorkspace& workspace, bool training, uint64_t dropout_seed) {
+  at::Tensor attn_out = Attention(layer, config, Norm(config, hidden, layer.input_layernorm), attn,
+                                  workspace, training, dropout_seed);
+  // Gemma 2/3: each branch's output is normalized before the residual add.
+  if (config.sandwich_norms) attn_out = Norm(config, attn_out, layer.post_attention_layernorm);
+  return Residual(hidden, attn_out);
+}
+
+at::Tensor MlpHalf(const DecoderLayer& layer, const ModelConfig& config, const at::Tensor& hidden,
+                   lora::DequantWorkspace& workspace, bool training, uint64_t dropout_seed) {
+  const at::Tensor& pre_norm =
+      config.sandwich_norms ? layer.pre_feedforward_layernorm : layer.post_attention_layernorm;
+  at::Tensor mlp_out = Mlp(layer, Norm(config, hidden, pre_norm), workspace, training,
+                           dropout_seed + kNumProj);
+  if (config.sandwich_norms) mlp_out = Norm(config, mlp_out, layer.post_feedforward_layernorm);
+  return Residual(hidden, mlp_out);
+}
+
+bool MlpRowsIndependentOfTiling(const DecoderLayer& layer, bool training) {
+  if (!training) return true;
+  for (int p : {kGate, kUp, kDown}) {
+    if (layer.proj[p].has_adapter() && layer.proj[p].spec().dropout > 0) return false;
+  }
+  return true;
+}
+
 at::Tensor DecoderLayerForward(const DecoderLayer& layer, const ModelConfig& config,
                                const at::Tensor& hidden, const AttentionInputs& attn,
                                lora::DequantWorkspace& workspace, bool training,
                                uint64_t dropout_seed) {
-  at::Tensor attn_out = Attention(layer, config, Norm(config, hidden, layer.input_layernorm), attn,
-                                  workspace, training, dropout_seed);
-  if (config.sandwich_norms) {
-    // Gemma 2/3: each branch's output is normalized before the residual add.
-    at::Tensor h = Residual(hidden, Norm(config, attn_out, layer.post_attention_layernorm));
-    at::Tensor mlp_out = Mlp(layer, Norm(config, h, layer.pre_feedforward_layernorm), workspace,
-                             training, dropout_seed + kNumProj);
-    return Residual(h, Norm(config, mlp_out, layer.post_feedforward_layernorm));
-  }
-  at::Tensor h = Residual(hidden, attn_out);
-  at::Tensor mlp_out = Mlp(layer, Norm(config, h, layer.post_attention_layernorm), workspace,
-                           training, dropout_seed + kNumProj);
-  return Residual(h, mlp_out);
+  at::Tensor h = AttentionHalf(layer, config, hidden, attn, workspace, training, dropout_seed);
+  return MlpHalf(layer, config, h, workspace, training, dropout_seed);
 }
 
 }  // namespace rigtune::model

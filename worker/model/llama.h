@@ -110,6 +110,24 @@ at::Tensor DecoderLayerForward(const DecoderLayer& layer, const ModelConfig& con
                                lora::DequantWorkspace& workspace, bool training,
                                uint64_t dropout_seed);
 
+// The two halves of DecoderLayerForward, for callers that treat them apart
+// (the trainer's row-tiled MLP for long sequences, see trainer.h):
+// AttentionHalf(h) = h + attn(input_layernorm(h)) mixes tokens; MlpHalf(h) =
+// h + mlp(post_attention_layernorm(h)) is per token, so it may run on any
+// slice of rows ([..., hidden]) and give those rows of the whole. Both take
+// the layer's `dropout_seed`, as DecoderLayerForward does.
+at::Tensor AttentionHalf(const DecoderLayer& layer, const ModelConfig& config,
+                         const at::Tensor& hidden, const AttentionInputs& attn,
+                         lora::DequantWorkspace& workspace, bool training, uint64_t dropout_seed);
+at::Tensor MlpHalf(const DecoderLayer& layer, const ModelConfig& config, const at::Tensor& hidden,
+                   lora::DequantWorkspace& workspace, bool training, uint64_t dropout_seed);
+
+// Whether MlpHalf over row slices gives exactly the rows of MlpHalf over the
+// whole: false when training with LoRA dropout on an MLP projection, whose
+// mask is drawn for the shape of the input it is given (a slice would draw
+// different bits; see QLoraLinear::Forward).
+bool MlpRowsIndependentOfTiling(const DecoderLayer& layer, bool training);
+
 }  // namespace rigtune::model
 
 #endif  // RIGTUNE_WORKER_MODEL_LLAMA_H_

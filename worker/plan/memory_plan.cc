@@ -26,32 +26,62 @@ namespace {
 //   With dist.cpu_offload the shards live in pinned host memory and the GPU
 //   holds the two layers in flight (plus the shard being copied up under
 //   FSDP); the LM head is then gathered for the loss only.
-// - Adapter: P float32 weights (1/W of them under FSDP, plus the two
-//   gathered layers'). AdamW's two float32 moments, 8 bytes per parameter,
-//   move to host memory with dist.offload_optimizer, and so do the float32
-//   masters and gradients there (the GPU keeps the weights it computes with).
-// - Gradients: float32. FSDP keeps each rank's gradient shard for the whole
-//   step (plus one gathered layer's before its reduce-scatter). One process
-//   frees its gradients after every optimizer step, so at the start of
-//   backward (all layer inputs alive) they are one layer's, and at its end
-//   (one input left) all of them: the plan takes the larger of the two.
-// - Layer inputs (activation checkpointing): L × N × H × d, on the GPU, or
-//   one at a time with dist.activation_offload (the rest pinned on the host).
-// - Working set: the larger of one layer's recompute graph, N × (42 H + 8 I)
-//   × d/2 bytes, and the chunked loss, N × H × (3d + 8) for the final norm
-//   and its gradient plus 14 bytes per logit of one chunk of rows (bf16
-//   product, float32 logits, log-softmax and gradient; the chunk is about
-//   256 MB of float32 logits, see trainer.cc), plus the gathered head when it
-//   is not resident. Without checkpointing every layer's graph is alive.
-//   The 42 and 8 were fitted to the one-GPU peaks of docs/benchmarks.md
-//   (Llama-2-7B, Llama-3-8B, Llama-2-13B, Llama-2-70B at 4 × 2048): the plan
-//   is within 1% of each of them, and within 2% of the three two-rank
-//   Llama-2-70B runs capped at 22 GiB, which it was not fitted to.
+// - Adapter: P float32 weights (1/W of them under FSDP), plus the two
+//   layers in flight's copies whenever FsdpLayers serves the layers (several
+//   ranks, or one rank streaming with dist.cpu_offload or
+//   dist.offload_optimizer: a streaming slot holds the layer's adapter too).
+//   AdamW's two float32 moments, 8 bytes per parameter, move to host memory
+//   with dist.offload_optimizer, and so do the float32 masters and gradients
+//   there (the GPU keeps the weights it computes with).
+// - Gradients: float32. FsdpLayers keeps each rank's gradient shard for the
+//   whole step (plus, in backward, the layer's own gradients), on one rank
+//   as on several: with streamed layers every
+//   gradient is alive at the start of backward, next to every layer input.
+//   (Counting them as freed there under-planned Llama-2-70B with
+//   dist.cpu_offload alone by 3 GiB: planned 18.28 GiB, out of memory at
+//   19.99 GiB allocated under 22.) The model's own layers (one process, no
+//   streaming) free their gradients after every optimizer step, so at the
+//   start of backward (all layer inputs alive) they are one layer's, and at
+//   its end (one input left) all of them: the plan takes the larger of the
+//   two.
+// - Layer inputs (activation checkpointing): L × N × H × d on the GPU, or
+//   one with dist.activation_offload (the rest pinned on the host; the
+//   previous layer's, prefetched during a backward, is within the fitted
+//   working set, and counted in the tiled one).
+// - Working set: the larger of one layer's recompute graph and the chunked
+//   loss. The loss: N × H × (3d + 8) for the final norm and its gradient
+//   plus 14 bytes per logit of one chunk of rows (bf16 product, float32
+//   logits, log-softmax and gradient; the chunk is about 256 MB of float32
+//   logits, see trainer.cc), plus the gathered head when it is not
+//   resident. Without checkpointing every layer's graph is alive.
+//   Untiled MLP: the graph is N × (42 H + 8 I) × d/2 bytes; the 42 and 8
+//   were fitted to the one-GPU peaks of docs/benchmarks.md (Llama-2-7B,
+//   Llama-3-8B, Llama-2-13B, Llama-2-70B at 4 × 2048): the plan is within 1%
+//   of each of them, and within 2% of the three two-rank Llama-2-70B runs
+//   capped at 22 GiB, which it was not fitted to.
+//   Row-tiled MLP (long sequences, Note [Row-tiled MLP] in trainer.cc): a
+//   fit to 4 × 2048 does not carry to 100,000 tokens, so the graph is
+//   counted tensor by tensor (TiledLayerGraph), every tensor that may be
+//   alive at the phase's peak counted as alive: per token, d × (3H + (Q +
+//   2K) + 2Q) + 4 heads + 4 bytes kept from the attention half's recompute
+//   to its backward (Q, K the query and key/value widths), then the larger
+//   of one chunk's MLP, chunk × d × (5H + 6I), and the attention backward,
+//   N × (d × (3Q + 2K) + 4Q + 4 heads), plus the rotary tables 2 N × head_dim
+//   × d and the previous layer's input being prefetched, N × H × d. The same count for an untiled MLP (chunk = N) gives 16.29 GiB for
+//   the graph alone of Llama-3.1-8B at 65,536 tokens, where the whole step
+//   measured 15.83 GiB (docs/benchmarks.md): it over-counts, as it should;
+//   tiled (4,608-row chunks) it is 6.05 GiB.
 // - Workspace: the largest linear dequantized into the compute dtype.
-// - Slack: 3% for the caching allocator's fragmentation. Uncapped, the
-//   allocator reserves 5-12% more than it hands out, but under a cap it
-//   frees its cache and retries before failing; the tightest measured run
+// - Slack: 3% for the caching allocator's fragmentation, plus a third of
+//   the layer inputs kept on the device. Uncapped, the allocator reserves
+//   5-12% more than it hands out, but under a cap it frees its cache and
+//   retries before failing; the tightest measured run with offloaded inputs
 //   (Llama-2-70B, two ranks, r=16) peaked at 21.02 GiB allocated under 22.
+//   Inputs kept on the device are small long-lived blocks carved out of the
+//   segments that the MLP's large transient blocks come from, and pin them:
+//   Llama-2-70B with 5 GiB of inputs on the device failed to find 448 MiB
+//   with 2.01 GiB of the cap unallocated (1.57 GiB unusable, 31% of the
+//   inputs).
 //
 // Host: ~1 GiB for the process itself (measured 0.97 GiB), the pinned
 // frozen shards and layer inputs when offloaded, the adapter's float32
@@ -64,6 +94,7 @@ constexpr double kSlack = 0.03;
 constexpr int64_t kGraphBytesPerHidden = 42;       // per token, per unit of H, at d = 2
 constexpr int64_t kGraphBytesPerIntermediate = 8;  // per token, per unit of I, at d = 2
 constexpr int64_t kLogitBytes = 14;
+constexpr int64_t kInputFragmentationDivisor = 3;
 
 struct Linear {
   int64_t out, in;
@@ -103,6 +134,47 @@ int64_t LayerParameters(const model::ModelConfig& m) {
   return n;
 }
 
+// Whether the MLP's projections train with LoRA dropout, which keeps the
+// trainer's MLP untiled (Note [Row-tiled MLP] in trainer.cc).
+bool MlpTrainsWithDropout(const train::JobConfig& job) {
+  if (job.lora.dropout <= 0) return false;
+  for (const char* p : {"gate_proj", "up_proj", "down_proj"}) {
+    if (std::find(job.lora.target_modules.begin(), job.lora.target_modules.end(), p) !=
+        job.lora.target_modules.end()) {
+      return true;
+    }
+  }
+  return false;
+}
+
+// One layer's recompute + backward with a row-tiled MLP, counted tensor by
+// tensor (Note [Memory plan]): the rotary tables, the previous layer's
+// input (prefetched during this one's backward), what the attention half
+// keeps until its backward, and the larger of one MLP chunk's forward and
+// backward and the attention half's own backward.
+int64_t TiledLayerGraph(const model::ModelConfig& m, int64_t tokens, int64_t chunk, int64_t d) {
+  const int64_t h = m.hidden_size, i = m.intermediate_size;
+  const int64_t q = m.num_heads * m.head_dim, kv = m.num_kv_heads * m.head_dim;
+  // Per token, from the attention half's recompute to its backward: its
+  // output and the layer's output gradient (overwritten in place by the
+  // attention half's), the normed input the QKV product saves, the rotated
+  // QKV product, the attention output and its [tokens, q] copy for o_proj,
+  // and the float32 log-sum-exp per head and 1/rms.
+  const int64_t attention_kept = d * (3 * h + (q + 2 * kv) + 2 * q) + 4 * m.num_heads + 4;
+  // Per token of one MLP chunk: its input, norm and output, the gate/up
+  // product and the activation, then their gradients and those of the norm
+  // and the input (all counted alive together).
+  const int64_t mlp_row = d * (3 * h + 3 * i) + d * (3 * i + 2 * h);
+  // Per token in the attention backward: the attention output's gradient,
+  // the Q/K/V gradients, and flash attention's float32 dq accumulator and
+  // softmax sums.
+  const int64_t attention_backward = d * (q + (2 * q + 2 * kv)) + 4 * q + 4 * m.num_heads;
+  const int64_t rotary = 2 * tokens * m.head_dim * d;
+  const int64_t prefetched_input = tokens * h * d;
+  return rotary + prefetched_input + tokens * attention_kept +
+         std::max(chunk * mlp_row, tokens * attention_backward);
+}
+
 int64_t Percent(int64_t bytes, double fraction) {
   return static_cast<int64_t>(static_cast<double>(bytes) * fraction);
 }
@@ -135,6 +207,15 @@ PlanDevice DeviceForJob(const train::JobConfig& job, double card_gib, int world_
   return device;
 }
 
+int64_t MlpChunkTokens(int64_t tokens, int64_t intermediate_size, int64_t dtype_bytes,
+                       int64_t requested) {
+  if (requested > 0) return requested < tokens ? requested : 0;
+  const int64_t row_bytes = 2 * std::max<int64_t>(1, intermediate_size) * dtype_bytes;
+  if (tokens * row_bytes <= kMlpTileAboveBytes) return 0;
+  const int64_t rows = std::max<int64_t>(256, kMlpChunkBytes / row_bytes / 256 * 256);
+  return rows < tokens ? rows : 0;
+}
+
 int64_t LoraParameterCount(const model::ModelConfig& model, const train::LoraConfig& lora) {
   const std::array<Linear, 7> linears = LayerLinears(model);
   int64_t per_layer = 0;
@@ -156,6 +237,7 @@ MemoryPlan PlanMemory(const model::ModelConfig& m, const train::JobConfig& job,
   const bool fsdp = world > 1;
   const bool offload = job.dist.cpu_offload;
   const bool host_optimizer = job.dist.offload_optimizer;
+  const bool streamed = offload || host_optimizer;  // FsdpLayers even on one process
 
   // Frozen weights.
   const int64_t layer = LayerFrozenBytes(m, d);
@@ -181,7 +263,9 @@ MemoryPlan PlanMemory(const model::ModelConfig& m, const train::JobConfig& job,
   const int64_t params = LoraParameterCount(m, job.lora);
   const int64_t layer_params = params / layers;
   plan.trainable_parameters = params;
-  dev.adapter = 4 * params / shards + (shards > 1 ? 2 * 4 * layer_params : 0);
+  // Under FsdpLayers the two layers in flight compute with copies of their
+  // adapters (gathered, or copied into a streaming slot).
+  dev.adapter = 4 * params / shards + (fsdp || streamed ? 2 * 4 * layer_params : 0);
   dev.optimizer = host_optimizer ? 0 : 8 * params / shards;
   const int64_t all_grads = host_optimizer ? 4 * layer_params : 4 * params / shards;
 
@@ -192,16 +276,22 @@ MemoryPlan PlanMemory(const model::ModelConfig& m, const train::JobConfig& job,
   const int64_t seq = job.train.context_length;
   const int64_t eager_scores =
       m.attn_softcap > 0 ? job.train.batch_size * m.num_heads * seq * seq * (3 * d + 4) : 0;
-  const int64_t graph = tokens *
-                            (kGraphBytesPerHidden * m.hidden_size +
-                             kGraphBytesPerIntermediate * m.intermediate_size) *
-                            d / 2 +
+  const bool checkpointing = job.train.activation_checkpointing;
+  const int64_t mlp_chunk =
+      checkpointing && !MlpTrainsWithDropout(job)
+          ? MlpChunkTokens(tokens, m.intermediate_size, d, job.train.mlp_chunk_tokens)
+          : 0;
+  plan.mlp_chunk_tokens = mlp_chunk;
+  const int64_t graph = (mlp_chunk > 0 ? TiledLayerGraph(m, tokens, mlp_chunk, d)
+                                       : tokens *
+                                             (kGraphBytesPerHidden * m.hidden_size +
+                                              kGraphBytesPerIntermediate * m.intermediate_size) *
+                                             d / 2) +
                         eager_scores;
   const int64_t chunk = std::min(tokens, std::max<int64_t>(64, (int64_t{64} << 20) / m.vocab_size));
   const int64_t loss =
       tokens * m.hidden_size * (3 * d + 8) + chunk * m.vocab_size * kLogitBytes + head_gather;
   const int64_t input = tokens * m.hidden_size * d;
-  const bool checkpointing = job.train.activation_checkpointing;
   const bool inputs_on_host = checkpointing && job.dist.activation_offload;
   int64_t inputs = 0, working = 0;
   if (checkpointing) {
@@ -210,8 +300,12 @@ MemoryPlan PlanMemory(const model::ModelConfig& m, const train::JobConfig& job,
   } else {
     working = layers * graph + loss;
   }
-  if (fsdp) {
-    dev.gradients = all_grads + (shards > 1 ? 4 * layer_params : 0);
+  if (fsdp || streamed) {
+    // FsdpLayers (several ranks, or one streaming from host memory) keeps the
+    // gradient shards for the whole step, so every layer input and every
+    // gradient are alive together at the start of backward; in backward the
+    // layer's own gradients come on top.
+    dev.gradients = all_grads + 4 * layer_params;
     dev.layer_inputs = inputs;
     dev.working_set = working;
   } else {
@@ -227,7 +321,10 @@ MemoryPlan PlanMemory(const model::ModelConfig& m, const train::JobConfig& job,
   int64_t widest = 0;
   for (const Linear& l : LayerLinears(m)) widest = std::max(widest, l.out * l.in);
   dev.workspace = widest * d;
-  dev.slack = Percent(dev.Total(), kSlack);
+  // Layer inputs kept on the device fragment the allocator's segments (see
+  // Note [Memory plan]): a third of them is counted as unusable.
+  const int64_t pinned_inputs = inputs_on_host ? 0 : dev.layer_inputs;
+  dev.slack = Percent(dev.Total(), kSlack) + pinned_inputs / kInputFragmentationDivisor;
 
   HostBytes& host = plan.host;
   host.process = kProcessHostBytes;

@@ -72,11 +72,26 @@ struct MemoryPlan {
   std::string capacity_source;
   int world_size = 1;
   int64_t trainable_parameters = 0;  // LoRA parameters of the whole model
+  int64_t mlp_chunk_tokens = 0;      // rows per MLP chunk in the step, 0 = untiled
   bool fits() const { return capacity_bytes <= 0 || device.Total() <= capacity_bytes; }
 };
 
 MemoryPlan PlanMemory(const model::ModelConfig& model, const train::JobConfig& job,
                       const PlanDevice& device);
+
+// Note [Row-tiled MLP]: rows of one MLP chunk in the trainer's checkpointed
+// step, or 0 for an untiled MLP. `requested` is train.mlp_chunk_tokens (> 0:
+// that many rows whenever the micro-batch has more tokens; 0: automatic).
+// Automatic tiling starts when the micro-batch's gate/up product
+// ([tokens, 2 × intermediate] in the compute dtype) would pass
+// kMlpTileAboveBytes, and then cuts chunks whose product stays within
+// kMlpChunkBytes (a multiple of 256 rows). Shapes of ordinary training
+// (Llama-2-70B at 4 × 2048: 0.94 GB) stay untiled; long sequences are cut
+// (Llama-3.1-8B at 81,920 tokens: 4,608-row chunks).
+inline constexpr int64_t kMlpTileAboveBytes = kGiB;
+inline constexpr int64_t kMlpChunkBytes = int64_t{256} << 20;
+int64_t MlpChunkTokens(int64_t tokens, int64_t intermediate_size, int64_t dtype_bytes,
+                       int64_t requested);
 
 // LoRA parameters of `model` with `lora` (r × (in + out) per adapted linear).
 int64_t LoraParameterCount(const model::ModelConfig& model, const train::LoraConfig& lora);

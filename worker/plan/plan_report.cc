@@ -61,11 +61,15 @@ std::string DeviceBreakdown(const DeviceBytes& device) {
 }
 
 std::string PlanLine(const MemoryPlan& plan) {
-  return absl::StrFormat("memory plan per GPU (%d rank%s): %.2f GiB, %s, %s = %s; host %.2f GiB = %s",
-                         plan.world_size, plan.world_size == 1 ? "" : "s",
-                         Gib(plan.device.Total()), Capacity(plan),
-                         plan.fits() ? "fits" : "does not fit", DeviceBreakdown(plan.device),
-                         Gib(plan.host.Total()), HostBreakdown(plan.host));
+  std::string line = absl::StrFormat(
+      "memory plan per GPU (%d rank%s): %.2f GiB, %s, %s = %s; host %.2f GiB = %s",
+      plan.world_size, plan.world_size == 1 ? "" : "s", Gib(plan.device.Total()), Capacity(plan),
+      plan.fits() ? "fits" : "does not fit", DeviceBreakdown(plan.device), Gib(plan.host.Total()),
+      HostBreakdown(plan.host));
+  if (plan.mlp_chunk_tokens > 0) {
+    absl::StrAppendFormat(&line, "; MLP in chunks of %d tokens", plan.mlp_chunk_tokens);
+  }
+  return line;
 }
 
 std::string PlanText(const MemoryPlan& plan, const std::vector<FitOption>& options) {
@@ -79,6 +83,10 @@ std::string PlanText(const MemoryPlan& plan, const std::vector<FitOption>& optio
                         Capacity(plan));
   absl::StrAppendFormat(&text, "host memory per rank: %.2f GiB (%s)\n", Gib(plan.host.Total()),
                         HostBreakdown(plan.host));
+  if (plan.mlp_chunk_tokens > 0) {
+    absl::StrAppendFormat(&text, "MLP row-tiled: %d tokens per chunk (train.mlp_chunk_tokens)\n",
+                          plan.mlp_chunk_tokens);
+  }
   if (plan.fits()) {
     absl::StrAppend(&text, plan.capacity_bytes > 0 ? "fits\n"
                                                    : "fits: unknown (give --gpu-memory-gib or "
@@ -111,6 +119,7 @@ nlohmann::json PlanJson(const MemoryPlan& plan, const std::vector<FitOption>& op
           {"capacity_source", plan.capacity_source},
           {"world_size", plan.world_size},
           {"trainable_parameters", plan.trainable_parameters},
+          {"mlp_chunk_tokens", plan.mlp_chunk_tokens},
           {"would_fit", std::move(fits)}};
 }
 

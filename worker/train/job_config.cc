@@ -144,6 +144,14 @@ absl::Status Validate(const JobConfig& c) {
     return Err("dataset.validation_fraction", "needs dataset.path (the file to hold out from)");
   }
   if (c.train.eval_every_steps < 0) return Err("train.eval_every_steps", "must be >= 0");
+  if (c.train.mlp_chunk_tokens < 0) {
+    return Err("train.mlp_chunk_tokens", "must be >= 0 (0 = automatic)");
+  }
+  if (c.train.mlp_chunk_tokens > 0 && c.lora.dropout > 0) {
+    return Err("train.mlp_chunk_tokens",
+               "a row-tiled MLP needs lora.dropout = 0 (dropout masks are drawn per projection "
+               "input); leave it at 0 (automatic: untiled with dropout) or set lora.dropout to 0");
+  }
   if (c.train.early_stopping_patience < 0) {
     return Err("train.early_stopping_patience", "must be >= 0");
   }
@@ -214,6 +222,7 @@ absl::StatusOr<JobConfig> ParseJobConfig(const std::string& text) {
     RT_RETURN_IF_ERROR(s.Get("dtype", &c.train.dtype));
     RT_RETURN_IF_ERROR(s.Get("device", &c.train.device));
     RT_RETURN_IF_ERROR(s.Get("eval_every_steps", &c.train.eval_every_steps));
+    RT_RETURN_IF_ERROR(s.Get("mlp_chunk_tokens", &c.train.mlp_chunk_tokens));
     return s.Get("early_stopping_patience", &c.train.early_stopping_patience);
   }));
   RT_RETURN_IF_ERROR(ReadSection(r, "dist", [&](ObjectReader& s) {
@@ -277,7 +286,8 @@ std::string JobConfigToJson(const JobConfig& c) {
         {"activation_checkpointing", c.train.activation_checkpointing},
         {"dtype", c.train.dtype}, {"device", c.train.device},
         {"eval_every_steps", c.train.eval_every_steps},
-        {"early_stopping_patience", c.train.early_stopping_patience}}},
+        {"early_stopping_patience", c.train.early_stopping_patience},
+        {"mlp_chunk_tokens", c.train.mlp_chunk_tokens}}},
       {"dist",
        {{"sharding", c.dist.sharding}, {"cpu_offload", c.dist.cpu_offload},
         {"activation_offload", c.dist.activation_offload},

@@ -73,6 +73,11 @@ struct TrainConfig {
   int64_t eval_every_steps = 0;
   // > 0: stop (successfully) after this many evaluations without a new best.
   int64_t early_stopping_patience = 0;
+  // Rows of the MLP computed at once in the checkpointed step: 0 = automatic
+  // (untiled unless the micro-batch's MLP intermediates pass 1 GiB; see
+  // plan::MlpChunkTokens); > 0 tiles whenever a micro-batch has more tokens.
+  // Needs lora.dropout = 0 when > 0.
+  int64_t mlp_chunk_tokens = 0;
 };
 
 struct DistConfig {

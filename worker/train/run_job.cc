@@ -209,6 +209,7 @@ absl::StatusOr<RunResult> Train(const JobConfig& config, const RunCallbacks& cal
   topts.adamw = AdamWOptions{config.optim.beta1, config.optim.beta2, config.optim.eps,
                              config.optim.weight_decay};
   topts.seed = config.train.seed;
+  topts.mlp_chunk_tokens = config.train.mlp_chunk_tokens;
   Trainer trainer(&run.model, topts, run.fsdp.get());
 
   ValidationTracker tracker;

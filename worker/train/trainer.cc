@@ -4,6 +4,7 @@
 #include <c10/core/GradMode.h>
 
 #include "worker/model/model_builder.h"
+#include "worker/plan/memory_plan.h"
 #include "worker/profile/step_profiler.h"
 #include "worker/train/activation_stash.h"
 
@@ -36,6 +37,18 @@ class ModelLayers : public LayerSource {
 };
 
 constexpr int64_t kIgnoreIndex = -100;
+
+// A block-diagonal causal mask [B, 1, T, T] from the offsets of the packed
+// examples in the flattened [B * T] tokens: a token attends to the earlier
+// tokens of its own example.
+at::Tensor MaskFromSeqlens(const at::Tensor& cu_seqlens, int64_t b, int64_t t) {
+  const at::Tensor starts = cu_seqlens.to(at::kLong).narrow(0, 1, cu_seqlens.numel() - 2);
+  at::Tensor marks = at::zeros({b * t}, starts.options());
+  marks.index_fill_(0, starts, 1);
+  const at::Tensor seg = marks.cumsum(0).view({b, t});
+  const at::Tensor causal = at::ones({t, t}, seg.options().dtype(at::kBool)).tril();
+  return (seg.unsqueeze(2) == seg.unsqueeze(1)).logical_and(causal).unsqueeze(1);
+}
 
 }  // namespace
 
@@ -77,8 +90,13 @@ model::AttentionInputs Trainer::Attention(const TrainBatch& batch) const {
     const int64_t b = batch.input_ids.size(0), t = batch.input_ids.size(1);
     pos = at::arange(t, batch.input_ids.options()).unsqueeze(0).expand({b, t});
   }
-  return model::MakeAttentionInputs(model_->config, pos, model_->dtype, batch.attention_mask,
-                                    batch.cu_seqlens, batch.max_seqlen);
+  at::Tensor mask = batch.attention_mask;
+  const bool half = model_->dtype == at::kBFloat16 || model_->dtype == at::kHalf;
+  if (!mask.defined() && batch.cu_seqlens.defined() && !(batch.input_ids.is_cuda() && half)) {
+    mask = MaskFromSeqlens(batch.cu_seqlens, batch.input_ids.size(0), batch.input_ids.size(1));
+  }
+  return model::MakeAttentionInputs(model_->config, pos, model_->dtype, mask, batch.cu_seqlens,
+                                    batch.max_seqlen);
 }
 
 std::pair<double, at::Tensor> Trainer::HeadLossAndGrad(const at::Tensor& hidden,
@@ -94,26 +112,31 @@ std::pair<double, at::Tensor> Trainer::HeadLossAndGrad(const at::Tensor& hidden,
     normed = model::Norm(model_->config, x, head.norm);
   }
   // Only positions with a target reach the LM head: logits of the rest would
-  // be computed and thrown away.
+  // be computed and thrown away. Row r of the [B × (T-1)] targets predicts
+  // from row r + r / (T-1) of the [B × T] hidden states; reading and writing
+  // those rows in place spares a [B × T, hidden] gradient buffer (and for
+  // B > 1 a copy of the hidden states): 0.67 GB each at 81,920 tokens of 8B.
   at::Tensor targets = labels.narrow(1, 1, t - 1).reshape({-1});
   at::Tensor rows = targets.ne(kIgnoreIndex).nonzero().squeeze(1);
-  at::Tensor flat = normed.detach().narrow(1, 0, t - 1).reshape({-1, h});
-  at::Tensor flat_grad = at::zeros_like(flat);
+  at::Tensor sources = rows + at::div(rows, t - 1, "floor");
+  at::Tensor flat = normed.detach().view({b * t, h});
+  at::Tensor normed_grad = at::zeros_like(normed);
+  at::Tensor flat_grad = normed_grad.view({b * t, h});
   const int64_t chunk = HeadChunk();
   double loss_sum = 0;
   for (int64_t start = 0; start < rows.numel(); start += chunk) {
-    at::Tensor idx = rows.narrow(0, start, std::min(chunk, rows.numel() - start));
+    const int64_t len = std::min(chunk, rows.numel() - start);
+    at::Tensor idx = sources.narrow(0, start, len);
     at::Tensor xs = flat.index_select(0, idx).requires_grad_(true);
     c10::AutoGradMode grad(true);
     at::Tensor logits = model::HeadLogits(model_->config, xs, head.lm_head);
-    at::Tensor loss = at::cross_entropy_loss(logits, targets.index_select(0, idx), {},
-                                             at::Reduction::Sum, kIgnoreIndex);
+    at::Tensor loss =
+        at::cross_entropy_loss(logits, targets.index_select(0, rows.narrow(0, start, len)), {},
+                               at::Reduction::Sum, kIgnoreIndex);
     loss_sum += loss.item<double>();
     (loss / denominator).backward();
     flat_grad.index_add_(0, idx, xs.grad());
   }
-  at::Tensor normed_grad = at::zeros_like(normed);
-  normed_grad.narrow(1, 0, t - 1).copy_(flat_grad.view({b, t - 1, h}));
   {
     c10::AutoGradMode grad(true);
     normed.backward(normed_grad);
@@ -127,6 +150,61 @@ int64_t Trainer::HeadChunk() const {
   return std::max<int64_t>(64, (64LL << 20) / model_->config.vocab_size);  // ~256 MB of fp32 logits
 }
 
+// Note [Row-tiled MLP]
+// ~~~~~~~~~~~~~~~~~~~~
+// At long context the MLP's [tokens, intermediate] tensors (the gate/up
+// product, the activation and their gradients: 2.35 GB each in bf16 at
+// 81,920 tokens of Llama-3.1-8B) are the step's peak. The MLP half of a
+// decoder layer is per token, so the checkpointed step runs it over chunks
+// of rows (plan::MlpChunkTokens picks how many):
+//
+// - no-grad forward: h = AttentionHalf(x); then for each chunk of rows,
+//   MlpHalf(those rows) overwrites them in h (a row's output depends on
+//   that row alone, and h is nobody else's: the stash keeps x).
+// - recompute + backward: a = AttentionHalf(x) with its graph kept; for each
+//   chunk, MlpHalf is recomputed with grad from a detached slice of a and
+//   backpropagated with the same rows of the output gradient; the slice's
+//   input gradient (the residual's identity part included) overwrites those
+//   rows of the output gradient, which then is a's gradient, and a's graph
+//   is backpropagated once. LoRA gradients of gate/up/down accumulate
+//   across the chunks as they would across micro-batches.
+// - evaluation (ForwardNoGrad): as the no-grad forward.
+//
+// LoRA dropout masks are drawn for the shape a projection is given (see
+// QLoraLinear::Forward), so a chunk's mask is not the rows of the whole
+// one; a layer whose MLP projections train with dropout runs untiled (the
+// job file refuses an explicit train.mlp_chunk_tokens with lora.dropout > 0).
+// Tiled and untiled steps then agree to rounding (trainer_test).
+
+int64_t Trainer::MlpChunk(int64_t tokens) const {
+  return plan::MlpChunkTokens(tokens, model_->config.intermediate_size,
+                              static_cast<int64_t>(c10::elementSize(model_->dtype)),
+                              options_.mlp_chunk_tokens);
+}
+
+void Trainer::TiledMlpForward(const model::DecoderLayer& layer, at::Tensor& h, int64_t chunk,
+                              bool training, uint64_t seed) {
+  at::Tensor rows = h.view({-1, h.size(-1)});
+  for (int64_t start = 0; start < rows.size(0); start += chunk) {
+    at::Tensor slice = rows.narrow(0, start, std::min(chunk, rows.size(0) - start));
+    slice.copy_(model::MlpHalf(layer, model_->config, slice, workspace_, training, seed));
+  }
+}
+
+void Trainer::TiledMlpBackward(const model::DecoderLayer& layer, const at::Tensor& a,
+                               at::Tensor& grad, int64_t chunk, uint64_t seed) {
+  if (!grad.is_contiguous()) grad = grad.contiguous();
+  at::Tensor rows = a.view({-1, a.size(-1)});
+  at::Tensor grad_rows = grad.view({-1, grad.size(-1)});
+  for (int64_t start = 0; start < rows.size(0); start += chunk) {
+    const int64_t len = std::min(chunk, rows.size(0) - start);
+    at::Tensor xs = rows.narrow(0, start, len).detach().requires_grad_(true);
+    at::Tensor gs = grad_rows.narrow(0, start, len);
+    model::MlpHalf(layer, model_->config, xs, workspace_, true, seed).backward(gs);
+    gs.copy_(xs.grad());
+  }
+}
+
 double Trainer::MicroStep(const TrainBatch& batch, double denominator, uint64_t micro_index) {
   const model::ModelConfig& cfg = model_->config;
   const int64_t n = cfg.num_layers;
@@ -137,6 +215,7 @@ double Trainer::MicroStep(const TrainBatch& batch, double denominator, uint64_t 
   };
   at::Tensor h = Embed(batch.input_ids);
   if (options_.activation_checkpointing) {
+    const int64_t chunk = MlpChunk(h.size(0) * h.size(1));
     ActivationStash inputs(n, options_.activation_offload);
     {
       c10::NoGradGuard no_grad;
@@ -144,20 +223,35 @@ double Trainer::MicroStep(const TrainBatch& batch, double denominator, uint64_t 
       for (int64_t i = 0; i < n; ++i) {
         inputs.Put(i, h);
         const model::DecoderLayer& layer = layers_->Acquire(i, false);
-        h = model::DecoderLayerForward(layer, cfg, h, attn, workspace_, true, seed_of(i));
+        if (chunk > 0 && model::MlpRowsIndependentOfTiling(layer, true)) {
+          h = model::AttentionHalf(layer, cfg, h, attn, workspace_, true, seed_of(i));
+          TiledMlpForward(layer, h, chunk, true, seed_of(i));
+        } else {
+          h = model::DecoderLayerForward(layer, cfg, h, attn, workspace_, true, seed_of(i));
+        }
         layers_->Release(i, false);
       }
     }
     auto [loss_sum, grad] = HeadLossAndGrad(h, batch.labels, denominator);
-    profile::ScopedPhase walk(profile::Phase::kRecomputeBackward, h);
+    h = at::Tensor();  // the last layer's output: only its gradient is needed now
+    profile::ScopedPhase walk(profile::Phase::kRecomputeBackward, grad);
     for (int64_t i = n - 1; i >= 0; --i) {
       const model::DecoderLayer& layer = layers_->Acquire(i, true);
-      at::Tensor x = inputs.Take(i, h.device()).detach();
+      at::Tensor x = inputs.Take(i, grad.device()).detach();
       if (i > 0) x.requires_grad_(true);
       {
         c10::AutoGradMode grad_mode(true);
-        at::Tensor y = model::DecoderLayerForward(layer, cfg, x, attn, workspace_, true, seed_of(i));
-        y.backward(grad);
+        if (chunk > 0 && model::MlpRowsIndependentOfTiling(layer, true)) {
+          at::Tensor a = model::AttentionHalf(layer, cfg, x, attn, workspace_, true, seed_of(i));
+          TiledMlpBackward(layer, a.detach(), grad, chunk, seed_of(i));
+          // (Nothing to do when neither the first layer's input nor an
+          // attention adapter needs a gradient.)
+          if (a.requires_grad()) a.backward(grad);
+        } else {
+          at::Tensor y =
+              model::DecoderLayerForward(layer, cfg, x, attn, workspace_, true, seed_of(i));
+          y.backward(grad);
+        }
       }
       if (i > 0) grad = x.grad();
       layers_->Release(i, true);
@@ -215,9 +309,17 @@ at::Tensor Trainer::ForwardNoGrad(const TrainBatch& batch) {
   c10::NoGradGuard no_grad;
   model::AttentionInputs attn = Attention(batch);
   at::Tensor h = Embed(batch.input_ids);
+  // Evaluation at long context tiles the MLP as training does (no dropout
+  // here, so rows are always independent).
+  const int64_t chunk = MlpChunk(h.size(0) * h.size(1));
   for (int64_t i = 0; i < model_->config.num_layers; ++i) {
     const model::DecoderLayer& layer = layers_->Acquire(i, false);
-    h = model::DecoderLayerForward(layer, model_->config, h, attn, workspace_, false, 0);
+    if (chunk > 0) {
+      h = model::AttentionHalf(layer, model_->config, h, attn, workspace_, false, 0);
+      TiledMlpForward(layer, h, chunk, false, 0);
+    } else {
+      h = model::DecoderLayerForward(layer, model_->config, h, attn, workspace_, false, 0);
+    }
     layers_->Release(i, false);
   }
   return h;

@@ -53,6 +53,10 @@ struct TrainerOptions {
   uint64_t seed = 42;  // dropout masks
   // Rows of the LM head evaluated at once (bounds the float32 logits buffer).
   int64_t head_chunk_tokens = 0;  // 0 = choose from the vocabulary size
+  // Rows of the MLP run at once in the checkpointed step (long sequences;
+  // Note [Row-tiled MLP] in trainer.cc). 0 = automatic: untiled unless the
+  // micro-batch's MLP intermediates are large (plan::MlpChunkTokens).
+  int64_t mlp_chunk_tokens = 0;
 };
 
 struct StepStats {
@@ -146,6 +150,17 @@ class Trainer {
   // Every decoder layer without grad or dropout: the last layer's output.
   at::Tensor ForwardNoGrad(const TrainBatch& batch);
   int64_t HeadChunk() const;  // LM head rows per chunk
+  // Rows per MLP chunk for a micro-batch of `tokens`, 0 = untiled.
+  int64_t MlpChunk(int64_t tokens) const;
+  // The MLP half of `layer` over `h` ([B, T, hidden], the attention half's
+  // output), chunk by chunk, in place; no grad.
+  void TiledMlpForward(const model::DecoderLayer& layer, at::Tensor& h, int64_t chunk,
+                       bool training, uint64_t seed);
+  // Recomputes and backpropagates the MLP half chunk by chunk from `a` (the
+  // attention half's output, detached); `grad` (the layer output's
+  // gradient) becomes a's gradient in place; LoRA gradients accumulate.
+  void TiledMlpBackward(const model::DecoderLayer& layer, const at::Tensor& a, at::Tensor& grad,
+                        int64_t chunk, uint64_t seed);
   model::AttentionInputs Attention(const TrainBatch& batch) const;
   // Loss sum of the head over `hidden` ([B,T,H], final layer output) and its
   // gradient scaled by 1/denominator.

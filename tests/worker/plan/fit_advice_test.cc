@@ -62,7 +62,7 @@ TEST(FitAdviceTest, EverySuggestionFitsAndTheMessageIsOneLine) {
   ASSERT_TRUE(absl::IsInvalidArgument(status)) << status;
   EXPECT_THAT(status.message(), Not(HasSubstr("\n")));
   EXPECT_THAT(status.message(),
-              HasSubstr("does not fit: needs 12.84 GiB per GPU, 8.00 GiB available "
+              HasSubstr("does not fit: needs 13.36 GiB per GPU, 8.00 GiB available "
                         "(dist.max_gpu_memory_gib): frozen weights 6.71 + "));
   const std::vector<FitOption> options = SuggestFits(*model, job, device);
   ASSERT_FALSE(options.empty());
@@ -115,7 +115,7 @@ TEST(PlanReportTest, JsonCarriesThePartsAndTheVerdict) {
   EXPECT_EQ(j["device_bytes"]["frozen_weights"].get<int64_t>(), plan.device.frozen_weights);
   EXPECT_EQ(j["capacity_bytes"].get<int64_t>(), 8 * kGiB);
   EXPECT_FALSE(j["would_fit"].empty());
-  EXPECT_THAT(PlanLine(plan), HasSubstr("memory plan per GPU (1 rank): 12.84 GiB, 8.00 GiB "
+  EXPECT_THAT(PlanLine(plan), HasSubstr("memory plan per GPU (1 rank): 13.36 GiB, 8.00 GiB "
                                         "available (dist.max_gpu_memory_gib), does not fit"));
 }
 

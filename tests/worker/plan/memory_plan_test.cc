@@ -7,6 +7,8 @@
 
 #include <gtest/gtest.h>
 
+#include "worker/plan/plan_report.h"
+
 namespace rigtune::plan {
 namespace {
 
@@ -55,40 +57,119 @@ TEST_P(MemoryPlanTest, MatchesTheHandComputedParts) {
 }
 
 // 4 x 2048 on one GPU are the measured runs of docs/benchmarks.md (9.40,
-// 11.43, 15.24, 57.88 GiB allocated; the totals add 3% slack); the 8 GiB
-// rows are a 10 GB card; the two-rank 70B rows the measured 22 GiB runs
-// (9.69, 14.63, 21.02 GiB).
+// 11.43, 15.24, 57.88 GiB allocated; the totals add 3% slack and a third of
+// the layer inputs kept on the device); the 8 GiB rows are a 10 GB card; the
+// two-rank 70B rows the measured 22 GiB runs (9.69, 14.63, 21.02 GiB); the
+// one-GPU streamed 70B rows the measured 22 GiB runs (16.07 and 17.74 GiB
+// with activation offload; without it, out of memory at 19.99 GiB allocated
+// while asking for 448 MiB more, which the plan now refuses).
 INSTANTIATE_TEST_SUITE_P(
     Shapes, MemoryPlanTest,
     ::testing::Values(
+        // 7B: frozen 32 x 101.3 MiB of NF4 + 2 x 250 MiB embedding/head;
+        // inputs 32 x 4 x 2048 x 4096 x 2 = 2 GiB; total 9.759 x 1.03
+        // rounding as before + 2/3 GiB for the inputs' fragmentation.
         Row{"llama2-7b", 4, 2048, 64, 1, false, false, false, 22, 3.600, 0.596, 1.191, 0.019,
-            2.000, 1.984, 9.759, true},
+            2.000, 1.984, 10.425, true},
         Row{"llama3-8b", 4, 2048, 64, 1, false, false, false, 22, 5.311, 0.625, 1.250, 0.020,
-            2.000, 2.188, 11.847, true},
+            2.000, 2.188, 12.514, true},
         Row{"llama2-13b", 4, 2048, 64, 1, false, false, false, 22, 6.707, 0.933, 1.865, 0.023,
-            3.125, 2.484, 15.728, true},
+            3.125, 2.484, 16.769, true},
         Row{"llama2-13b", 2, 2048, 64, 1, false, false, false, 8, 6.707, 0.933, 1.865, 0.023,
-            1.562, 1.242, 12.839, false},
+            1.562, 1.242, 13.360, false},
         Row{"llama3-8b", 2, 2048, 64, 1, false, false, false, 8, 5.311, 0.625, 1.250, 0.020,
-            1.000, 1.094, 9.691, false},
-        // Weights streamed: two layers in flight; at the end of backward
-        // all 13B gradients outweigh the start's layer inputs.
-        Row{"llama2-13b", 2, 2048, 64, 1, true, true, false, 8, 0.305, 0.933, 1.865, 0.933,
-            0.039, 1.242, 5.612, true},
-        Row{"llama3-8b", 2, 2048, 64, 1, true, true, false, 8, 0.210, 0.625, 1.250, 0.020,
-            0.031, 2.072, 4.446, true},
+            1.000, 1.094, 10.024, false},
+        // Weights streamed (FsdpLayers on one rank): two layers in flight,
+        // their adapters copied into the slots (2 x 40 x 3.0 M x 4 bytes on
+        // top of 0.933 GiB), and every gradient kept for the whole step
+        // (0.933 GiB) plus the layer in backward's (0.023 GiB).
+        Row{"llama2-13b", 2, 2048, 64, 1, true, true, false, 8, 0.305, 0.979, 1.865, 0.956,
+            0.039, 1.454, 5.902, true},
+        Row{"llama3-8b", 2, 2048, 64, 1, true, true, false, 8, 0.210, 0.664, 1.250, 0.645,
+            0.031, 2.072, 5.130, true},
         Row{"llama2-70b", 4, 2048, 64, 1, false, false, false, 80, 33.866, 3.086, 6.172, 0.039,
-            10.000, 4.375, 59.714, true},
-        Row{"llama2-70b", 2, 2048, 64, 1, true, true, true, 22, 0.822, 3.086, 0.000, 0.039,
-            0.062, 2.188, 6.833, true},
+            10.000, 4.375, 63.048, true},
+        Row{"llama2-70b", 2, 2048, 64, 1, true, true, true, 22, 0.822, 3.163, 0.000, 0.077,
+            0.062, 2.188, 6.952, true},
+        // 70B on one 22 GiB GPU, streamed. Gradients 828,375,040 x 4 bytes
+        // (3.086 GiB) + one layer's (0.039); adapter 3.086 + two slots'
+        // copies (0.077). Batch 2 with offloaded inputs: 15.97 GiB + 3% =
+        // 16.448 (measured 16.07). Without: 80 x 64 MiB = 5 GiB of inputs
+        // on the device, 21.16 GiB + 3% + 5/3 GiB = 23.201: does not fit.
+        Row{"llama2-70b", 2, 2048, 64, 1, true, true, false, 22, 0.822, 3.163, 6.172, 3.125,
+            0.062, 2.188, 16.448, true},
+        Row{"llama2-70b", 2, 2048, 64, 1, true, false, false, 22, 0.822, 3.163, 6.172, 3.125,
+            5.000, 2.188, 23.201, false},
+        Row{"llama2-70b", 4, 2048, 64, 1, true, true, false, 22, 0.822, 3.163, 6.172, 3.125,
+            0.125, 4.375, 18.766, true},
         Row{"llama2-70b", 2, 2048, 64, 2, true, true, false, 22, 1.028, 1.620, 3.086, 1.582,
             0.062, 2.188, 10.303, true},
         Row{"llama2-70b", 2, 2048, 64, 2, true, false, false, 22, 1.028, 1.620, 3.086, 1.582,
-            5.000, 2.188, 15.389, true},
+            5.000, 2.188, 17.055, true},
         Row{"llama2-70b", 1, 2048, 16, 2, false, true, false, 22, 17.755, 0.405, 0.771, 0.395,
             0.031, 1.562, 21.998, true},
         Row{"llama2-70b", 1, 2048, 64, 2, false, true, false, 22, 17.755, 1.620, 3.086, 1.582,
-            0.031, 1.562, 26.855, false}));
+            0.031, 1.562, 26.855, false},
+        // Long context, row-tiled MLP (4,608-row chunks; see the
+        // TiledWorkingSet test for the per-token counts). r=32: 83.9 M
+        // parameters. 81,920 tokens: working set 8.184 GiB (the tiled
+        // graph; the loss is 6.23 GiB), one input 0.625 GiB.
+        Row{"llama3.1-8b", 1, 81920, 32, 1, true, true, false, 22, 0.210, 0.332, 0.625, 0.322,
+            0.625, 8.184, 10.719, true},
+        Row{"llama3.1-8b", 1, 131072, 32, 1, true, true, false, 22, 0.210, 0.332, 0.625, 0.322,
+            1.000, 13.094, 16.163, true},
+        // Resident weights: the 8B's 5.31 GiB stay on the card, still fits.
+        Row{"llama3.1-8b", 1, 131072, 32, 1, false, true, false, 22, 5.311, 0.312, 0.625,
+            0.312, 1.000, 13.094, 21.387, true}));
+
+// The tiled recompute graph of Llama-3.1-8B (H 4096, I 14336, Q 4096, K
+// 1024, 32 heads of 128) in bf16, per token: kept from the attention half
+// 2 x (3 x 4096 + 6144 + 2 x 4096) + 4 x 32 + 4 = 53,380 bytes; one MLP
+// chunk row 2 x (5 x 4096 + 6 x 14336) = 212,992; attention backward
+// 2 x (3 x 4096 + 2 x 1024) + 4 x 4096 + 4 x 32 = 45,184. At 81,920 tokens:
+// rotary 2 x 81,920 x 128 x 2 + prefetched input 81,920 x 8,192 + 81,920 x
+// 53,380 + max(4,608 x 212,992, 81,920 x 45,184) = 8,787,394,560 bytes.
+TEST(MemoryPlanTest, TiledWorkingSet) {
+  auto model = model::RandomModelConfig("llama3.1-8b");
+  ASSERT_TRUE(model.ok());
+  train::JobConfig job;
+  job.train.context_length = 81920;
+  job.lora.r = 32;
+  job.dist.cpu_offload = job.dist.activation_offload = true;
+  const MemoryPlan plan = PlanMemory(*model, job, PlanDevice{});
+  EXPECT_EQ(plan.mlp_chunk_tokens, 4608);
+  EXPECT_EQ(plan.device.working_set, 8787394560LL);
+  EXPECT_NE(PlanLine(plan).find("; MLP in chunks of 4608 tokens"), std::string::npos);
+  EXPECT_EQ(PlanJson(plan, {})["mlp_chunk_tokens"].get<int64_t>(), 4608);
+  // An explicit chunk: one chunk's MLP (40,000 x 212,992 bytes) passes the
+  // attention backward and sets the peak.
+  job.train.mlp_chunk_tokens = 40000;
+  const MemoryPlan big = PlanMemory(*model, job, PlanDevice{});
+  EXPECT_EQ(big.mlp_chunk_tokens, 40000);
+  EXPECT_EQ(big.device.working_set,
+            8787394560LL - 81920LL * 45184 + 40000LL * 212992);
+  // MLP dropout keeps the trainer untiled, and the plan with it.
+  job.train.mlp_chunk_tokens = 0;
+  job.lora.dropout = 0.05;
+  const MemoryPlan dropout = PlanMemory(*model, job, PlanDevice{});
+  EXPECT_EQ(dropout.mlp_chunk_tokens, 0);
+  EXPECT_GT(dropout.device.working_set, 2 * plan.device.working_set);
+}
+
+TEST(MemoryPlanTest, MlpChunkTokensTilesOnlyLongMicroBatches) {
+  // 8B (I 14336), bf16: a row of the gate/up product is 57,344 bytes; tiling
+  // starts past 1 GiB (18,724 rows) with 256 MiB chunks (4,681 -> 4,608 rows).
+  EXPECT_EQ(MlpChunkTokens(8192, 14336, 2, 0), 0);
+  EXPECT_EQ(MlpChunkTokens(18724, 14336, 2, 0), 0);
+  EXPECT_EQ(MlpChunkTokens(18725, 14336, 2, 0), 4608);
+  EXPECT_EQ(MlpChunkTokens(131072, 14336, 2, 0), 4608);
+  // 70B (I 28672) at 4 x 2048: 0.94 GB, untiled; fp32 halves the chunk.
+  EXPECT_EQ(MlpChunkTokens(8192, 28672, 2, 0), 0);
+  EXPECT_EQ(MlpChunkTokens(65536, 28672, 4, 0), 1024);
+  // An explicit size tiles whenever the micro-batch is longer.
+  EXPECT_EQ(MlpChunkTokens(100, 14336, 2, 7), 7);
+  EXPECT_EQ(MlpChunkTokens(7, 14336, 2, 7), 0);
+}
 
 TEST(MemoryPlanTest, LoraParametersOfLlama2_70bOnAllLinears) {
   auto model = model::RandomModelConfig("llama2-70b");

@@ -81,7 +81,21 @@ INSTANTIATE_TEST_SUITE_P(
                               "train.early_stopping_patience"},
                       BadCase{R"(, "dataset": {"chat_template_kwargs": [1]})",
                               "dataset.chat_template_kwargs"},
-                      BadCase{R"(, "dataset": {"chat_template": 3})", "dataset.chat_template"}));
+                      BadCase{R"(, "dataset": {"chat_template": 3})", "dataset.chat_template"},
+                      BadCase{R"(, "train": {"mlp_chunk_tokens": -1})", "train.mlp_chunk_tokens"},
+                      BadCase{R"(, "train": {"mlp_chunk_tokens": 4096}, "lora": {"dropout": 0.1})",
+                              "train.mlp_chunk_tokens"}));
+
+TEST(JobConfigTest, MlpChunkTokensRoundTripsAndDefaultsToAutomatic) {
+  auto c = ParseJobConfig(Job(R"(, "train": {"mlp_chunk_tokens": 4096})"));
+  ASSERT_TRUE(c.ok()) << c.status();
+  auto again = ParseJobConfig(JobConfigToJson(*c));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->train.mlp_chunk_tokens, 4096);
+  EXPECT_EQ(ParseJobConfig(Job(""))->train.mlp_chunk_tokens, 0);
+  // Automatic tiling with dropout is allowed: the trainer keeps such an MLP untiled.
+  EXPECT_TRUE(ParseJobConfig(Job(R"(, "lora": {"dropout": 0.1})")).ok());
+}
 
 TEST(JobConfigTest, ValidationFieldsRoundTrip) {
   auto c = ParseJobConfig(Job(R"(, "dataset": {"path": "/d.jsonl", "validation_fraction": 0.25},

@@ -52,7 +52,7 @@ TEST(OutOfMemoryTest, OneLineWithTheAllocationTheCapThePeakAndASuggestion) {
   EXPECT_THAT(std::string(status.message()),
               StartsWith("rank 0: out of memory on cuda:0 during step 3: tried to allocate "
                          "224.00 MiB with 15.00 GiB allocated at the peak, cap 16.00 GiB "
-                         "(dist.max_gpu_memory_gib); planned 15.73 GiB; would fit: "
+                         "(dist.max_gpu_memory_gib); planned 16.77 GiB; would fit: "
                          "train.batch_size=3"));
 }
 

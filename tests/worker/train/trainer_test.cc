@@ -4,6 +4,9 @@
 #include <c10/core/GradMode.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
+
 #include "worker/model/model_builder.h"
 
 namespace rigtune::train {
@@ -136,6 +139,126 @@ TEST(TrainerTest, BlockDiagonalMaskIsolatesPackedExamples) {
   const double packed_loss = t1.ForwardBackward({packed}).loss;
   const double separate = t2.ForwardBackward({a, b}).loss;
   EXPECT_NEAR(packed_loss, separate, 1e-5);
+}
+
+// A micro-batch of two examples per row, packed: restarting positions and a
+// block-diagonal causal mask (rows of `seq` tokens, the first `split` of
+// each row one example).
+TrainBatch PackedBatch(int64_t rows, int64_t seq, int64_t split, uint64_t seed) {
+  TrainBatch b = Batch(rows, seq, seed);
+  b.position_ids = at::cat({at::arange(split, at::kLong), at::arange(seq - split, at::kLong)})
+                       .unsqueeze(0)
+                       .expand({rows, seq})
+                       .contiguous();
+  at::Tensor seg = at::cat({at::zeros({split}, at::kLong), at::ones({seq - split}, at::kLong)});
+  at::Tensor causal = at::ones({seq, seq}, at::kBool).tril();
+  b.attention_mask = (seg.unsqueeze(1) == seg.unsqueeze(0))
+                         .logical_and(causal)
+                         .view({1, 1, seq, seq})
+                         .expand({rows, 1, seq, seq})
+                         .contiguous();
+  return b;
+}
+
+double RelativeDiff(double a, double b) { return std::abs(a - b) / std::max(std::abs(b), 1e-30); }
+
+// Row-tiled MLP (Note [Row-tiled MLP]) against the one-call layer, in fp32:
+// the same loss and LoRA gradients to rounding (1e-6 relative), with a chunk
+// that does not divide the 2 × 13 = 26 tokens (7, 7, 7, 5).
+TEST(TrainerTest, TiledMlpGivesTheSameLossAndGradients) {
+  model::LlamaModel m1 = TinyModel(), m2 = TinyModel();
+  TrainerOptions tiled, untiled;
+  tiled.mlp_chunk_tokens = 7;
+  Trainer t1(&m1, tiled), t2(&m2, untiled);
+  TrainBatch b = Batch(2, 13, 11);
+  StepStats s1 = t1.ForwardBackward({b}), s2 = t2.ForwardBackward({b});
+  EXPECT_LT(RelativeDiff(s1.loss, s2.loss), 1e-6) << s1.loss << " vs " << s2.loss;
+  ExpectClose(Grads(m1), Grads(m2), 1e-6);
+}
+
+TEST(TrainerTest, TiledMlpWithPackedExamplesMatchesUntiled) {
+  model::LlamaModel m1 = TinyModel(9), m2 = TinyModel(9);
+  TrainerOptions tiled, untiled;
+  tiled.mlp_chunk_tokens = 5;  // chunks straddle the rows and the packed examples
+  Trainer t1(&m1, tiled), t2(&m2, untiled);
+  TrainBatch b = PackedBatch(2, 11, 6, 12);
+  StepStats s1 = t1.ForwardBackward({b}), s2 = t2.ForwardBackward({b});
+  EXPECT_LT(RelativeDiff(s1.loss, s2.loss), 1e-6) << s1.loss << " vs " << s2.loss;
+  ExpectClose(Grads(m1), Grads(m2), 1e-6);
+}
+
+TEST(TrainerTest, TiledMlpTrainsTheSameTrajectoryOverSteps) {
+  // Three optimizer steps with two micro-batches each: the adapters that the
+  // tiled steps produce feed the next step, so a difference would compound.
+  model::LlamaModel m1 = TinyModel(3), m2 = TinyModel(3);
+  TrainerOptions tiled, untiled;
+  tiled.mlp_chunk_tokens = 4;
+  Trainer t1(&m1, tiled), t2(&m2, untiled);
+  for (int step = 0; step < 3; ++step) {
+    std::vector<TrainBatch> micro = {Batch(1, 10, 20 + step), Batch(2, 9, 30 + step)};
+    const double l1 = t1.Step(micro, 1e-2).loss, l2 = t2.Step(micro, 1e-2).loss;
+    EXPECT_LT(RelativeDiff(l1, l2), 1e-6) << "step " << step;
+  }
+  ExpectClose(m1.LoraParameters(), m2.LoraParameters(), 1e-6);
+}
+
+TEST(TrainerTest, TiledMlpEvaluatesTheSameLossAndLogits) {
+  model::LlamaModel m1 = TinyModel(8), m2 = TinyModel(8);
+  TrainerOptions tiled, untiled;
+  tiled.mlp_chunk_tokens = 5;
+  Trainer t1(&m1, tiled), t2(&m2, untiled);
+  TrainBatch b = PackedBatch(2, 11, 4, 14);
+  auto [s1, n1] = t1.LossSum(b);
+  auto [s2, n2] = t2.LossSum(b);
+  EXPECT_EQ(n1, n2);
+  EXPECT_LT(RelativeDiff(s1, s2), 1e-6) << s1 << " vs " << s2;
+  EXPECT_TRUE(at::allclose(t1.Logits(b), t2.Logits(b), 1e-5, 1e-5));
+}
+
+TEST(TrainerTest, TiledMlpRunsUntiledWhenMlpDropoutIsOn) {
+  // A chunk's dropout mask is not the rows of the whole one, so a layer with
+  // MLP dropout runs untiled and draws exactly the untiled masks.
+  model::LlamaModel m1 = TinyModel(5, 0.3), m2 = TinyModel(5, 0.3);
+  TrainerOptions tiled, untiled;
+  tiled.mlp_chunk_tokens = 3;
+  Trainer t1(&m1, tiled), t2(&m2, untiled);
+  TrainBatch b = Batch(2, 8, 6);
+  EXPECT_EQ(t1.ForwardBackward({b}).loss, t2.ForwardBackward({b}).loss);
+  std::vector<at::Tensor> g1 = Grads(m1), g2 = Grads(m2);
+  for (size_t i = 0; i < g1.size(); ++i) EXPECT_TRUE(at::equal(g1[i], g2[i])) << "param " << i;
+}
+
+TEST(TrainerTest, MaskFromExampleOffsetsMatchesTheDenseMask) {
+  // On a GPU the data pipeline hands over only the example offsets (no
+  // [B, 1, T, T] mask); where variable-length attention does not apply the
+  // trainer builds the block-diagonal mask from them.
+  model::LlamaModel m1 = TinyModel(6), m2 = TinyModel(6);
+  Trainer t1(&m1, {}), t2(&m2, {});
+  TrainBatch dense = PackedBatch(2, 11, 6, 13);
+  TrainBatch offsets = dense;
+  offsets.attention_mask = at::Tensor();
+  offsets.cu_seqlens = at::tensor(std::vector<int32_t>{0, 6, 11, 17, 22}, at::kInt);
+  offsets.max_seqlen = 6;
+  EXPECT_EQ(t1.ForwardBackward({dense}).loss, t2.ForwardBackward({offsets}).loss);
+  std::vector<at::Tensor> g1 = Grads(m1), g2 = Grads(m2);
+  for (size_t i = 0; i < g1.size(); ++i) EXPECT_TRUE(at::equal(g1[i], g2[i])) << "param " << i;
+}
+
+TEST(TrainerTest, LayerHalvesComposeToTheLayerAndTheMlpTilesByRows) {
+  model::LlamaModel m = TinyModel(4);
+  c10::NoGradGuard no_grad;
+  at::manual_seed(2);
+  at::Tensor x = at::randn({2, 9, 32});
+  at::Tensor pos = at::arange(9, at::kLong).unsqueeze(0).expand({2, 9});
+  model::AttentionInputs attn = model::MakeAttentionInputs(m.config, pos, at::kFloat);
+  lora::DequantWorkspace ws;
+  const model::DecoderLayer& layer = m.layers[1];
+  at::Tensor whole = model::DecoderLayerForward(layer, m.config, x, attn, ws, true, 17);
+  at::Tensor a = model::AttentionHalf(layer, m.config, x, attn, ws, true, 17);
+  EXPECT_TRUE(at::equal(model::MlpHalf(layer, m.config, a, ws, true, 17), whole));
+  at::Tensor rows = a.reshape({-1, 32});
+  at::Tensor slice = model::MlpHalf(layer, m.config, rows.narrow(0, 5, 6), ws, true, 17);
+  EXPECT_TRUE(at::allclose(slice, whole.reshape({-1, 32}).narrow(0, 5, 6), 1e-6, 1e-6));
 }
 
 }  // namespace
