@@ -71,15 +71,17 @@ struct MemoryPlan {
   int64_t capacity_bytes = 0;
   std::string capacity_source;
   int world_size = 1;
-  int64_t trainable_parameters = 0;  // LoRA parameters of the whole model
+  int64_t trainable_parameters = 0;  // adapter parameters of the whole model
   bool fits() const { return capacity_bytes <= 0 || device.Total() <= capacity_bytes; }
 };
 
 MemoryPlan PlanMemory(const model::ModelConfig& model, const train::JobConfig& job,
                       const PlanDevice& device);
 
-// LoRA parameters of `model` with `lora` (r × (in + out) per adapted linear).
-int64_t LoraParameterCount(const model::ModelConfig& model, const train::LoraConfig& lora);
+// Trainable parameters of `model` with `lora`: r × (in + out) per adapted
+// linear, plus `out` for DoRA's magnitude vector (`dora`: train.method dora).
+int64_t LoraParameterCount(const model::ModelConfig& model, const train::LoraConfig& lora,
+                           bool dora = false);
 
 }  // namespace rigtune::plan
 

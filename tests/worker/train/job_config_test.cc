@@ -81,7 +81,28 @@ INSTANTIATE_TEST_SUITE_P(
                               "train.early_stopping_patience"},
                       BadCase{R"(, "dataset": {"chat_template_kwargs": [1]})",
                               "dataset.chat_template_kwargs"},
-                      BadCase{R"(, "dataset": {"chat_template": 3})", "dataset.chat_template"}));
+                      BadCase{R"(, "dataset": {"chat_template": 3})", "dataset.chat_template"},
+                      BadCase{R"(, "train": {"base": "int8"})", "train.base"},
+                      BadCase{R"(, "train": {"method": "full"})", "train.method"}));
+
+TEST(JobConfigTest, BaseAndMethodDefaultToQloraAndRoundTrip) {
+  auto old = ParseJobConfig(Job(""));  // a job file from before train.base existed
+  ASSERT_TRUE(old.ok()) << old.status();
+  EXPECT_EQ(old->train.base, "nf4");
+  EXPECT_EQ(old->train.method, "lora");
+  auto c = ParseJobConfig(Job(R"(, "train": {"base": "bf16", "method": "dora"})"));
+  ASSERT_TRUE(c.ok()) << c.status();
+  auto again = ParseJobConfig(JobConfigToJson(*c));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->train.base, "bf16");
+  EXPECT_EQ(again->train.method, "dora");
+}
+
+TEST(JobConfigTest, UnknownMethodListsTheImplementedOnes) {
+  auto c = ParseJobConfig(Job(R"(, "train": {"method": "llama_pro"})"));
+  ASSERT_FALSE(c.ok());
+  EXPECT_THAT(c.status().message(), HasSubstr("must be one of lora, dora; got 'llama_pro'"));
+}
 
 TEST(JobConfigTest, ValidationFieldsRoundTrip) {
   auto c = ParseJobConfig(Job(R"(, "dataset": {"path": "/d.jsonl", "validation_fraction": 0.25},
