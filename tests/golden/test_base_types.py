@@ -152,3 +152,86 @@ def test_dora_adapter_loads_in_peft(tmp_path, base):
     with torch.no_grad():
         logits = loaded(input_ids=batches["input_ids_0"]).logits
     assert rel(got["logits"], logits) < 1e-4
+
+
+def run_cuda_bf16(tmp_path, base, use_dora):
+    """The comparison on a GPU in bf16 (rigtune: the base dequantized or kept
+    in bf16, bf16 compute, float32 adapter masters; the reference: transformers
+    + PEFT in bf16 with PEFT's float32 adapters, over the engine's own base
+    weights). Tolerances are bf16's (test_engine.BF16_TOLERANCE); PEFT takes
+    DoRA's weight norm in bf16, rigtune in float32."""
+    config, model_dir = save_random_model(tmp_path, "llama_gqa_llama3rope")
+    init = reference(model_dir, "bf16", use_dora)
+    init.save_pretrained(tmp_path / "adapter0")
+    batches = make_batches(config.vocab_size, 2, 24, seed=2)
+    save_file(batches, tmp_path / "batches.safetensors")
+    spec = {"model_dir": str(model_dir), "adapter_dir": str(tmp_path / "adapter0"),
+            "batches": str(tmp_path / "batches.safetensors"), "out": str(tmp_path / "out.safetensors"),
+            "lora": {"r": R, "alpha": ALPHA, "target_modules": TARGETS, "use_dora": use_dora},
+            "optim": OPTIM, "steps": STEPS, "grad_accum": 2, "device": "cuda", "dtype": "bf16",
+            "base": base}
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    subprocess.run([TOOL, str(tmp_path / "spec.json")], check=True)
+    got = load_file(tmp_path / "out.safetensors")
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16).cuda()
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "base." + n in got:
+                p.copy_(got["base." + n].to(torch.bfloat16))
+    ref = PeftModel.from_pretrained(model, tmp_path / "adapter0", is_trainable=True)
+    ref.eval()
+    with torch.no_grad():
+        logits = ref(input_ids=batches["input_ids_0"].cuda()).logits.float().cpu()
+    results = {"logits": rel(got["logits"], logits)}
+    ref.train()
+    trainable = [(n, p) for n, p in ref.named_parameters() if p.requires_grad]
+    loss0 = accumulate(ref, batches, 0, "cuda")
+    results["loss"] = abs(got["loss"].item() - loss0) / abs(loss0)
+    results["grad"] = max(rel(got["grad." + engine_key(n)], p.grad.float().cpu())
+                          for n, p in trainable)
+    ref.zero_grad(set_to_none=True)
+    opt = torch.optim.AdamW([p for _, p in trainable], lr=LR, betas=(0.9, 0.95), eps=1e-8,
+                            weight_decay=0.01, foreach=False)
+    losses = []
+    for s in range(STEPS):
+        losses.append(accumulate(ref, batches, s, "cuda"))
+        torch.nn.utils.clip_grad_norm_([p for _, p in trainable], 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    results["trajectory"] = max(abs(a - b) / abs(b) for a, b in zip(got["losses"].tolist(), losses))
+    return results
+
+
+CUDA_CASES = [("bf16", False), ("nf4", True), ("bf16", True)]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("base,use_dora", CUDA_CASES)
+def test_bf16_cuda_matches_peft(tmp_path, base, use_dora):
+    from test_engine import BF16_TOLERANCE
+
+    results = run_cuda_bf16(tmp_path, base, use_dora)
+    for key, tol in BF16_TOLERANCE.items():
+        assert results[key] < tol, (key, results[key])
+
+
+if __name__ == "__main__":
+    # On the GPU machine (which may lack pytest): one row per case.
+    import pathlib
+    import sys
+    import tempfile
+
+    from test_engine import BF16_TOLERANCE
+
+    failed = 0
+    print("| base | method | logits rel | loss rel | max grad rel | max trajectory rel | ok |")
+    print("|---|---|---|---|---|---|---|")
+    for base, use_dora in CUDA_CASES:
+        with tempfile.TemporaryDirectory() as d:
+            r = run_cuda_bf16(pathlib.Path(d), base, use_dora)
+        ok = all(r[k] < t for k, t in BF16_TOLERANCE.items())
+        failed += not ok
+        print(f"| {base} | {'dora' if use_dora else 'lora'} | {r['logits']:.2e} | {r['loss']:.2e} | "
+              f"{r['grad']:.2e} | {r['trajectory']:.2e} | {'yes' if ok else 'NO'} |")
+    sys.exit(1 if failed else 0)

@@ -52,13 +52,16 @@ LayerLayout LayerLayout::ForConfig(const model::ModelConfig& config,
     const int64_t n = lin.shape[0] * lin.shape[1];
     const int64_t blocks = kernels::Nf4NumBlocks(n);
     if (base == quant::BaseFormat::kBf16) {
-      lin.packed = Take(&cursor, dtype, lin.shape);
-    } else if (lin.packed = Take(&cursor, at::kByte, {kernels::Nf4PackedBytes(n)}); nested) {
-      lin.absmax = Take(&cursor, at::kByte, {blocks});
-      lin.nested_absmax = Take(&cursor, at::kFloat, {kernels::Nf4NumNestedBlocks(blocks)});
-      lin.nested_map = Take(&cursor, at::kFloat, {256});
+      lin.packed = Take(&cursor, dtype, lin.shape);  // the dense weight itself
     } else {
-      lin.absmax = Take(&cursor, at::kFloat, {blocks});
+      lin.packed = Take(&cursor, at::kByte, {kernels::Nf4PackedBytes(n)});
+      if (nested) {
+        lin.absmax = Take(&cursor, at::kByte, {blocks});
+        lin.nested_absmax = Take(&cursor, at::kFloat, {kernels::Nf4NumNestedBlocks(blocks)});
+        lin.nested_map = Take(&cursor, at::kFloat, {256});
+      } else {
+        lin.absmax = Take(&cursor, at::kFloat, {blocks});
+      }
     }
     if (model::ProjHasBias(config, p)) lin.bias = Take(&cursor, dtype, {lin.shape[0]});
     lin.spec = specs[p];
