@@ -10,9 +10,11 @@
 // "activation_checkpointing", "steps", "grad_accum", "device" (cpu | cuda),
 // "dtype" (fp32 | bf16), "save_adapter" (optional: a folder where the
 // initial adapter is written with SaveAdapter, for PEFT to load), "base"
-// (optional: nf4 | bf16, the job file's train.base; nf4 when absent)}.
+// (optional: nf4 | bf16 | hqq4, the job file's train.base; nf4 when absent)}.
 // Outputs: logits (batch 0, before training), loss, grad.<peft key> for the
-// first step's gradients, losses (one per step), and the final adapter.
+// first step's gradients, losses (one per step), and the final adapter; with
+// an hqq4 base also hqq.<weight>.codes / .scale / .zero (codes unpacked to
+// [groups, 64], scale and zero one per group).
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
 
@@ -107,8 +109,15 @@ int main(int argc, char** argv) {
     for (int p = 0; p < rigtune::model::kNumProj; ++p) {
       auto w = model->layers[i].proj[p].weight().Dequantize(at::kFloat);
       if (!w.ok()) return Fail(w.status().ToString());
-      out["base.model.layers." + std::to_string(i) + "." + rigtune::model::ProjPath(p) +
-          ".weight"] = w->cpu();
+      const std::string name =
+          "model.layers." + std::to_string(i) + "." + rigtune::model::ProjPath(p) + ".weight";
+      out["base." + name] = w->cpu();
+      const auto& frozen = model->layers[i].proj[p].weight();
+      if (frozen.format() == rigtune::quant::BaseFormat::kHqq4) {
+        out["hqq." + name + ".codes"] = frozen.hqq4().Codes().cpu().contiguous();
+        out["hqq." + name + ".scale"] = frozen.hqq4().scale().cpu();
+        out["hqq." + name + ".zero"] = frozen.hqq4().zero().cpu();
+      }
     }
   }
 

@@ -3,6 +3,10 @@
 
 - train.base bf16 (a dense base: on the CPU engine the fp32 weights as they
   are) + LoRA against PEFT LoRA on the unquantized transformers model.
+- train.base hqq4: the codes, scales and zeros equal the `hqq` package's
+  for its default 4-bit settings (group 64, axis 1, round_zero, its proximal
+  solver), the dequantized weights equal hqq's bit for bit, and LoRA on that
+  base trains as PEFT LoRA over hqq's dequantized weights.
 - train.method dora on an nf4 and a bf16 base against PEFT `use_dora=True`
   (on the NF4 round-trip of the weights for nf4): logits, loss and the
   gradients of A, B and the magnitude vector, then a 20-step AdamW
@@ -28,12 +32,39 @@ OPTIM = {"lr": LR, "weight_decay": 0.01, "beta1": 0.9, "beta2": 0.95, "eps": 1e-
          "max_grad_norm": 1.0}
 
 
+def hqq_quantize(w):
+    """hqq's Quantizer with BaseQuantizeConfig(nbits=4, group_size=64), on the
+    CPU in float32: (unpacked codes [groups, 64], scale, zero, dequantized)."""
+    from hqq.core.quantize import BaseQuantizeConfig, Quantizer
+
+    params = BaseQuantizeConfig(nbits=4, group_size=64)["weight_quant_params"]
+    w_q, meta = Quantizer.quantize(w, device="cpu", compute_dtype=torch.float32, **params)
+    meta["compute_dtype"] = torch.float32
+    codes = Quantizer.unpack[meta["packing"]](w_q)
+    return codes, meta["scale"].reshape(-1), meta["zero"].reshape(-1), \
+        Quantizer.dequantize(w_q, meta)
+
+
+def load_hqq4_base(model_dir):
+    """The fp32 model with every decoder linear replaced by hqq's dequantized
+    4-bit weights."""
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            for mod in list(layer.self_attn.children()) + list(layer.mlp.children()):
+                if isinstance(mod, torch.nn.Linear):
+                    mod.weight.copy_(hqq_quantize(mod.weight.detach().clone())[3])
+    return model
+
+
 def reference(model_dir, base, use_dora, seed=1):
     """PEFT over the weights rigtune computes with, with a random adapter (B
     non-zero, magnitudes off their initial row norms, so every gradient and
     the DoRA rescaling are informative)."""
     if base == "nf4":
         model = load_nf4_base(model_dir)
+    elif base == "hqq4":
+        model = load_hqq4_base(model_dir)
     else:
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     cfg = LoraConfig(r=R, lora_alpha=ALPHA, lora_dropout=0.0, target_modules=TARGETS,
@@ -116,6 +147,39 @@ def test_bf16_base_lora_matches_peft(tmp_path, name):
     for key, w in got.items():
         if key.startswith("base."):
             assert torch.equal(w, weights[key[len("base."):]]), key
+    compare(ref, got, batches)
+
+
+def test_hqq4_quantizes_as_hqq(tmp_path):
+    """rigtune's W_q, scale and zero are hqq's, and so is the dequantized weight."""
+    config, model_dir = save_random_model(tmp_path, "qwen2_bias")
+    ref = reference(model_dir, "bf16", use_dora=False)
+    ref.save_pretrained(tmp_path / "adapter0")
+    batches = make_batches(config.vocab_size, 2, 24, seed=2)
+    got = run_engine(tmp_path, model_dir, tmp_path / "adapter0", batches, "hqq4", False, steps=0)
+    weights = load_file(model_dir / "model.safetensors")
+    checked = 0
+    for key in got:
+        if not key.startswith("base."):
+            continue
+        name = key[len("base."):]
+        codes, scale, zero, dequantized = hqq_quantize(weights[name])
+        assert torch.equal(got[f"hqq.{name}.codes"], codes), name
+        assert torch.equal(got[f"hqq.{name}.scale"], scale), name
+        assert torch.equal(got[f"hqq.{name}.zero"], zero), name
+        assert torch.equal(got[key], dequantized), name
+        checked += 1
+    assert checked == 7 * config.num_hidden_layers
+
+
+def test_hqq4_base_lora_matches_peft(tmp_path):
+    """LoRA on an hqq4 base: the same steps as PEFT LoRA over hqq's
+    dequantized weights."""
+    config, model_dir = save_random_model(tmp_path, "llama_gqa_llama3rope")
+    ref = reference(model_dir, "hqq4", use_dora=False)
+    ref.save_pretrained(tmp_path / "adapter0")
+    batches = make_batches(config.vocab_size, 2, 24, seed=2)
+    got = run_engine(tmp_path, model_dir, tmp_path / "adapter0", batches, "hqq4", False)
     compare(ref, got, batches)
 
 

@@ -53,6 +53,11 @@ LayerLayout LayerLayout::ForConfig(const model::ModelConfig& config,
     const int64_t blocks = kernels::Nf4NumBlocks(n);
     if (base == quant::BaseFormat::kBf16) {
       lin.packed = Take(&cursor, dtype, lin.shape);  // the dense weight itself
+    } else if (base == quant::BaseFormat::kHqq4) {
+      const int64_t groups = n / quant::Hqq4Tensor::kGroupSize;
+      lin.packed = Take(&cursor, at::kByte, {groups / 2, quant::Hqq4Tensor::kGroupSize});
+      lin.hqq_scale = Take(&cursor, at::kFloat, {groups});
+      lin.hqq_zero = Take(&cursor, at::kFloat, {groups});
     } else {
       lin.packed = Take(&cursor, at::kByte, {kernels::Nf4PackedBytes(n)});
       if (nested) {
@@ -116,6 +121,10 @@ at::Tensor LayerLayout::FlattenFrozen(const model::DecoderLayer& layer) const {
     const quant::FrozenWeight& w = layer.proj[p].weight();
     if (w.is_dense()) {
       Put(flat, lin.packed, w.dense());
+    } else if (w.format() == quant::BaseFormat::kHqq4) {
+      Put(flat, lin.packed, w.hqq4().packed());
+      Put(flat, lin.hqq_scale, w.hqq4().scale());
+      Put(flat, lin.hqq_zero, w.hqq4().zero());
     } else {
       Put(flat, lin.packed, w.nf4().packed());
       Put(flat, lin.absmax, w.nf4().absmax());
@@ -167,6 +176,12 @@ absl::StatusOr<model::DecoderLayer> LayerLayout::Unflatten(const at::Tensor& fro
     absl::StatusOr<quant::FrozenWeight> w;
     if (lin.base == quant::BaseFormat::kBf16) {
       w = quant::FrozenWeight::Dense(View(frozen, lin.packed));
+    } else if (lin.base == quant::BaseFormat::kHqq4) {
+      auto hqq = quant::Hqq4Tensor::FromParts(lin.shape, View(frozen, lin.packed),
+                                              View(frozen, lin.hqq_scale),
+                                              View(frozen, lin.hqq_zero));
+      if (!hqq.ok()) return hqq.status();
+      w = quant::FrozenWeight(*std::move(hqq));
     } else {
       auto nf4 = quant::Nf4Tensor::FromParts(
           lin.shape, lin.weight_dtype, View(frozen, lin.packed), View(frozen, lin.absmax),

@@ -3,8 +3,9 @@
 //
 // Frozen state (a uint8 buffer): for each projection its base weight (NF4:
 // packed codes, absmax (uint8 codes when double-quantized, else float32),
-// nested absmax and nested map; a dense base: the weight in the compute
-// dtype, in the `packed` segment), and bias; then the two RMSNorm weights. Every segment starts on
+// nested absmax and nested map; hqq4: packed codes, float32 scales and
+// zeros; a dense base: the weight in the compute dtype, in the `packed`
+// segment), and bias; then the two RMSNorm weights. Every segment starts on
 // a 16-byte boundary; the total is padded to a multiple of 16 x shards, so
 // each rank's shard is the same size. The quant constants travel with the
 // codes: nothing is replicated per rank except a few scalars (nested offsets
@@ -42,6 +43,7 @@ struct LinearLayout {
   quant::BaseFormat base = quant::BaseFormat::kNf4;
   float nested_offset = 0.f;
   Segment packed, absmax, nested_absmax, nested_map, bias;
+  Segment hqq_scale, hqq_zero;  // hqq4 only
   lora::LoraSpec spec;
   int64_t lora_a = 0, lora_b = 0, magnitude = 0;  // float offsets into the trainable buffer
   int64_t Offset(lora::AdapterPart part) const {

@@ -18,7 +18,8 @@ namespace {
 // - Frozen weights. A linear of n weights in NF4 with bitsandbytes' double
 //   quantization: n/2 packed bytes, n/64 one-byte absmax codes, a float per
 //   256 of those, the 256-entry nested map and the 16-entry code table; a
-//   dense base (train.base bf16) is n × d, with no dequantize workspace. A
+//   dense base (train.base bf16) is n × d, with no dequantize workspace;
+//   hqq4 is n/2 code bytes and a float32 scale and zero per 64 weights. A
 //   layer adds its two RMSNorm weights (and biases) in the compute dtype;
 //   the embedding and the untied LM head are V × H in the compute dtype.
 //   One process holds all of it; full_shard and hybrid hold 1/W of it plus
@@ -90,7 +91,9 @@ int64_t DtypeBytes(const std::string& dtype) { return dtype == "fp32" ? 4 : 2; }
 
 // Bytes of a frozen linear of n weights in the job's base format.
 int64_t BaseBytes(const std::string& base, int64_t n, int64_t d) {
-  return base == "bf16" ? n * d : Nf4Bytes(n);
+  if (base == "bf16") return n * d;
+  if (base == "hqq4") return n / 2 + n / 64 * 8;  // codes, float32 scale and zero per 64
+  return Nf4Bytes(n);
 }
 
 int64_t LayerFrozenBytes(const model::ModelConfig& m, const std::string& base, int64_t d) {

@@ -12,14 +12,15 @@ const char* BaseFormatName(BaseFormat format) {
   switch (format) {
     case BaseFormat::kNf4: return "nf4";
     case BaseFormat::kBf16: return "bf16";
+    case BaseFormat::kHqq4: return "hqq4";
   }
   return "?";
 }
 
-std::vector<std::string> BaseFormatNames() { return {"nf4", "bf16"}; }
+std::vector<std::string> BaseFormatNames() { return {"nf4", "bf16", "hqq4"}; }
 
 absl::StatusOr<BaseFormat> ParseBaseFormat(absl::string_view name, absl::string_view field) {
-  for (BaseFormat f : {BaseFormat::kNf4, BaseFormat::kBf16}) {
+  for (BaseFormat f : {BaseFormat::kNf4, BaseFormat::kBf16, BaseFormat::kHqq4}) {
     if (name == BaseFormatName(f)) return f;
   }
   return absl::InvalidArgumentError(absl::StrCat(field, ": must be one of ",
@@ -28,6 +29,9 @@ absl::StatusOr<BaseFormat> ParseBaseFormat(absl::string_view name, absl::string_
 }
 
 FrozenWeight::FrozenWeight(Nf4Tensor nf4) : format_(BaseFormat::kNf4), nf4_(std::move(nf4)) {}
+
+FrozenWeight::FrozenWeight(Hqq4Tensor hqq4)
+    : format_(BaseFormat::kHqq4), hqq4_(std::move(hqq4)) {}
 
 FrozenWeight FrozenWeight::Dense(at::Tensor weight) {
   FrozenWeight w;
@@ -44,25 +48,51 @@ absl::StatusOr<FrozenWeight> FrozenWeight::Make(const at::Tensor& weight, BaseFo
     }
     return Dense(weight.to(dense_dtype).contiguous());
   }
+  if (format == BaseFormat::kHqq4) {
+    auto q = Hqq4Tensor::Quantize(weight);
+    if (!q.ok()) return q.status();
+    return FrozenWeight(*std::move(q));
+  }
   auto q = Nf4Tensor::Quantize(weight);
   if (!q.ok()) return q.status();
   return FrozenWeight(*std::move(q));
 }
 
 std::vector<int64_t> FrozenWeight::shape() const {
-  return is_dense() ? dense_.sizes().vec() : nf4_.shape();
+  switch (format_) {
+    case BaseFormat::kBf16: return dense_.sizes().vec();
+    case BaseFormat::kHqq4: return hqq4_.shape();
+    default: return nf4_.shape();
+  }
 }
 
-int64_t FrozenWeight::numel() const { return is_dense() ? dense_.numel() : nf4_.numel(); }
+int64_t FrozenWeight::numel() const {
+  switch (format_) {
+    case BaseFormat::kBf16: return dense_.numel();
+    case BaseFormat::kHqq4: return hqq4_.numel();
+    default: return nf4_.numel();
+  }
+}
 
-at::Device FrozenWeight::device() const { return is_dense() ? dense_.device() : nf4_.device(); }
+at::Device FrozenWeight::device() const {
+  switch (format_) {
+    case BaseFormat::kBf16: return dense_.device();
+    case BaseFormat::kHqq4: return hqq4_.device();
+    default: return nf4_.device();
+  }
+}
 
 int64_t FrozenWeight::bytes() const {
-  return is_dense() ? dense_.numel() * static_cast<int64_t>(dense_.element_size()) : nf4_.bytes();
+  switch (format_) {
+    case BaseFormat::kBf16: return dense_.numel() * static_cast<int64_t>(dense_.element_size());
+    case BaseFormat::kHqq4: return hqq4_.bytes();
+    default: return nf4_.bytes();
+  }
 }
 
 absl::Status FrozenWeight::DequantizeInto(at::Tensor& out) const {
-  if (!is_dense()) return nf4_.DequantizeInto(out);
+  if (format_ == BaseFormat::kNf4) return nf4_.DequantizeInto(out);
+  if (format_ == BaseFormat::kHqq4) return hqq4_.DequantizeInto(out);
   if (out.numel() != dense_.numel()) {
     return absl::InvalidArgumentError(absl::StrCat("dense base: output has ", out.numel(),
                                                    " elements, the weight ", dense_.numel()));
@@ -73,11 +103,13 @@ absl::Status FrozenWeight::DequantizeInto(at::Tensor& out) const {
 
 absl::StatusOr<at::Tensor> FrozenWeight::Dequantize(at::ScalarType dtype) const {
   if (is_dense()) return dense_.to(dtype, /*non_blocking=*/false, /*copy=*/true);
+  if (format_ == BaseFormat::kHqq4) return hqq4_.Dequantize(dtype);
   return nf4_.Dequantize(dtype);
 }
 
 FrozenWeight FrozenWeight::To(at::Device device) const {
   if (is_dense()) return Dense(dense_.to(device));
+  if (format_ == BaseFormat::kHqq4) return FrozenWeight(hqq4_.To(device));
   return FrozenWeight(nf4_.To(device));
 }
 

@@ -2,6 +2,7 @@
 // format the job chose for its base (`train.base` in the job file).
 //
 //   nf4   bitsandbytes NF4 (4 bits + block constants), see Nf4Tensor
+//   hqq4  HQQ 4-bit (groups of 64, a scale and zero each), see Hqq4Tensor
 //   bf16  no quantization: the weight as a dense tensor in the compute dtype
 //         (bf16 on GPUs; whatever train.dtype says, e.g. fp32 on the CPU)
 //
@@ -24,13 +25,14 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "worker/quant/hqq4_tensor.h"
 #include "worker/quant/nf4_tensor.h"
 
 namespace rigtune::quant {
 
-enum class BaseFormat { kNf4, kBf16 };
+enum class BaseFormat { kNf4, kBf16, kHqq4 };
 
-// "nf4" | "bf16". The job-file spelling of a format.
+// "nf4" | "bf16" | "hqq4". The job-file spelling of a format.
 const char* BaseFormatName(BaseFormat format);
 // The inverse; INVALID_ARGUMENT naming `field` and listing the formats.
 absl::StatusOr<BaseFormat> ParseBaseFormat(absl::string_view name,
@@ -43,10 +45,11 @@ class FrozenWeight {
   FrozenWeight() = default;
   // An NF4 base (implicit: loaders and FSDP gathers hand in Nf4Tensors).
   FrozenWeight(Nf4Tensor nf4);  // NOLINT(google-explicit-constructor)
+  explicit FrozenWeight(Hqq4Tensor hqq4);
   // A dense base: `weight` [out, in], kept as it is (a view is fine: FSDP
   // hands in views of a gathered buffer).
   static FrozenWeight Dense(at::Tensor weight);
-  // `weight` in `format`: quantized (nf4) or cast to `dense_dtype` (bf16).
+  // `weight` in `format`: quantized (nf4, hqq4) or cast to `dense_dtype` (bf16).
   static absl::StatusOr<FrozenWeight> Make(const at::Tensor& weight, BaseFormat format,
                                            at::ScalarType dense_dtype);
 
@@ -58,10 +61,11 @@ class FrozenWeight {
   int64_t bytes() const;  // on-device footprint
   // NF4 only: whether absmax is double-quantized, and its mean offset
   // (false and 0 for a dense base).
-  bool double_quant() const { return !is_dense() && nf4_.double_quant(); }
-  float nested_offset() const { return is_dense() ? 0.f : nf4_.nested_offset(); }
+  bool double_quant() const { return format_ == BaseFormat::kNf4 && nf4_.double_quant(); }
+  float nested_offset() const { return format_ == BaseFormat::kNf4 ? nf4_.nested_offset() : 0.f; }
 
   const Nf4Tensor& nf4() const { return nf4_; }    // valid when format() == kNf4
+  const Hqq4Tensor& hqq4() const { return hqq4_; }  // valid when format() == kHqq4
   const at::Tensor& dense() const { return dense_; }  // valid when is_dense()
 
   // Writes the weight into `out` (shape()-many elements, a float dtype).
@@ -73,6 +77,7 @@ class FrozenWeight {
  private:
   BaseFormat format_ = BaseFormat::kNf4;
   Nf4Tensor nf4_;
+  Hqq4Tensor hqq4_;
   at::Tensor dense_;
 };
 

@@ -125,7 +125,7 @@ absl::Status Validate(const JobConfig& c) {
   if (c.train.grad_accum < 1) return Err("train.grad_accum", "must be >= 1");
   if (c.train.epochs < 1) return Err("train.epochs", "must be >= 1");
   if (c.train.max_steps < 0) return Err("train.max_steps", "must be >= 0");
-  RT_RETURN_IF_ERROR(OneOf("train.base", c.train.base, {"nf4", "bf16"}));
+  RT_RETURN_IF_ERROR(OneOf("train.base", c.train.base, {"nf4", "bf16", "hqq4"}));
   RT_RETURN_IF_ERROR(OneOf("train.method", c.train.method, {"lora", "dora"}));
   RT_RETURN_IF_ERROR(OneOf("train.dtype", c.train.dtype, {"bf16", "fp16", "fp32"}));
   RT_RETURN_IF_ERROR(OneOf("train.device", c.train.device, {"auto", "cpu", "cuda"}));

@@ -90,6 +90,7 @@ TEST(JobConfigTest, BaseAndMethodDefaultToQloraAndRoundTrip) {
   ASSERT_TRUE(old.ok()) << old.status();
   EXPECT_EQ(old->train.base, "nf4");
   EXPECT_EQ(old->train.method, "lora");
+  EXPECT_TRUE(ParseJobConfig(Job(R"(, "train": {"base": "hqq4"})")).ok());
   auto c = ParseJobConfig(Job(R"(, "train": {"base": "bf16", "method": "dora"})"));
   ASSERT_TRUE(c.ok()) << c.status();
   auto again = ParseJobConfig(JobConfigToJson(*c));
