@@ -17,7 +17,8 @@ struct Combo {
   const char* base;
   const char* method;
 };
-constexpr Combo kCombos[] = {{"bf16", "lora"}, {"nf4", "dora"}, {"bf16", "dora"}};
+constexpr Combo kCombos[] = {
+    {"bf16", "lora"}, {"hqq4", "lora"}, {"nf4", "dora"}, {"bf16", "dora"}, {"hqq4", "dora"}};
 
 std::string Name(const Combo& c, const std::string& what) {
   return std::string(c.base) + "_" + c.method + "_" + what;

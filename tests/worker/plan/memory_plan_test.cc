@@ -111,7 +111,7 @@ TEST(MemoryPlanTest, DoraAddsOneMagnitudePerOutputRow) {
   EXPECT_EQ(PlanMemory(*model, job, PlanDevice{}).trainable_parameters, 828375040 + 80 * 83968);
 }
 
-TEST(MemoryPlanTest, Bf16BaseHoldsTwoBytesPerWeight) {
+TEST(MemoryPlanTest, BaseFormatsSetTheFrozenBytes) {
   auto model = model::RandomModelConfig("llama2-7b");
   ASSERT_TRUE(model.ok());
   train::JobConfig job;
@@ -123,6 +123,12 @@ TEST(MemoryPlanTest, Bf16BaseHoldsTwoBytesPerWeight) {
   EXPECT_EQ(PlanMemory(*model, job, PlanDevice{}).device.frozen_weights, expected);
   EXPECT_LT(PlanMemory(*model, train::JobConfig{}, PlanDevice{}).device.frozen_weights,
             expected / 3);  // NF4: about a quarter of the linears' bytes
+  // hqq4: half a byte per weight plus a float32 scale and zero per 64.
+  job.train.base = "hqq4";
+  const int64_t linears = 4LL * 4096 * 4096 + 3LL * 4096 * 11008;
+  EXPECT_EQ(PlanMemory(*model, job, PlanDevice{}).device.frozen_weights,
+            32 * (2 * 4096 * 2 + linears / 2 + linears / 64 * 8) +
+                (32000LL * 4096 * 2 + 4096 * 2) + 32000LL * 4096 * 2);
 }
 
 TEST(MemoryPlanTest, CapWinsOverTheCardAndTheCardKeepsContextRoom) {
