@@ -124,8 +124,17 @@ absl::Status Hqq4Tensor::DequantizeInto(at::Tensor& out) const {
                      device().str()));
   }
   c10::NoGradGuard no_grad;
-  const at::Tensor w = (Codes().to(at::kFloat) - zero_.unsqueeze(1)) * scale_.unsqueeze(1);
-  out.view({-1, kGroupSize}).copy_(w);
+  // In float32 (in `out` itself when it is float32), rounded once to out's
+  // dtype: the same as hqq's dequantize with a float32 compute dtype.
+  at::Tensor o = out.view({-1, kGroupSize});
+  at::Tensor w = out.scalar_type() == at::kFloat
+                     ? o
+                     : at::empty(o.sizes(), o.options().dtype(at::kFloat));
+  const int64_t half = packed_.size(0);
+  w.narrow(0, 0, half).copy_(packed_.bitwise_right_shift(4));
+  w.narrow(0, half, half).copy_(packed_.bitwise_and(15));
+  w.sub_(zero_.unsqueeze(1)).mul_(scale_.unsqueeze(1));
+  if (!w.is_same(o)) o.copy_(w);
   return absl::OkStatus();
 }
 
