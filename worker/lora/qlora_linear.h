@@ -111,8 +111,12 @@ class QLoraLinear {
 };
 
 // x · dequant(W)ᵀ with the dequantize-twice backward (exposed for tests).
+// Backward reads `weight` again, so it must outlive the graph: a temporary
+// (say an Nf4Tensor converted on the fly) is refused at compile time.
 at::Tensor Nf4Matmul(const at::Tensor& x, const quant::FrozenWeight& weight,
                      DequantWorkspace& workspace);
+at::Tensor Nf4Matmul(const at::Tensor& x, quant::FrozenWeight&& weight,
+                     DequantWorkspace& workspace) = delete;
 
 // x · dequant(W)ᵀ + s · (h · Aᵀ) · Bᵀ as one autograd node (no bias): the
 // product QLoraLinear::Forward runs, and the one DoRA rescales. Gradients for
