@@ -1,7 +1,10 @@
 // DoRA (worker/lora/dora.h) against the same formula written with plain ATen
 // autograd ops, on an NF4 and a dense base: outputs and the gradients of x,
-// A, B and the magnitude, with and without a dropout-style adapter input.
+// A, B and the magnitude, with and without a dropout-style adapter input;
+// and DoRA linears stay out of grouped products.
 #include "worker/lora/dora.h"
+
+#include "worker/lora/grouped_qlora.h"
 
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
@@ -71,6 +74,16 @@ TEST_P(DoraTest, MatchesTheAutogradReference) {
     EXPECT_LT(RelErr(y, y_ref), 1e-5);
     for (size_t k = 0; k < ref.size(); ++k) EXPECT_LT(RelErr(grads[k], ref[k]), 1e-5) << k;
   }
+}
+
+TEST_P(DoraTest, DoraLinearsDoNotJoinGroupedProducts) {
+  at::manual_seed(3);
+  QLoraLinear lora(Base(GetParam(), at::randn({16, 64})), at::Tensor(), LoraSpec{4, 1.0, 0.0}, 1);
+  QLoraLinear dora(Base(GetParam(), at::randn({16, 64})), at::Tensor(),
+                   LoraSpec{4, 1.0, 0.0, /*dora=*/true}, 2);
+  QLoraLinear other(Base(GetParam(), at::randn({8, 64})), at::Tensor(), LoraSpec{4, 1.0, 0.0}, 3);
+  EXPECT_TRUE(CanGroup({&lora, &other}, true));  // any base format groups
+  EXPECT_FALSE(CanGroup({&lora, &dora}, true));
 }
 
 INSTANTIATE_TEST_SUITE_P(Bases, DoraTest, ::testing::Values(false, true),
