@@ -67,7 +67,7 @@ absl::StatusOr<Hqq4Tensor> Hqq4Tensor::Quantize(const at::Tensor& weight) {
     const at::Tensor q = at::round(wf * s + z).clamp_(0.0, kMaxCode);
     const at::Tensor wr = (q - z) / s;
     const at::Tensor we = Shrink(wf - wr);
-    z = at::mean(q - (wf - we) * s, {1}, /*keepdim=*/true);
+    z = at::mean(q - (wf - we) * s, at::IntArrayRef{1}, /*keepdim=*/true);
     const at::Tensor error = at::abs(wf - wr).mean().to(at::kFloat);
     if (error.lt(best).item<bool>()) {
       best = error;
@@ -79,7 +79,7 @@ absl::StatusOr<Hqq4Tensor> Hqq4Tensor::Quantize(const at::Tensor& weight) {
   const int64_t half = q.size(0) / 2;
   Hqq4Tensor t;
   t.shape_ = weight.sizes().vec();
-  t.packed_ = (q.narrow(0, 0, half) << 4).bitwise_or_(q.narrow(0, half, half)).contiguous();
+  t.packed_ = q.narrow(0, 0, half).bitwise_left_shift(4).bitwise_or_(q.narrow(0, half, half));
   t.scale_ = s.reciprocal().to(at::kFloat).reshape({-1}).contiguous();
   t.zero_ = z.to(at::kFloat).reshape({-1}).contiguous();
   return t;
