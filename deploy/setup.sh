@@ -58,9 +58,10 @@ else
 fi
 
 if [ -z "${RIGTUNE_NO_GOLDEN:-}" ] && [ "$py" = "$root/.venv/bin/python" ]; then
-  if ! "$py" -c 'import bitsandbytes, transformers, peft, tokenizers, safetensors' 2>/dev/null; then
+  if ! "$py" -c 'import bitsandbytes, transformers, peft, tokenizers, safetensors, hqq' 2>/dev/null; then
     log "installing golden-test oracles (tests/golden/requirements.txt)"
-    "$py" -m pip install -q -r tests/golden/requirements.txt
+    # DISABLE_CUDA: hqq's own CUDA kernels are not needed by the oracle.
+    DISABLE_CUDA=1 "$py" -m pip install -q -r tests/golden/requirements.txt
   fi
   # Real chat templates for golden.data.chat_templates (~77 MB sdist, once;
   # the test fetches it itself or skips when this fails offline).

@@ -111,6 +111,8 @@ absl::Status ValidateHyperparameters(const rigtune::v1::JobSpec& spec) {
                        train.mlp_chunk_tokens(), 0, 1 << 30),
       InRange<int64_t>("spec.train.max_steps", train.has_max_steps(), train.max_steps(), 0,
                        100'000'000),
+      OneOf("spec.train.base", train.has_base(), train.base(), {"nf4", "bf16", "hqq4"}),
+      OneOf("spec.train.method", train.has_method(), train.method(), {"lora", "dora"}),
       OneOf("spec.train.dtype", train.has_dtype(), train.dtype(), {"bf16", "fp16", "fp32"}),
       OneOf("spec.train.device", train.has_device(), train.device(), {"auto", "cpu", "cuda"}),
       OneOf("spec.dist.sharding", dist.has_sharding(), dist.sharding(),

@@ -26,6 +26,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "worker/train/device_memory.h"
 #include "worker/profile/step_profiler.h"
@@ -55,8 +56,10 @@ int main(int argc, char** argv) {
                  "[--r N] [--no-checkpointing] [--dtype bf16|fp32] [--device cuda|cpu] "
                  "[--sharding S] [--cpu-offload] [--activation-offload] [--offload-optimizer] "
                  "[--max-gpu-memory-gib G] [--backend auto|nccl|gloo] [--mlp-chunk-tokens N] "
-                 "[--profile]\n"
+                 "[--base nf4|bf16|hqq4] [--method lora|dora] [--profile]\n"
                  "  --mlp-chunk-tokens N  rows of the row-tiled MLP (0: automatic)\n"
+                 "  --base, --method  train.base and train.method (the model column then\n"
+                 "             names them, e.g. random:llama2-7b bf16/dora)\n"
                  "  --profile  also print the time per phase of the measured steps (GPU time from\n"
                  "             CUDA events: dequantize, base GEMMs, LoRA, attention, norms/RoPE/\n"
                  "             SwiGLU/residual, loss, optimizer; recompute envelopes)\n";
@@ -73,6 +76,8 @@ int main(int argc, char** argv) {
   c.train.mlp_chunk_tokens = std::atoll(Arg(argc, argv, "--mlp-chunk-tokens", "0"));
   c.train.device = Arg(argc, argv, "--device", "auto");
   c.lora.r = std::atoll(Arg(argc, argv, "--r", "64"));
+  c.train.base = Arg(argc, argv, "--base", "nf4");
+  c.train.method = Arg(argc, argv, "--method", "lora");
   c.lora.alpha = 16;
   c.optim.schedule = "constant";
   c.optim.lr = 1e-4;
@@ -97,8 +102,11 @@ int main(int argc, char** argv) {
     std::string offload = c.dist.cpu_offload ? (c.dist.activation_offload ? "weights+act" : "weights")
                                              : (c.dist.activation_offload ? "act" : "off");
     if (c.dist.offload_optimizer) offload += "+optim";
+    const std::string model = c.train.base == "nf4" && c.train.method == "lora"
+                                  ? c.model
+                                  : absl::StrCat(c.model, " ", c.train.base, "/", c.train.method);
     std::cout << absl::StrFormat(
-        "| %s | %s | %d x %d | %s | %s | %.0f | %.3f | %.2f | %.2f | %.1f | %.2f |\n", c.model,
+        "| %s | %s | %d x %d | %s | %s | %.0f | %.3f | %.2f | %.2f | %.1f | %.2f |\n", model,
         ranks, c.train.batch_size, c.train.context_length,
         c.train.activation_checkpointing ? "on" : "off", offload,
         tokens / seconds / world, seconds / measured,  // m.tokens counts every rank

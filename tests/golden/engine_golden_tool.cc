@@ -9,9 +9,12 @@
 // (safetensors written here), "lora": {...}, "optim": {...},
 // "activation_checkpointing", "steps", "grad_accum", "device" (cpu | cuda),
 // "dtype" (fp32 | bf16), "save_adapter" (optional: a folder where the
-// initial adapter is written with SaveAdapter, for PEFT to load)}.
+// initial adapter is written with SaveAdapter, for PEFT to load), "base"
+// (optional: nf4 | bf16 | hqq4, the job file's train.base; nf4 when absent)}.
 // Outputs: logits (batch 0, before training), loss, grad.<peft key> for the
-// first step's gradients, losses (one per step), and the final adapter.
+// first step's gradients, losses (one per step), and the final adapter; with
+// an hqq4 base also hqq.<weight>.codes / .scale / .zero (codes unpacked to
+// [groups, 64], scale and zero one per group).
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
 
@@ -47,10 +50,14 @@ int main(int argc, char** argv) {
   const std::string dtype = spec.value("dtype", std::string("fp32"));
   build.dtype = dtype == "bf16" ? at::kBFloat16 : at::kFloat;
   build.device = at::Device(spec.value("device", std::string("cpu")));
+  auto base = rigtune::quant::ParseBaseFormat(spec.value("base", std::string("nf4")), "base");
+  if (!base.ok()) return Fail(base.status().ToString());
+  build.base = *base;
   build.lora.r = spec["lora"]["r"];
   build.lora.alpha = spec["lora"]["alpha"];
   build.lora.target_modules = spec["lora"]["target_modules"].get<std::vector<std::string>>();
   build.lora.use_rslora = spec["lora"].value("use_rslora", false);
+  build.lora.dora = spec["lora"].value("use_dora", false);
   auto model = rigtune::model::LoadHfModel(spec["model_dir"], build);
   if (!model.ok()) return Fail(model.status().ToString());
   if (auto s = rigtune::train::LoadAdapter(spec["adapter_dir"], &*model); !s.ok()) {
@@ -102,8 +109,15 @@ int main(int argc, char** argv) {
     for (int p = 0; p < rigtune::model::kNumProj; ++p) {
       auto w = model->layers[i].proj[p].weight().Dequantize(at::kFloat);
       if (!w.ok()) return Fail(w.status().ToString());
-      out["base.model.layers." + std::to_string(i) + "." + rigtune::model::ProjPath(p) +
-          ".weight"] = w->cpu();
+      const std::string name =
+          "model.layers." + std::to_string(i) + "." + rigtune::model::ProjPath(p) + ".weight";
+      out["base." + name] = w->cpu();
+      const auto& frozen = model->layers[i].proj[p].weight();
+      if (frozen.format() == rigtune::quant::BaseFormat::kHqq4) {
+        out["hqq." + name + ".codes"] = frozen.hqq4().Codes().cpu().contiguous();
+        out["hqq." + name + ".scale"] = frozen.hqq4().scale().cpu();
+        out["hqq." + name + ".zero"] = frozen.hqq4().zero().cpu();
+      }
     }
   }
 
@@ -119,9 +133,10 @@ int main(int argc, char** argv) {
   for (int64_t i = 0; i < static_cast<int64_t>(model->layers.size()); ++i) {
     for (int p = 0; p < rigtune::model::kNumProj; ++p) {
       const auto& lin = model->layers[i].proj[p];
-      if (!lin.has_adapter()) continue;
-      out["grad." + rigtune::train::PeftKey(i, p, false)] = lin.lora_a().grad().cpu().contiguous();
-      out["grad." + rigtune::train::PeftKey(i, p, true)] = lin.lora_b().grad().cpu().contiguous();
+      for (rigtune::lora::AdapterPart part : rigtune::lora::AdapterParts(lin.spec())) {
+        out["grad." + rigtune::train::PeftKey(i, p, part)] =
+            lin.adapter(part).grad().cpu().contiguous();
+      }
     }
   }
   trainer.ZeroGrad();

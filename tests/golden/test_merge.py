@@ -286,3 +286,35 @@ def test_merge_other_architectures(tmp_path, name):
     unmerged = PeftModel.from_pretrained(
         AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32), adapter_dir)
     assert rel(logits(merged, IDS), logits(unmerged, IDS)) < 2e-2
+
+
+def test_dora_adapter_merges_as_peft(tmp_path):
+    """A DoRA adapter (use_dora, lora_magnitude_vector) merges as PEFT's
+    merge_and_unload does: each row of W + s·B·A rescaled to its magnitude."""
+    model_dir = save_model(tmp_path, torch.float32)
+    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    cfg = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=TARGETS,
+                     use_dora=True, bias="none", task_type="CAUSAL_LM")
+    peft_model = get_peft_model(base, cfg)
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_magnitude_vector" in name:
+                p.mul_(1 + 0.1 * torch.randn(p.shape, generator=gen))
+            elif "lora_" in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
+    adapter_dir = tmp_path / "adapter"
+    peft_model.save_pretrained(adapter_dir)
+    out = tmp_path / "merged"
+    merge(model_dir, adapter_dir, out)
+
+    merged = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
+    ref = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32),
+        adapter_dir).merge_and_unload()
+    ref_weights = dict(ref.named_parameters())
+    for name, p in merged.named_parameters():
+        assert rel(p, ref_weights[name]) < 1e-2, name  # the merged folder is bf16
+    unmerged = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32), adapter_dir)
+    assert rel(logits(merged, IDS), logits(unmerged, IDS)) < 2e-2

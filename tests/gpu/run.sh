@@ -2,7 +2,7 @@
 # GPU checks and benchmarks, on a machine with NVIDIA GPUs.
 #
 #   tests/gpu/run.sh [STAGE...]      stages: build tests golden nf4 engine arch fit24 peer profile fsdp big1
-#                                    stream70 longctx daemon oom plan
+#                                    stream70 longctx daemon oom plan types
 #                                    (default: build tests)
 #   BUILD_TARGETS="a b" tests/gpu/run.sh build ...   build only those targets
 #
@@ -48,6 +48,17 @@ for stage in "${stages[@]}"; do
       RIGTUNE_ENGINE_GOLDEN_TOOL="$BUILD/tests/golden/engine_golden_tool" \
         "$py" tests/golden/test_engine.py >"$OUT/golden-bf16.md" 2>"$OUT/golden-bf16.log"
       note "engine vs transformers+PEFT, bf16 on the GPU (exit $?):"; cat "$OUT/golden-bf16.md" ;;
+    types)  # base formats and DoRA: bf16 golden on the GPU, then 7B tokens/s and peak memory
+      RIGTUNE_ENGINE_GOLDEN_TOOL="$BUILD/tests/golden/engine_golden_tool" \
+        "$py" tests/golden/test_base_types.py >"$OUT/types-golden.md" 2>"$OUT/types-golden.log"
+      note "base formats + DoRA vs transformers+PEFT, bf16 on the GPU (exit $?):"
+      cat "$OUT/types-golden.md"
+      for bm in nf4/lora bf16/lora nf4/dora bf16/dora; do
+        "$BUILD/tests/bench/train_bench" --model random:llama2-7b --batch 4 --seq 2048 --steps 6 \
+          --base "${bm%/*}" --method "${bm#*/}" >>"$OUT/types-bench.md" 2>>"$OUT/types-bench.log"
+      done
+      note "Llama-2-7B, 4 x 2048, r=64, by train.base/train.method (1 GPU):"
+      cat "$OUT/types-bench.md" ;;
     nf4)
       "$BUILD/tests/bench/nf4_dequant_bench" --iters 100 >"$OUT/nf4-bench.md" 2>&1
       note "nf4 dequantize bandwidth:"; cat "$OUT/nf4-bench.md" ;;

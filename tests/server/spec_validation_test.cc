@@ -38,6 +38,16 @@ TEST(SpecValidationTest, OutOfRangeValuesNameTheField) {
   spec.mutable_train()->set_dtype("fp8");
   ExpectFieldError(spec, limits, "spec.train.dtype");
   spec = TinySpec();
+  spec.mutable_train()->set_base("int8");
+  ExpectFieldError(spec, limits, "spec.train.base");
+  spec = TinySpec();
+  spec.mutable_train()->set_method("full");
+  ExpectFieldError(spec, limits, "spec.train.method");
+  spec = TinySpec();
+  spec.mutable_train()->set_base("bf16");
+  spec.mutable_train()->set_method("dora");
+  EXPECT_TRUE(ValidateJobSpec(spec, limits).ok());
+  spec = TinySpec();
   spec.set_gpus(3);
   ExpectFieldError(spec, limits, "spec.gpus");
   spec = TinySpec();

@@ -71,7 +71,7 @@ absl::StatusOr<std::unique_ptr<FsdpLayers>> FsdpLayers::Create(model::ModelSourc
     if (auto s = comm->Broadcast(nested, 0); !s.ok()) return s;
   }
   const LayerLayout base = LayerLayout::ForConfig(config, Specs(build.lora), build.dtype,
-                                                  nested.item<int>() != 0, shards);
+                                                  nested.item<int>() != 0, shards, build.base);
 
   for (int64_t i = 0; i < n; ++i) {
     const int64_t owner = i % world;
@@ -279,12 +279,13 @@ void FsdpLayers::AddByKey(int64_t i, const at::Tensor& full, const std::string& 
   const LayerLayout& layout = layouts_[i];
   for (int p = 0; p < model::kNumProj; ++p) {
     const LinearLayout& lin = layout.linears[p];
-    if (lin.spec.r == 0) continue;
-    const int64_t r = lin.spec.r, out_f = lin.shape[0], in_f = lin.shape[1];
-    out[train::PeftKey(i, p, false) + suffix] =
-        full.narrow(0, lin.lora_a, r * in_f).view({r, in_f}).clone();
-    out[train::PeftKey(i, p, true) + suffix] =
-        full.narrow(0, lin.lora_b, out_f * r).view({out_f, r}).clone();
+    for (lora::AdapterPart part : lora::AdapterParts(lin.spec)) {
+      const std::vector<int64_t> shape = lin.PartShape(part);
+      int64_t numel = 1;
+      for (int64_t d : shape) numel *= d;
+      out[train::PeftKey(i, p, part) + suffix] =
+          full.narrow(0, lin.Offset(part), numel).view(shape).clone();
+    }
   }
 }
 
@@ -345,21 +346,19 @@ absl::Status FsdpLayers::LoadTrainableState(const std::map<std::string, at::Tens
       at::Tensor full = at::zeros({layout.trainable_floats}, at::kFloat);
       for (int p = 0; p < model::kNumProj; ++p) {
         const LinearLayout& lin = layout.linears[p];
-        if (lin.spec.r == 0) continue;
-        const int64_t r = lin.spec.r, out_f = lin.shape[0], in_f = lin.shape[1];
-        for (bool is_b : {false, true}) {
-          const std::string key = train::PeftKey(static_cast<int64_t>(i), p, is_b) + suffix;
+        for (lora::AdapterPart part : lora::AdapterParts(lin.spec)) {
+          const std::string key = train::PeftKey(static_cast<int64_t>(i), p, part) + suffix;
           auto it = state.find(key);
           if (it == state.end()) return absl::NotFoundError(absl::StrCat(key, ": missing"));
-          const std::vector<int64_t> want =
-              is_b ? std::vector<int64_t>{out_f, r} : std::vector<int64_t>{r, in_f};
+          const std::vector<int64_t> want = lin.PartShape(part);
+          int64_t numel = 1;
+          for (int64_t d : want) numel *= d;
           if (it->second.sizes() != at::IntArrayRef(want)) {
             return absl::InvalidArgumentError(absl::StrCat(
                 key, " has shape ", c10::str(it->second.sizes()), ", the model expects ",
                 c10::str(at::IntArrayRef(want)), " (was it trained with another lora.r?)"));
           }
-          full.narrow(0, is_b ? lin.lora_b : lin.lora_a, want[0] * want[1])
-              .copy_(it->second.reshape({-1}));
+          full.narrow(0, lin.Offset(part), numel).copy_(it->second.reshape({-1}));
         }
       }
       const int64_t tf = shard->numel();

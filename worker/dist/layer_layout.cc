@@ -40,30 +40,44 @@ at::Tensor View(const at::Tensor& flat, const Segment& s) {
 
 LayerLayout LayerLayout::ForConfig(const model::ModelConfig& config,
                                    const std::array<lora::LoraSpec, model::kNumProj>& specs,
-                                   at::ScalarType dtype, bool nested, int64_t shards) {
+                                   at::ScalarType dtype, bool nested, int64_t shards,
+                                   quant::BaseFormat base) {
   LayerLayout l;
   int64_t cursor = 0, floats = 0;
   for (int p = 0; p < model::kNumProj; ++p) {
     LinearLayout& lin = l.linears[p];
     lin.shape = model::ProjShape(config, p);
     lin.weight_dtype = dtype;
+    lin.base = base;
     const int64_t n = lin.shape[0] * lin.shape[1];
     const int64_t blocks = kernels::Nf4NumBlocks(n);
-    lin.packed = Take(&cursor, at::kByte, {kernels::Nf4PackedBytes(n)});
-    if (nested) {
-      lin.absmax = Take(&cursor, at::kByte, {blocks});
-      lin.nested_absmax = Take(&cursor, at::kFloat, {kernels::Nf4NumNestedBlocks(blocks)});
-      lin.nested_map = Take(&cursor, at::kFloat, {256});
+    if (base == quant::BaseFormat::kBf16) {
+      lin.packed = Take(&cursor, dtype, lin.shape);  // the dense weight itself
+    } else if (base == quant::BaseFormat::kHqq4) {
+      const int64_t groups = n / quant::Hqq4Tensor::kGroupSize;
+      lin.packed = Take(&cursor, at::kByte, {groups / 2, quant::Hqq4Tensor::kGroupSize});
+      lin.hqq_scale = Take(&cursor, at::kFloat, {groups});
+      lin.hqq_zero = Take(&cursor, at::kFloat, {groups});
     } else {
-      lin.absmax = Take(&cursor, at::kFloat, {blocks});
+      lin.packed = Take(&cursor, at::kByte, {kernels::Nf4PackedBytes(n)});
+      if (nested) {
+        lin.absmax = Take(&cursor, at::kByte, {blocks});
+        lin.nested_absmax = Take(&cursor, at::kFloat, {kernels::Nf4NumNestedBlocks(blocks)});
+        lin.nested_map = Take(&cursor, at::kFloat, {256});
+      } else {
+        lin.absmax = Take(&cursor, at::kFloat, {blocks});
+      }
     }
     if (model::ProjHasBias(config, p)) lin.bias = Take(&cursor, dtype, {lin.shape[0]});
     lin.spec = specs[p];
-    if (lin.spec.r > 0) {
-      lin.lora_a = floats;
-      floats += lin.spec.r * lin.shape[1];
-      lin.lora_b = floats;
-      floats += lin.shape[0] * lin.spec.r;
+    for (lora::AdapterPart part : lora::AdapterParts(lin.spec)) {
+      const int64_t offset = floats;
+      (part == lora::AdapterPart::kA   ? lin.lora_a
+       : part == lora::AdapterPart::kB ? lin.lora_b
+                                       : lin.magnitude) = offset;
+      int64_t numel = 1;
+      for (int64_t d : lin.PartShape(part)) numel *= d;
+      floats += numel;
     }
   }
   l.input_norm = Take(&cursor, dtype, {config.hidden_size});
@@ -85,8 +99,20 @@ absl::Status LayerLayout::Check(const model::DecoderLayer& layer) const {
     const LinearLayout& lin = linears[p];
     const lora::QLoraLinear& q = layer.proj[p];
     const bool nested = lin.nested_absmax.bytes > 0;
+    if (q.weight().format() != lin.base) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(model::ProjPath(p), ": base weight is ",
+                       quant::BaseFormatName(q.weight().format()), ", the sharding layout expects ",
+                       quant::BaseFormatName(lin.base)));
+    }
+    if (lin.base == quant::BaseFormat::kBf16 &&
+        q.weight().dense().scalar_type() != lin.packed.dtype) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          model::ProjPath(p), ": dense base weight is not in the layout's compute dtype"));
+    }
     if (q.weight().shape() != lin.shape || q.weight().double_quant() != nested ||
-        q.has_adapter() != (lin.spec.r > 0) || q.bias().defined() != (lin.bias.bytes > 0)) {
+        q.has_adapter() != (lin.spec.r > 0) || q.is_dora() != (lin.spec.dora && lin.spec.r > 0) ||
+        q.bias().defined() != (lin.bias.bytes > 0)) {
       return absl::InvalidArgumentError(
           absl::StrCat(model::ProjPath(p), ": layer does not match the sharding layout (shape, ",
                        "double quantization, adapter or bias differ between layers)"));
@@ -99,11 +125,19 @@ at::Tensor LayerLayout::FlattenFrozen(const model::DecoderLayer& layer) const {
   at::Tensor flat = at::zeros({frozen_bytes}, layer.input_layernorm.options().dtype(at::kByte));
   for (int p = 0; p < model::kNumProj; ++p) {
     const LinearLayout& lin = linears[p];
-    const quant::Nf4Tensor& w = layer.proj[p].weight();
-    Put(flat, lin.packed, w.packed());
-    Put(flat, lin.absmax, w.absmax());
-    Put(flat, lin.nested_absmax, w.nested_absmax());
-    Put(flat, lin.nested_map, w.nested_quant_map());
+    const quant::FrozenWeight& w = layer.proj[p].weight();
+    if (w.is_dense()) {
+      Put(flat, lin.packed, w.dense());
+    } else if (w.format() == quant::BaseFormat::kHqq4) {
+      Put(flat, lin.packed, w.hqq4().packed());
+      Put(flat, lin.hqq_scale, w.hqq4().scale());
+      Put(flat, lin.hqq_zero, w.hqq4().zero());
+    } else {
+      Put(flat, lin.packed, w.nf4().packed());
+      Put(flat, lin.absmax, w.nf4().absmax());
+      Put(flat, lin.nested_absmax, w.nf4().nested_absmax());
+      Put(flat, lin.nested_map, w.nf4().nested_quant_map());
+    }
     Put(flat, lin.bias, layer.proj[p].bias());
   }
   Put(flat, input_norm, layer.input_layernorm);
@@ -126,11 +160,10 @@ at::Tensor FlattenAdapters(const LayerLayout& layout, const model::DecoderLayer&
       at::zeros({layout.trainable_floats}, layer.input_layernorm.options().dtype(at::kFloat));
   for (int p = 0; p < model::kNumProj; ++p) {
     const LinearLayout& lin = layout.linears[p];
-    if (lin.spec.r == 0) continue;
     const lora::QLoraLinear& q = layer.proj[p];
-    for (auto [t, offset] : {std::pair{pick(q.lora_a()), lin.lora_a},
-                             std::pair{pick(q.lora_b()), lin.lora_b}}) {
-      if (t.defined()) flat.narrow(0, offset, t.numel()).copy_(t.reshape({-1}));
+    for (lora::AdapterPart part : lora::AdapterParts(lin.spec)) {
+      const at::Tensor t = pick(q.adapter(part));
+      if (t.defined()) flat.narrow(0, lin.Offset(part), t.numel()).copy_(t.reshape({-1}));
     }
   }
   return flat;
@@ -151,20 +184,32 @@ absl::StatusOr<model::DecoderLayer> LayerLayout::Unflatten(const at::Tensor& fro
   model::DecoderLayer layer;
   for (int p = 0; p < model::kNumProj; ++p) {
     const LinearLayout& lin = linears[p];
-    auto w = quant::Nf4Tensor::FromParts(lin.shape, lin.weight_dtype, View(frozen, lin.packed),
-                                         View(frozen, lin.absmax), View(frozen, lin.nested_absmax),
-                                         lin.nested_offset, View(frozen, lin.nested_map));
-    if (!w.ok()) return w.status();
-    at::Tensor a, b;
-    if (lin.spec.r > 0) {
-      a = trainable.narrow(0, lin.lora_a, lin.spec.r * lin.shape[1])
-              .view({lin.spec.r, lin.shape[1]})
-              .requires_grad_(true);
-      b = trainable.narrow(0, lin.lora_b, lin.shape[0] * lin.spec.r)
-              .view({lin.shape[0], lin.spec.r})
-              .requires_grad_(true);
+    absl::StatusOr<quant::FrozenWeight> w;
+    if (lin.base == quant::BaseFormat::kBf16) {
+      w = quant::FrozenWeight::Dense(View(frozen, lin.packed));
+    } else if (lin.base == quant::BaseFormat::kHqq4) {
+      auto hqq = quant::Hqq4Tensor::FromParts(lin.shape, View(frozen, lin.packed),
+                                              View(frozen, lin.hqq_scale),
+                                              View(frozen, lin.hqq_zero));
+      if (!hqq.ok()) return hqq.status();
+      w = quant::FrozenWeight(*std::move(hqq));
+    } else {
+      auto nf4 = quant::Nf4Tensor::FromParts(
+          lin.shape, lin.weight_dtype, View(frozen, lin.packed), View(frozen, lin.absmax),
+          View(frozen, lin.nested_absmax), lin.nested_offset, View(frozen, lin.nested_map));
+      if (!nf4.ok()) return nf4.status();
+      w = quant::FrozenWeight(*std::move(nf4));
     }
-    layer.proj[p] = lora::QLoraLinear(*std::move(w), View(frozen, lin.bias), lin.spec, a, b);
+    std::array<at::Tensor, 3> parts;  // A, B, magnitude
+    for (lora::AdapterPart part : lora::AdapterParts(lin.spec)) {
+      const std::vector<int64_t> shape = lin.PartShape(part);
+      int64_t numel = 1;
+      for (int64_t d : shape) numel *= d;
+      parts[static_cast<int>(part)] =
+          trainable.narrow(0, lin.Offset(part), numel).view(shape).requires_grad_(true);
+    }
+    layer.proj[p] = lora::QLoraLinear(*std::move(w), View(frozen, lin.bias), lin.spec, parts[0],
+                                      parts[1], parts[2]);
   }
   layer.input_layernorm = View(frozen, input_norm);
   layer.post_attention_layernorm = View(frozen, post_norm);

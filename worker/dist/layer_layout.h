@@ -1,16 +1,19 @@
 // LayerLayout: how one decoder layer's state is laid out as flat buffers, so
 // that FSDP can shard bytes rather than dtypes.
 //
-// Frozen state (a uint8 buffer): for each projection its packed NF4 codes,
-// absmax (uint8 codes when double-quantized, else float32), nested absmax and
-// nested map, and bias; then the two RMSNorm weights. Every segment starts on
+// Frozen state (a uint8 buffer): for each projection its base weight (NF4:
+// packed codes, absmax (uint8 codes when double-quantized, else float32),
+// nested absmax and nested map; hqq4: packed codes, float32 scales and
+// zeros; a dense base: the weight in the compute dtype, in the `packed`
+// segment), and bias; then the two RMSNorm weights. Every segment starts on
 // a 16-byte boundary; the total is padded to a multiple of 16 x shards, so
 // each rank's shard is the same size. The quant constants travel with the
 // codes: nothing is replicated per rank except a few scalars (nested offsets
 // and shapes) that live in the layout itself.
 //
-// Trainable state (a float32 buffer): each adapted projection's A then B,
-// padded to a multiple of the shard count.
+// Trainable state (a float32 buffer): each adapted projection's adapter
+// parts in order (A, B, and DoRA's magnitude), padded to a multiple of the
+// shard count.
 #ifndef RIGTUNE_WORKER_DIST_LAYER_LAYOUT_H_
 #define RIGTUNE_WORKER_DIST_LAYER_LAYOUT_H_
 
@@ -23,6 +26,7 @@
 #include "absl/status/statusor.h"
 #include "absl/status/status.h"
 #include "worker/model/llama.h"
+#include "worker/quant/frozen_weight.h"
 
 namespace rigtune::dist {
 
@@ -36,10 +40,20 @@ struct Segment {
 struct LinearLayout {
   std::vector<int64_t> shape;  // [out, in]
   at::ScalarType weight_dtype = at::kBFloat16;
+  quant::BaseFormat base = quant::BaseFormat::kNf4;
   float nested_offset = 0.f;
   Segment packed, absmax, nested_absmax, nested_map, bias;
+  Segment hqq_scale, hqq_zero;  // hqq4 only
   lora::LoraSpec spec;
-  int64_t lora_a = 0, lora_b = 0;  // float offsets into the trainable buffer
+  int64_t lora_a = 0, lora_b = 0, magnitude = 0;  // float offsets into the trainable buffer
+  int64_t Offset(lora::AdapterPart part) const {
+    return part == lora::AdapterPart::kA   ? lora_a
+           : part == lora::AdapterPart::kB ? lora_b
+                                           : magnitude;
+  }
+  std::vector<int64_t> PartShape(lora::AdapterPart part) const {
+    return lora::AdapterPartShape(part, spec, shape[0], shape[1]);
+  }
 };
 
 struct LayerLayout {
@@ -57,10 +71,12 @@ struct LayerLayout {
 
   // The layout every layer of `config` has (all ranks compute the same one
   // without loading anything), for `shards` equal shards. `nested`: absmax
-  // is double-quantized (rigtune's default; bnb-4bit checkpoints say).
+  // is double-quantized (rigtune's default; bnb-4bit checkpoints say; NF4
+  // only). A dense `base` stores each weight in `dtype`.
   static LayerLayout ForConfig(const model::ModelConfig& config,
                                const std::array<lora::LoraSpec, model::kNumProj>& specs,
-                               at::ScalarType dtype, bool nested, int64_t shards);
+                               at::ScalarType dtype, bool nested, int64_t shards,
+                               quant::BaseFormat base = quant::BaseFormat::kNf4);
   // Fails when `layer` does not fit this layout (shapes, dtypes, nesting).
   absl::Status Check(const model::DecoderLayer& layer) const;
   int64_t frozen_shard_bytes(int64_t shards) const { return frozen_bytes / shards; }

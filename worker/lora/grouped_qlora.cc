@@ -19,14 +19,14 @@ at::Tensor DequantStacked(const std::vector<int64_t>& weights, const std::vector
                           DequantWorkspace& workspace, at::ScalarType dtype, at::Device device) {
   int64_t total = 0;
   for (int64_t o : outs) total += o;
-  const auto* first = reinterpret_cast<const quant::Nf4Tensor*>(weights[0]);
+  const auto* first = reinterpret_cast<const quant::FrozenWeight*>(weights[0]);
   at::Tensor w = workspace.Get(total, first->shape()[1], dtype, device);
   profile::ScopedPhase phase(profile::Phase::kDequantize, w);
   int64_t row = 0;
   for (size_t i = 0; i < weights.size(); ++i) {
     at::Tensor rows = w.narrow(0, row, outs[i]);
     const absl::Status s =
-        reinterpret_cast<const quant::Nf4Tensor*>(weights[i])->DequantizeInto(rows);
+        reinterpret_cast<const quant::FrozenWeight*>(weights[i])->DequantizeInto(rows);
     if (!s.ok()) throw std::runtime_error(std::string(s.message()));
     row += outs[i];
   }
@@ -133,6 +133,7 @@ bool CanGroup(const std::vector<const QLoraLinear*>& linears, bool training) {
       return false;
     }
     if (training && l->has_adapter() && l->spec().dropout > 0) return false;
+    if (l->is_dora()) return false;  // per-row rescaling by its own weight norm
   }
   return true;
 }

@@ -21,7 +21,8 @@ namespace rigtune::lora {
 
 // Whether GroupedForward computes what each linear's Forward would: same
 // in_features, no biases, all with adapters or none, and no dropout to draw
-// (training with dropout > 0 keeps per-linear masks, so it does not group).
+// (training with dropout > 0 keeps per-linear masks, so it does not group),
+// and no DoRA (each output block is rescaled by its own weight's row norms).
 bool CanGroup(const std::vector<const QLoraLinear*>& linears, bool training);
 
 // The concatenated outputs [..., Σ out_i] for x [..., in]. Requires CanGroup.

@@ -7,6 +7,7 @@
 #include <stdexcept>
 
 #include "absl/strings/str_cat.h"
+#include "worker/lora/dora.h"
 #include "worker/profile/step_profiler.h"
 
 namespace rigtune::lora {
@@ -21,10 +22,13 @@ namespace {
 // unchanged until backward has run; the trainer guarantees it (FSDP keeps a
 // gathered layer until its backward is done).
 
-// The weight in `dtype` on `device`, in the workspace (valid until the next call).
-at::Tensor Dequant(const quant::Nf4Tensor& weight, DequantWorkspace& workspace,
+// The weight in `dtype` on `device`: a dense base as it is, a quantized one
+// dequantized into the workspace (valid until the next call).
+at::Tensor Dequant(const quant::FrozenWeight& weight, DequantWorkspace& workspace,
                    at::ScalarType dtype, at::Device device) {
-  at::Tensor w = workspace.Get(weight.shape()[0], weight.shape()[1], dtype, device);
+  if (weight.is_dense() && weight.dense().scalar_type() == dtype) return weight.dense();
+  const std::vector<int64_t> shape = weight.shape();
+  at::Tensor w = workspace.Get(shape[0], shape[1], dtype, device);
   profile::ScopedPhase phase(profile::Phase::kDequantize, w);
   absl::Status s = weight.DequantizeInto(w);
   if (!s.ok()) throw std::runtime_error(std::string(s.message()));
@@ -33,7 +37,7 @@ at::Tensor Dequant(const quant::Nf4Tensor& weight, DequantWorkspace& workspace,
 
 struct Nf4MatmulFunction : public torch::autograd::Function<Nf4MatmulFunction> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
-                            const quant::Nf4Tensor* weight, DequantWorkspace* workspace) {
+                            const quant::FrozenWeight* weight, DequantWorkspace* workspace) {
     ctx->saved_data["weight"] = reinterpret_cast<int64_t>(weight);
     ctx->saved_data["workspace"] = reinterpret_cast<int64_t>(workspace);
     return Multiply(x, *weight, *workspace);
@@ -41,7 +45,7 @@ struct Nf4MatmulFunction : public torch::autograd::Function<Nf4MatmulFunction> {
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad_out) {
-    auto* weight = reinterpret_cast<const quant::Nf4Tensor*>(ctx->saved_data["weight"].toInt());
+    auto* weight = reinterpret_cast<const quant::FrozenWeight*>(ctx->saved_data["weight"].toInt());
     auto* workspace = reinterpret_cast<DequantWorkspace*>(ctx->saved_data["workspace"].toInt());
     const at::Tensor& g = grad_out[0];
     at::Tensor w = Dequant(*weight, *workspace, g.scalar_type(), g.device());
@@ -49,7 +53,7 @@ struct Nf4MatmulFunction : public torch::autograd::Function<Nf4MatmulFunction> {
     return {at::matmul(g, w), at::Tensor(), at::Tensor()};
   }
 
-  static at::Tensor Multiply(const at::Tensor& x, const quant::Nf4Tensor& weight,
+  static at::Tensor Multiply(const at::Tensor& x, const quant::FrozenWeight& weight,
                              DequantWorkspace& workspace) {
     at::Tensor w = Dequant(weight, workspace, x.scalar_type(), x.device());
     profile::ScopedPhase phase(profile::Phase::kBaseGemm, x);
@@ -70,7 +74,7 @@ struct Nf4MatmulFunction : public torch::autograd::Function<Nf4MatmulFunction> {
 struct QLoraFunction : public torch::autograd::Function<QLoraFunction> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
                             const at::Tensor& h, const at::Tensor& lora_a, const at::Tensor& lora_b,
-                            const quant::Nf4Tensor* weight, DequantWorkspace* workspace,
+                            const quant::FrozenWeight* weight, DequantWorkspace* workspace,
                             double scale) {
     const at::ScalarType dtype = x.scalar_type();
     at::Tensor y = Nf4MatmulFunction::Multiply(x, *weight, *workspace);
@@ -90,7 +94,7 @@ struct QLoraFunction : public torch::autograd::Function<QLoraFunction> {
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad_out) {
-    auto* weight = reinterpret_cast<const quant::Nf4Tensor*>(ctx->saved_data["weight"].toInt());
+    auto* weight = reinterpret_cast<const quant::FrozenWeight*>(ctx->saved_data["weight"].toInt());
     auto* workspace = reinterpret_cast<DequantWorkspace*>(ctx->saved_data["workspace"].toInt());
     const double scale = ctx->saved_data["scale"].toDouble();
     const auto master = static_cast<at::ScalarType>(ctx->saved_data["master_dtype"].toInt());
@@ -120,6 +124,50 @@ struct QLoraFunction : public torch::autograd::Function<QLoraFunction> {
 
 }  // namespace
 
+std::vector<AdapterPart> AdapterParts(const LoraSpec& spec) {
+  if (spec.r <= 0) return {};
+  if (spec.dora) return {AdapterPart::kA, AdapterPart::kB, AdapterPart::kMagnitude};
+  return {AdapterPart::kA, AdapterPart::kB};
+}
+
+const char* PeftSuffix(AdapterPart part) {
+  switch (part) {
+    case AdapterPart::kA: return "lora_A.weight";
+    case AdapterPart::kB: return "lora_B.weight";
+    case AdapterPart::kMagnitude: return "lora_magnitude_vector";
+  }
+  return "?";
+}
+
+std::vector<int64_t> AdapterPartShape(AdapterPart part, const LoraSpec& spec, int64_t out,
+                                      int64_t in) {
+  switch (part) {
+    case AdapterPart::kA: return {spec.r, in};
+    case AdapterPart::kB: return {out, spec.r};
+    case AdapterPart::kMagnitude: return {out};
+  }
+  return {};
+}
+
+at::Tensor BaseWeightIn(const quant::FrozenWeight& weight, DequantWorkspace& workspace,
+                        at::ScalarType dtype, at::Device device) {
+  return Dequant(weight, workspace, dtype, device);
+}
+
+at::Tensor QLoraProduct(const at::Tensor& x, const at::Tensor& h, const at::Tensor& lora_a,
+                        const at::Tensor& lora_b, const quant::FrozenWeight& weight,
+                        DequantWorkspace& workspace, double scale) {
+  return QLoraFunction::apply(x, h, lora_a, lora_b, &weight, &workspace, scale);
+}
+
+at::Tensor& QLoraLinear::adapter(AdapterPart part) {
+  return part == AdapterPart::kA ? lora_a_ : part == AdapterPart::kB ? lora_b_ : magnitude_;
+}
+
+const at::Tensor& QLoraLinear::adapter(AdapterPart part) const {
+  return part == AdapterPart::kA ? lora_a_ : part == AdapterPart::kB ? lora_b_ : magnitude_;
+}
+
 at::Tensor DequantWorkspace::Get(int64_t rows, int64_t cols, at::ScalarType dtype,
                                  at::Device device) {
   const int64_t bytes_needed = rows * cols * static_cast<int64_t>(c10::elementSize(dtype));
@@ -131,12 +179,12 @@ at::Tensor DequantWorkspace::Get(int64_t rows, int64_t cols, at::ScalarType dtyp
 
 int64_t DequantWorkspace::bytes() const { return buffer_.defined() ? buffer_.numel() : 0; }
 
-at::Tensor Nf4Matmul(const at::Tensor& x, const quant::Nf4Tensor& weight,
+at::Tensor Nf4Matmul(const at::Tensor& x, const quant::FrozenWeight& weight,
                      DequantWorkspace& workspace) {
   return Nf4MatmulFunction::apply(x, &weight, &workspace);
 }
 
-QLoraLinear::QLoraLinear(quant::Nf4Tensor weight, at::Tensor bias, const LoraSpec& spec,
+QLoraLinear::QLoraLinear(quant::FrozenWeight weight, at::Tensor bias, const LoraSpec& spec,
                          uint64_t seed)
     : weight_(std::move(weight)), bias_(std::move(bias)), spec_(spec) {
   if (spec_.r <= 0) return;
@@ -149,15 +197,21 @@ QLoraLinear::QLoraLinear(quant::Nf4Tensor weight, at::Tensor bias, const LoraSpe
   lora_b_ = at::zeros({out, spec_.r}, opts);
   lora_a_.set_requires_grad(true);
   lora_b_.set_requires_grad(true);
+  if (spec_.dora) {
+    DequantWorkspace workspace;
+    magnitude_ = DoraRowNorms(weight_, lora_a_, lora_b_, spec_.scale, workspace);
+    magnitude_.set_requires_grad(true);
+  }
 }
 
-QLoraLinear::QLoraLinear(quant::Nf4Tensor weight, at::Tensor bias, const LoraSpec& spec,
-                         at::Tensor lora_a, at::Tensor lora_b)
+QLoraLinear::QLoraLinear(quant::FrozenWeight weight, at::Tensor bias, const LoraSpec& spec,
+                         at::Tensor lora_a, at::Tensor lora_b, at::Tensor magnitude)
     : weight_(std::move(weight)),
       bias_(std::move(bias)),
       spec_(spec),
       lora_a_(std::move(lora_a)),
-      lora_b_(std::move(lora_b)) {}
+      lora_b_(std::move(lora_b)),
+      magnitude_(std::move(magnitude)) {}
 
 at::Tensor QLoraLinear::Forward(const at::Tensor& x, DequantWorkspace& workspace, bool training,
                                 uint64_t dropout_seed) const {
@@ -175,7 +229,10 @@ at::Tensor QLoraLinear::Forward(const at::Tensor& x, DequantWorkspace& workspace
     at::Tensor mask = at::empty_like(x).bernoulli_(keep, gen);
     h = x * mask.div_(keep);
   }
-  at::Tensor y = QLoraFunction::apply(x, h, lora_a_, lora_b_, &weight_, &workspace, spec_.scale);
+  at::Tensor y =
+      is_dora()
+          ? DoraProduct(x, h, lora_a_, lora_b_, magnitude_, weight_, workspace, spec_.scale)
+          : QLoraFunction::apply(x, h, lora_a_, lora_b_, &weight_, &workspace, spec_.scale);
   return bias_.defined() ? y + bias_ : y;
 }
 

@@ -101,8 +101,14 @@ class HfSource : public ModelSource {
     return t->to(options_.device).to(options_.dtype);
   }
 
-  absl::StatusOr<quant::Nf4Tensor> ReadLinear(const std::string& prefix) const {
+  absl::StatusOr<quant::FrozenWeight> ReadLinear(const std::string& prefix) const {
     if (files_.Contains(prefix + kBnbStateSuffix)) {
+      if (options_.base != quant::BaseFormat::kNf4) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            prefix, ".weight: stored in bitsandbytes 4-bit, which only train.base nf4 can use ",
+            "(train.base is ", quant::BaseFormatName(options_.base),
+            "); point model at the unquantized checkpoint"));
+      }
       std::map<std::string, at::Tensor> state;
       for (const char* suffix : {".weight", ".weight.absmax", ".weight.quant_map",
                                  ".weight.nested_absmax", ".weight.nested_quant_map",
@@ -115,11 +121,11 @@ class HfSource : public ModelSource {
       }
       auto w = quant::Nf4Tensor::FromStateDict(state, prefix);
       if (!w.ok()) return w.status();
-      return w->To(options_.device);
+      return quant::FrozenWeight(w->To(options_.device));
     }
     auto w = files_.Read(prefix + ".weight");
     if (!w.ok()) return w.status();
-    return quant::Nf4Tensor::Quantize(w->to(options_.device));
+    return quant::FrozenWeight::Make(w->to(options_.device), options_.base, options_.dtype);
   }
 
   ModelConfig config_;

@@ -29,9 +29,7 @@ std::vector<at::Tensor> LlamaModel::LoraParameters() const {
   std::vector<at::Tensor> params;
   for (const DecoderLayer& layer : layers) {
     for (const lora::QLoraLinear& p : layer.proj) {
-      if (!p.has_adapter()) continue;
-      params.push_back(p.lora_a());
-      params.push_back(p.lora_b());
+      for (lora::AdapterPart part : lora::AdapterParts(p.spec())) params.push_back(p.adapter(part));
     }
   }
   return params;

@@ -35,7 +35,7 @@ lora::LoraSpec LoraSpecFor(const LoraOptions& lora, int proj) {
   const bool targeted = t.empty() || std::find(t.begin(), t.end(), ProjName(proj)) != t.end();
   if (!targeted) return {};
   const double denom = lora.use_rslora ? std::sqrt(static_cast<double>(lora.r)) : lora.r;
-  return lora::LoraSpec{lora.r, lora.alpha / denom, lora.dropout};
+  return lora::LoraSpec{lora.r, lora.alpha / denom, lora.dropout, lora.dora};
 }
 
 uint64_t MixSeed(uint64_t seed, int64_t layer, int64_t proj, int64_t purpose) {
@@ -83,7 +83,7 @@ at::Tensor RandomNormal(std::vector<int64_t> shape, uint64_t seed, double std, a
   return at::empty(shape, opts).normal_(0.0, std, gen).to(dtype);
 }
 
-// Weights drawn from a seed straight into NF4 on the target device: the same
+// Weights drawn from a seed straight into the base format on the target device: the same
 // model for any number of ranks, since every tensor has its own seed.
 class RandomSource : public ModelSource {
  public:
@@ -124,7 +124,7 @@ class RandomSource : public ModelSource {
     for (int p = 0; p < kNumProj; ++p) {
       at::Tensor w = RandomNormal(ProjShape(config_, p), MixSeed(options_.seed, i, p, kWeightSeed),
                                   kStd, options_.device, options_.dtype);
-      auto q = quant::Nf4Tensor::Quantize(w);
+      auto q = quant::FrozenWeight::Make(w, options_.base, options_.dtype);
       if (!q.ok()) return q.status();
       at::Tensor bias;
       if (ProjHasBias(config_, p)) bias = at::zeros({w.size(0)}, w.options());

@@ -1,4 +1,5 @@
-// Builds a LlamaModel ready to train: NF4 base linears, frozen embeddings and
+// Builds a LlamaModel ready to train: frozen base linears (NF4, or dense in
+// the compute dtype: BuildOptions::base), frozen embeddings and
 // norms in the compute dtype, LoRA adapters on the target modules.
 //
 // Sources:
@@ -18,6 +19,7 @@
 
 #include "absl/status/statusor.h"
 #include "worker/model/llama.h"
+#include "worker/quant/frozen_weight.h"
 
 namespace rigtune::model {
 
@@ -27,11 +29,14 @@ struct LoraOptions {
   double dropout = 0.0;
   bool use_rslora = false;
   std::vector<std::string> target_modules;  // subset of ProjName(); empty = all
+  bool dora = false;  // train.method dora: a magnitude vector per adapted linear
 };
 
 struct BuildOptions {
   at::ScalarType dtype = at::kBFloat16;  // compute dtype
   at::Device device = at::kCPU;
+  // The frozen linears' format: NF4, or dense in `dtype` (train.base).
+  quant::BaseFormat base = quant::BaseFormat::kNf4;
   LoraOptions lora;
   uint64_t seed = 42;  // LoRA init, and random weights for random: sources
   // Layers [layer_begin, layer_end) are materialised; -1 = all. FSDP uses
@@ -62,7 +67,7 @@ class ModelSource {
   virtual const ModelConfig& config() const = 0;
   // Embeddings, LM head and final norm; `layers` sized but empty.
   virtual absl::StatusOr<LlamaModel> LoadShell() = 0;
-  // Decoder layer i: NF4 linears (quantized on options.device), norms,
+  // Decoder layer i: base linears in options.base (quantized on options.device), norms,
   // biases, and fresh LoRA adapters (seeded by layer and projection).
   virtual absl::StatusOr<DecoderLayer> LoadLayer(int64_t i) = 0;
 };

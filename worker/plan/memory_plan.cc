@@ -17,7 +17,9 @@ namespace {
 //
 // - Frozen weights. A linear of n weights in NF4 with bitsandbytes' double
 //   quantization: n/2 packed bytes, n/64 one-byte absmax codes, a float per
-//   256 of those, the 256-entry nested map and the 16-entry code table. A
+//   256 of those, the 256-entry nested map and the 16-entry code table; a
+//   dense base (train.base bf16) is n × d, with no dequantize workspace;
+//   hqq4 is n/2 code bytes and a float32 scale and zero per 64 weights. A
 //   layer adds its two RMSNorm weights (and biases) in the compute dtype;
 //   the embedding and the untied LM head are V × H in the compute dtype.
 //   One process holds all of it; full_shard and hybrid hold 1/W of it plus
@@ -71,7 +73,9 @@ namespace {
 //   the graph alone of Llama-3.1-8B at 65,536 tokens, where the whole step
 //   measured 15.83 GiB (docs/benchmarks.md): it over-counts, as it should;
 //   tiled (4,608-row chunks) it is 6.05 GiB.
-// - Workspace: the largest linear dequantized into the compute dtype.
+// - Workspace: the largest linear dequantized into the compute dtype
+//   (float32 with DoRA, whose weight norms are taken in float32). DoRA's
+//   magnitude adds `out` trainable parameters per adapted linear.
 // - Slack: 3% for the caching allocator's fragmentation, plus a third of
 //   the layer inputs kept on the device. Uncapped, the allocator reserves
 //   5-12% more than it hands out, but under a cap it frees its cache and
@@ -116,11 +120,18 @@ int64_t Nf4Bytes(int64_t n) {
 
 int64_t DtypeBytes(const std::string& dtype) { return dtype == "fp32" ? 4 : 2; }
 
-int64_t LayerFrozenBytes(const model::ModelConfig& m, int64_t d) {
+// Bytes of a frozen linear of n weights in the job's base format.
+int64_t BaseBytes(const std::string& base, int64_t n, int64_t d) {
+  if (base == "bf16") return n * d;
+  if (base == "hqq4") return n / 2 + n / 64 * 8;  // codes, float32 scale and zero per 64
+  return Nf4Bytes(n);
+}
+
+int64_t LayerFrozenBytes(const model::ModelConfig& m, const std::string& base, int64_t d) {
   // Norms: two a layer, four with Gemma's sandwich norms, plus q/k head norms.
   int64_t bytes = (m.sandwich_norms ? 4 : 2) * m.hidden_size * d;
   if (m.qk_norm) bytes += 2 * m.head_dim * d;
-  for (const Linear& l : LayerLinears(m)) bytes += Nf4Bytes(l.out * l.in);
+  for (const Linear& l : LayerLinears(m)) bytes += BaseBytes(base, l.out * l.in, d);
   const int64_t q = m.num_heads * m.head_dim, kv = m.num_kv_heads * m.head_dim;
   if (m.qkv_bias) bytes += (q + 2 * kv) * d;
   if (m.o_bias) bytes += m.hidden_size * d;
@@ -216,13 +227,14 @@ int64_t MlpChunkTokens(int64_t tokens, int64_t intermediate_size, int64_t dtype_
   return rows < tokens ? rows : 0;
 }
 
-int64_t LoraParameterCount(const model::ModelConfig& model, const train::LoraConfig& lora) {
+int64_t LoraParameterCount(const model::ModelConfig& model, const train::LoraConfig& lora,
+                           bool dora) {
   const std::array<Linear, 7> linears = LayerLinears(model);
   int64_t per_layer = 0;
   for (size_t p = 0; p < linears.size(); ++p) {
     const bool adapted = std::find(lora.target_modules.begin(), lora.target_modules.end(),
                                    kProjNames[p]) != lora.target_modules.end();
-    if (adapted) per_layer += lora.r * (linears[p].in + linears[p].out);
+    if (adapted) per_layer += lora.r * (linears[p].in + linears[p].out) + (dora ? linears[p].out : 0);
   }
   return per_layer * model.num_layers;
 }
@@ -240,7 +252,7 @@ MemoryPlan PlanMemory(const model::ModelConfig& m, const train::JobConfig& job,
   const bool streamed = offload || host_optimizer;  // FsdpLayers even on one process
 
   // Frozen weights.
-  const int64_t layer = LayerFrozenBytes(m, d);
+  const int64_t layer = LayerFrozenBytes(m, job.train.base, d);
   const int64_t head = m.vocab_size * m.hidden_size * d + m.hidden_size * d;
   const int64_t embedding = m.vocab_size * m.hidden_size * d;
   const int64_t frozen_total =
@@ -260,7 +272,8 @@ MemoryPlan PlanMemory(const model::ModelConfig& m, const train::JobConfig& job,
   }
 
   // Adapter, optimizer, gradients.
-  const int64_t params = LoraParameterCount(m, job.lora);
+  const bool dora = job.train.method == "dora";
+  const int64_t params = LoraParameterCount(m, job.lora, dora);
   const int64_t layer_params = params / layers;
   plan.trainable_parameters = params;
   // Under FsdpLayers the two layers in flight compute with copies of their
@@ -320,7 +333,11 @@ MemoryPlan PlanMemory(const model::ModelConfig& m, const train::JobConfig& job,
   }
   int64_t widest = 0;
   for (const Linear& l : LayerLinears(m)) widest = std::max(widest, l.out * l.in);
-  dev.workspace = widest * d;
+  // A dense base in the compute dtype multiplies as it is; only grouped
+  // products (Q/K/V, gate/up on CUDA) stack it into the workspace, which the
+  // plan counts for both formats.
+  // DoRA's row norms of W + s·B·A are taken in float32 in the same buffer.
+  dev.workspace = widest * (dora ? 4 : d);
   // Layer inputs kept on the device fragment the allocator's segments (see
   // Note [Memory plan]): a third of them is counted as unusable.
   const int64_t pinned_inputs = inputs_on_host ? 0 : dev.layer_inputs;

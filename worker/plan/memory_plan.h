@@ -71,7 +71,7 @@ struct MemoryPlan {
   int64_t capacity_bytes = 0;
   std::string capacity_source;
   int world_size = 1;
-  int64_t trainable_parameters = 0;  // LoRA parameters of the whole model
+  int64_t trainable_parameters = 0;  // adapter parameters of the whole model
   int64_t mlp_chunk_tokens = 0;      // rows per MLP chunk in the step, 0 = untiled
   bool fits() const { return capacity_bytes <= 0 || device.Total() <= capacity_bytes; }
 };
@@ -93,8 +93,10 @@ inline constexpr int64_t kMlpChunkBytes = int64_t{256} << 20;
 int64_t MlpChunkTokens(int64_t tokens, int64_t intermediate_size, int64_t dtype_bytes,
                        int64_t requested);
 
-// LoRA parameters of `model` with `lora` (r × (in + out) per adapted linear).
-int64_t LoraParameterCount(const model::ModelConfig& model, const train::LoraConfig& lora);
+// Trainable parameters of `model` with `lora`: r × (in + out) per adapted
+// linear, plus `out` for DoRA's magnitude vector (`dora`: train.method dora).
+int64_t LoraParameterCount(const model::ModelConfig& model, const train::LoraConfig& lora,
+                           bool dora = false);
 
 }  // namespace rigtune::plan
 

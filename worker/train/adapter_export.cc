@@ -5,6 +5,7 @@
 
 #include <fstream>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 #include "worker/model/safetensors.h"
@@ -16,20 +17,27 @@ std::string PeftKey(int64_t layer, int proj, bool lora_b) {
                       lora_b ? ".lora_B.weight" : ".lora_A.weight");
 }
 
+std::string PeftKey(int64_t layer, int proj, lora::AdapterPart part) {
+  return absl::StrCat("base_model.model.model.layers.", layer, ".", model::ProjPath(proj), ".",
+                      lora::PeftSuffix(part));
+}
+
 std::map<std::string, at::Tensor> AdapterTensors(const model::LlamaModel& m) {
   std::map<std::string, at::Tensor> out;
   for (int64_t i = 0; i < static_cast<int64_t>(m.layers.size()); ++i) {
     for (int p = 0; p < model::kNumProj; ++p) {
       const lora::QLoraLinear& lin = m.layers[i].proj[p];
-      if (!lin.has_adapter()) continue;
-      out[PeftKey(i, p, false)] = lin.lora_a().detach().to(at::kCPU, at::kFloat).contiguous();
-      out[PeftKey(i, p, true)] = lin.lora_b().detach().to(at::kCPU, at::kFloat).contiguous();
+      for (lora::AdapterPart part : lora::AdapterParts(lin.spec())) {
+        out[PeftKey(i, p, part)] =
+            lin.adapter(part).detach().to(at::kCPU, at::kFloat).contiguous();
+      }
     }
   }
   return out;
 }
 
-std::string AdapterConfigJson(const LoraConfig& lora, const std::string& base_model) {
+std::string AdapterConfigJson(const LoraConfig& lora, const std::string& base_model,
+                              bool use_dora) {
   nlohmann::json j = {
       {"peft_type", "LORA"},
       {"task_type", "CAUSAL_LM"},
@@ -39,6 +47,7 @@ std::string AdapterConfigJson(const LoraConfig& lora, const std::string& base_mo
       {"lora_dropout", lora.dropout},
       {"target_modules", lora.target_modules},
       {"use_rslora", lora.use_rslora},
+      {"use_dora", use_dora},
       {"bias", "none"},
       {"fan_in_fan_out", false},
       {"inference_mode", true},
@@ -50,6 +59,10 @@ std::string AdapterConfigJson(const LoraConfig& lora, const std::string& base_mo
 
 absl::Status SaveAdapter(const std::map<std::string, at::Tensor>& tensors, const LoraConfig& lora,
                          const std::string& base_model, const std::string& dir) {
+  bool use_dora = false;
+  for (const auto& [key, t] : tensors) {
+    use_dora |= absl::EndsWith(key, lora::PeftSuffix(lora::AdapterPart::kMagnitude));
+  }
   if (auto s = model::CreateDirectories(dir); !s.ok()) return s;
   if (auto s = model::WriteSafetensors(dir + "/adapter_model.safetensors", tensors,
                                        {{"format", "pt"}});
@@ -57,7 +70,7 @@ absl::Status SaveAdapter(const std::map<std::string, at::Tensor>& tensors, const
     return s;
   }
   return model::WriteFileAtomically(dir + "/adapter_config.json",
-                                    AdapterConfigJson(lora, base_model));
+                                    AdapterConfigJson(lora, base_model, use_dora));
 }
 
 absl::Status LoadAdapter(const std::string& dir, model::LlamaModel* m) {
@@ -67,12 +80,11 @@ absl::Status LoadAdapter(const std::string& dir, model::LlamaModel* m) {
   for (int64_t i = 0; i < static_cast<int64_t>(m->layers.size()); ++i) {
     for (int p = 0; p < model::kNumProj; ++p) {
       lora::QLoraLinear& lin = m->layers[i].proj[p];
-      if (!lin.has_adapter()) continue;
-      for (bool is_b : {false, true}) {
-        const std::string key = PeftKey(i, p, is_b);
+      for (lora::AdapterPart part : lora::AdapterParts(lin.spec())) {
+        const std::string key = PeftKey(i, p, part);
         auto t = file->Read(key);
         if (!t.ok()) return t.status();
-        at::Tensor& dst = is_b ? lin.lora_b() : lin.lora_a();
+        at::Tensor& dst = lin.adapter(part);
         if (t->sizes() != dst.sizes()) {
           return absl::InvalidArgumentError(absl::StrCat(
               dir, ": ", key, " has shape ", c10::str(t->sizes()), ", the model expects ",

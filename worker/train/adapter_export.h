@@ -18,21 +18,26 @@ namespace rigtune::train {
 
 // "base_model.model.model.layers.{i}.self_attn.q_proj.lora_A.weight"
 std::string PeftKey(int64_t layer, int proj, bool lora_b);
+// The same for any adapter part (DoRA's "...q_proj.lora_magnitude_vector").
+std::string PeftKey(int64_t layer, int proj, lora::AdapterPart part);
 
 // The adapter tensors by PEFT key (float32, on the CPU).
 std::map<std::string, at::Tensor> AdapterTensors(const model::LlamaModel& model);
 
-// The adapter_config.json text.
-std::string AdapterConfigJson(const LoraConfig& lora, const std::string& base_model);
+// The adapter_config.json text; `use_dora` for train.method dora.
+std::string AdapterConfigJson(const LoraConfig& lora, const std::string& base_model,
+                              bool use_dora = false);
 
 // Writes both files into `dir` (created if needed); each file is written to a
 // temporary name, fsynced and renamed, so a crash leaves no half-written file.
 // `tensors` maps PEFT keys to LoRA weights (AdapterTensors, or FSDP's gather).
+// DoRA magnitudes among `tensors` make it a DoRA adapter ("use_dora": true).
 absl::Status SaveAdapter(const std::map<std::string, at::Tensor>& tensors, const LoraConfig& lora,
                          const std::string& base_model, const std::string& dir);
 
 // Loads adapter weights written by SaveAdapter (or by PEFT) into `model`'s
-// LoRA tensors. Every targeted projection must be present with the right shape.
+// LoRA tensors (and DoRA magnitudes). Every targeted projection must be
+// present with the right shape.
 absl::Status LoadAdapter(const std::string& dir, model::LlamaModel* model);
 
 }  // namespace rigtune::train

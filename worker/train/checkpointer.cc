@@ -17,17 +17,17 @@ namespace {
 
 using TensorMap = std::map<std::string, at::Tensor>;
 
-// Calls fn(layer, proj, is_b, index) for every LoRA tensor of `m`, `index`
-// being its place in LlamaModel::LoraParameters() (and so in the AdamW the
-// single-process Trainer builds from them).
+// Calls fn(layer, proj, part, index) for every adapter tensor of `m`,
+// `index` being its place in LlamaModel::LoraParameters() (and so in the
+// AdamW the single-process Trainer builds from them).
 void ForEachLora(const model::LlamaModel& m,
-                 const std::function<void(int64_t, int, bool, size_t)>& fn) {
+                 const std::function<void(int64_t, int, lora::AdapterPart, size_t)>& fn) {
   size_t index = 0;
   for (int64_t i = 0; i < static_cast<int64_t>(m.layers.size()); ++i) {
     for (int p = 0; p < model::kNumProj; ++p) {
-      if (!m.layers[i].proj[p].has_adapter()) continue;
-      fn(i, p, false, index++);
-      fn(i, p, true, index++);
+      for (lora::AdapterPart part : lora::AdapterParts(m.layers[i].proj[p].spec())) {
+        fn(i, p, part, index++);
+      }
     }
   }
 }
@@ -37,8 +37,8 @@ at::Tensor ToCpu(const at::Tensor& t) { return t.detach().to(at::kCPU, at::kFloa
 // The single-process model's moments by PEFT key + suffix.
 TensorMap MomentsOf(const model::LlamaModel& m, AdamW& opt) {
   TensorMap out;
-  ForEachLora(m, [&](int64_t i, int p, bool is_b, size_t k) {
-    const std::string key = PeftKey(i, p, is_b);
+  ForEachLora(m, [&](int64_t i, int p, lora::AdapterPart part, size_t k) {
+    const std::string key = PeftKey(i, p, part);
     out[key + dist::FsdpLayers::kExpAvgSuffix] = ToCpu(opt.exp_avg()[k]);
     out[key + dist::FsdpLayers::kExpAvgSqSuffix] = ToCpu(opt.exp_avg_sq()[k]);
   });
@@ -60,11 +60,10 @@ absl::Status CopyInto(const TensorMap& from, const std::string& key, at::Tensor&
 // The single-process inverse of AdapterTensors + MomentsOf.
 absl::Status LoadIntoModel(const TrainingCheckpoint& c, model::LlamaModel& m, AdamW& opt) {
   absl::Status status;
-  ForEachLora(m, [&](int64_t i, int p, bool is_b, size_t k) {
+  ForEachLora(m, [&](int64_t i, int p, lora::AdapterPart part, size_t k) {
     if (!status.ok()) return;
-    const std::string key = PeftKey(i, p, is_b);
-    lora::QLoraLinear& lin = m.layers[i].proj[p];
-    status = CopyInto(c.adapter, key, is_b ? lin.lora_b() : lin.lora_a());
+    const std::string key = PeftKey(i, p, part);
+    status = CopyInto(c.adapter, key, m.layers[i].proj[p].adapter(part));
     if (status.ok()) {
       status = CopyInto(c.optimizer, key + dist::FsdpLayers::kExpAvgSuffix, opt.exp_avg()[k]);
     }

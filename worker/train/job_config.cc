@@ -125,6 +125,8 @@ absl::Status Validate(const JobConfig& c) {
   if (c.train.grad_accum < 1) return Err("train.grad_accum", "must be >= 1");
   if (c.train.epochs < 1) return Err("train.epochs", "must be >= 1");
   if (c.train.max_steps < 0) return Err("train.max_steps", "must be >= 0");
+  RT_RETURN_IF_ERROR(OneOf("train.base", c.train.base, {"nf4", "bf16", "hqq4"}));
+  RT_RETURN_IF_ERROR(OneOf("train.method", c.train.method, {"lora", "dora"}));
   RT_RETURN_IF_ERROR(OneOf("train.dtype", c.train.dtype, {"bf16", "fp16", "fp32"}));
   RT_RETURN_IF_ERROR(OneOf("train.device", c.train.device, {"auto", "cpu", "cuda"}));
   RT_RETURN_IF_ERROR(OneOf("dist.sharding", c.dist.sharding,
@@ -212,6 +214,8 @@ absl::StatusOr<JobConfig> ParseJobConfig(const std::string& text) {
     return s.Get("max_grad_norm", &c.optim.max_grad_norm);
   }));
   RT_RETURN_IF_ERROR(ReadSection(r, "train", [&](ObjectReader& s) {
+    RT_RETURN_IF_ERROR(s.Get("base", &c.train.base));
+    RT_RETURN_IF_ERROR(s.Get("method", &c.train.method));
     RT_RETURN_IF_ERROR(s.Get("context_length", &c.train.context_length));
     RT_RETURN_IF_ERROR(s.Get("batch_size", &c.train.batch_size));
     RT_RETURN_IF_ERROR(s.Get("grad_accum", &c.train.grad_accum));
@@ -280,7 +284,8 @@ std::string JobConfigToJson(const JobConfig& c) {
         {"warmup_ratio", c.optim.warmup_ratio}, {"warmup_steps", c.optim.warmup_steps},
         {"max_grad_norm", c.optim.max_grad_norm}}},
       {"train",
-       {{"context_length", c.train.context_length}, {"batch_size", c.train.batch_size},
+       {{"base", c.train.base}, {"method", c.train.method},
+        {"context_length", c.train.context_length}, {"batch_size", c.train.batch_size},
         {"grad_accum", c.train.grad_accum}, {"epochs", c.train.epochs},
         {"max_steps", c.train.max_steps}, {"seed", c.train.seed},
         {"activation_checkpointing", c.train.activation_checkpointing},

@@ -32,6 +32,7 @@ constexpr const char* kBnbParts[] = {".weight",
                                      ".weight.nested_quant_map",
                                      kBnbState};
 constexpr char kPeftPrefix[] = "base_model.model.";
+constexpr char kMagnitudeSuffix[] = ".lora_magnitude_vector";  // DoRA
 
 // One base tensor (a bnb-4bit weight counts once) and what it becomes.
 struct Item {
@@ -56,9 +57,6 @@ absl::StatusOr<double> AdapterScale(const std::string& adapter_dir) {
   }
   if (j.value("peft_type", std::string("LORA")) != "LORA") {
     return absl::InvalidArgumentError(absl::StrCat(path, ": peft_type is not LORA"));
-  }
-  if (j.value("use_dora", false)) {
-    return absl::UnimplementedError(absl::StrCat(path, ": DoRA adapters cannot be merged"));
   }
   if (j.value("fan_in_fan_out", false)) {
     return absl::UnimplementedError(absl::StrCat(path, ": fan_in_fan_out is not supported"));
@@ -114,6 +112,14 @@ absl::StatusOr<std::vector<Item>> Plan(const MergeOptions& options, const Safete
   }
   std::set<std::string> loras;  // PEFT module paths with both A and B
   for (const std::string& key : adapter.Names()) {
+    if (absl::StartsWith(key, kPeftPrefix) && absl::EndsWith(key, kMagnitudeSuffix)) {
+      const std::string module = key.substr(0, key.size() - std::strlen(kMagnitudeSuffix));
+      if (!adapter.Contains(module + ".lora_A.weight")) {
+        return absl::InvalidArgumentError(absl::StrCat(options.adapter_dir, ": DoRA magnitude \"",
+                                                       key, "\" has no matching lora_A"));
+      }
+      continue;
+    }
     const bool a = absl::EndsWith(key, ".lora_A.weight");
     if (!absl::StartsWith(key, kPeftPrefix) || !(a || absl::EndsWith(key, ".lora_B.weight"))) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -156,7 +162,9 @@ absl::StatusOr<std::vector<Item>> Plan(const MergeOptions& options, const Safete
       auto b = adapter.Find(module + ".lora_B.weight");
       if (item.shape.size() != 2 || a->shape.size() != 2 || b->shape.size() != 2 ||
           a->shape[1] != item.shape[1] || b->shape[0] != item.shape[0] ||
-          a->shape[0] != b->shape[1]) {
+          a->shape[0] != b->shape[1] ||
+          (adapter.Contains(module + kMagnitudeSuffix) &&
+           adapter.Find(module + kMagnitudeSuffix)->shape != std::vector<int64_t>{item.shape[0]})) {
         return absl::InvalidArgumentError(absl::StrCat(
             options.adapter_dir, ": the LoRA shapes of \"", module,
             "\" do not fit the base tensor \"", name, "\" in ", options.base_dir));
@@ -213,8 +221,14 @@ absl::StatusOr<at::Tensor> MergedWeight(const Item& item, const SafetensorsModel
   if (!a.ok()) return a.status();
   auto b = adapter.Read(item.lora + ".lora_B.weight");
   if (!b.ok()) return b.status();
-  return at::addmm(w.to(at::kFloat), b->to(at::kFloat), a->to(at::kFloat), /*beta=*/1,
-                   /*alpha=*/scale);
+  at::Tensor merged = at::addmm(w.to(at::kFloat), b->to(at::kFloat), a->to(at::kFloat),
+                                /*beta=*/1, /*alpha=*/scale);
+  if (!adapter.Contains(item.lora + kMagnitudeSuffix)) return merged;
+  // DoRA: every row rescaled to its magnitude, m / ‖W + s·B·A‖_row (PEFT's merge).
+  auto m = adapter.Read(item.lora + kMagnitudeSuffix);
+  if (!m.ok()) return m.status();
+  const at::Tensor norm = at::linalg_vector_norm(merged, 2, at::IntArrayRef{1}, /*keepdim=*/false);
+  return merged.mul_((m->to(at::kFloat) / norm).unsqueeze(1));
 }
 
 // Writes the shards and the index into `tmp`.

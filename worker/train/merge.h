@@ -52,7 +52,9 @@ struct MergeOptions {
 
 // FAILED_PRECONDITION if `out_dir` exists; INVALID_ARGUMENT for an adapter
 // that does not fit the base (a module missing from the base, a shape
-// mismatch, DoRA or extra trained modules); errors name the file and tensor.
+// mismatch, or extra trained modules); errors name the file and tensor. A
+// DoRA adapter (lora_magnitude_vector tensors) merges as PEFT merges it:
+// W' = m / ‖W + s·B·A‖_row · (W + s·B·A).
 absl::Status MergeAdapter(const MergeOptions& options);
 
 }  // namespace rigtune::train

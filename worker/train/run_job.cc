@@ -108,8 +108,12 @@ absl::Status Setup(const JobConfig& config, const RunCallbacks& callbacks, Run& 
   model::BuildOptions build;
   build.dtype = PickDtype(config.train.dtype);
   build.device = run.device;
+  auto base = quant::ParseBaseFormat(config.train.base);
+  if (!base.ok()) return base.status();
+  build.base = *base;
   build.lora = model::LoraOptions{config.lora.r, config.lora.alpha, config.lora.dropout,
-                                  config.lora.use_rslora, config.lora.target_modules};
+                                  config.lora.use_rslora, config.lora.target_modules,
+                                  config.train.method == "dora"};
   build.seed = config.train.seed;
   Log(callbacks, absl::StrCat("rank ", run.env.rank, "/", run.env.world_size, ": loading ",
                               config.model, " on ", run.device.str()));

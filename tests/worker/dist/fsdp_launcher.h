@@ -71,6 +71,8 @@ struct LaunchOptions {
   int eval_every = 0;              // train.eval_every_steps
   bool offload_optimizer = false;
   int grad_accum = 1;
+  std::string base = "nf4";     // train.base
+  std::string method = "lora";  // train.method
 };
 
 struct Outcome {
@@ -105,7 +107,7 @@ class FsdpLauncher : public ::testing::Test {
                    {"max_grad_norm", 0.05}}},
         {"train", {{"context_length", 16}, {"batch_size", o.batch}, {"max_steps", o.steps},
                    {"dtype", o.dtype}, {"device", o.device}, {"seed", 3},
-                   {"grad_accum", o.grad_accum}}},
+                   {"grad_accum", o.grad_accum}, {"base", o.base}, {"method", o.method}}},
         {"dist", {{"sharding", o.sharding}, {"timeout_seconds", o.timeout_seconds},
                   {"cpu_offload", o.cpu_offload}, {"offload_optimizer", o.offload_optimizer},
                   {"backend", o.backend}}},

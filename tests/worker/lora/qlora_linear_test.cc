@@ -7,21 +7,21 @@
 namespace rigtune::lora {
 namespace {
 
-quant::Nf4Tensor RandomNf4(int64_t out, int64_t in, uint64_t seed) {
+quant::FrozenWeight RandomNf4(int64_t out, int64_t in, uint64_t seed) {
   at::manual_seed(seed);
   auto q = quant::Nf4Tensor::Quantize(at::randn({out, in}) * 0.1);
   EXPECT_TRUE(q.ok()) << q.status();
   return *q;
 }
 
-at::Tensor Dense(const quant::Nf4Tensor& w) { return *w.Dequantize(at::kFloat); }
+at::Tensor Dense(const quant::FrozenWeight& w) { return *w.Dequantize(at::kFloat); }
 
 double RelErr(const at::Tensor& a, const at::Tensor& b) {
   return ((a - b).norm() / b.norm()).item<double>();
 }
 
 TEST(Nf4MatmulTest, ForwardAndInputGradientMatchDenseWeight) {
-  quant::Nf4Tensor w = RandomNf4(48, 80, 1);
+  quant::FrozenWeight w = RandomNf4(48, 80, 1);
   DequantWorkspace ws;
   at::Tensor x = at::randn({3, 5, 80}).requires_grad_(true);
   at::Tensor y = Nf4Matmul(x, w, ws);
@@ -36,7 +36,7 @@ TEST(Nf4MatmulTest, ForwardAndInputGradientMatchDenseWeight) {
 }
 
 TEST(Nf4MatmulTest, WorkspaceIsSharedAcrossShapes) {
-  quant::Nf4Tensor big = RandomNf4(64, 64, 2), small = RandomNf4(8, 16, 3);
+  quant::FrozenWeight big = RandomNf4(64, 64, 2), small = RandomNf4(8, 16, 3);
   DequantWorkspace ws;
   at::Tensor x1 = at::randn({2, 64}), x2 = at::randn({2, 16});
   at::Tensor y1 = Nf4Matmul(x1, big, ws);
@@ -48,7 +48,7 @@ TEST(Nf4MatmulTest, WorkspaceIsSharedAcrossShapes) {
 }
 
 TEST(QLoraLinearTest, FreshAdapterLeavesOutputUnchanged) {
-  quant::Nf4Tensor w = RandomNf4(32, 40, 4);
+  quant::FrozenWeight w = RandomNf4(32, 40, 4);
   QLoraLinear lin(w, at::Tensor(), LoraSpec{8, 2.0, 0.0}, 7);
   DequantWorkspace ws;
   at::Tensor x = at::randn({4, 40});
@@ -66,7 +66,7 @@ TEST(QLoraLinearTest, KaimingUniformInitOfA) {
 }
 
 TEST(QLoraLinearTest, GradientsMatchDenseLora) {
-  quant::Nf4Tensor w = RandomNf4(24, 32, 6);
+  quant::FrozenWeight w = RandomNf4(24, 32, 6);
   at::Tensor bias = at::randn({24});
   QLoraLinear lin(w, bias, LoraSpec{4, 0.5, 0.0}, 11);
   {
@@ -93,7 +93,7 @@ TEST(QLoraLinearTest, GradientsMatchDenseLora) {
 // dense formula's input gradient, with h = x and with a dropout mask (h ≠ x).
 TEST(QLoraLinearTest, InputGradientMatchesDenseLora) {
   for (double dropout : {0.0, 0.5}) {
-    quant::Nf4Tensor w = RandomNf4(24, 32, 8);
+    quant::FrozenWeight w = RandomNf4(24, 32, 8);
     QLoraLinear lin(w, at::Tensor(), LoraSpec{4, 0.5, dropout}, 12);
     {
       c10::NoGradGuard no_grad;

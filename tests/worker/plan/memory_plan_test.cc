@@ -181,6 +181,37 @@ TEST(MemoryPlanTest, LoraParametersOfLlama2_70bOnAllLinears) {
   EXPECT_EQ(LoraParameterCount(*model, attention_only), 80 * 64 * (16384 + 9216));
 }
 
+TEST(MemoryPlanTest, DoraAddsOneMagnitudePerOutputRow) {
+  auto model = model::RandomModelConfig("llama2-70b");
+  ASSERT_TRUE(model.ok());
+  // + 80 layers x (8192 + 1024 + 1024 + 8192 + 28672 + 28672 + 8192) rows.
+  EXPECT_EQ(LoraParameterCount(*model, train::LoraConfig{}, /*dora=*/true),
+            828375040 + 80 * 83968);
+  train::JobConfig job;
+  job.train.method = "dora";
+  EXPECT_EQ(PlanMemory(*model, job, PlanDevice{}).trainable_parameters, 828375040 + 80 * 83968);
+}
+
+TEST(MemoryPlanTest, BaseFormatsSetTheFrozenBytes) {
+  auto model = model::RandomModelConfig("llama2-7b");
+  ASSERT_TRUE(model.ok());
+  train::JobConfig job;
+  job.train.base = "bf16";
+  // 32 layers x (2 norms x 4096 x 2 + 2 x (4 x 4096 x 4096 + 3 x 4096 x 11008))
+  // + head (32000 x 4096 x 2 + 4096 x 2) + embedding 32000 x 4096 x 2.
+  const int64_t expected = 32 * (2 * 4096 * 2 + 2 * (4LL * 4096 * 4096 + 3LL * 4096 * 11008)) +
+                           (32000LL * 4096 * 2 + 4096 * 2) + 32000LL * 4096 * 2;
+  EXPECT_EQ(PlanMemory(*model, job, PlanDevice{}).device.frozen_weights, expected);
+  EXPECT_LT(PlanMemory(*model, train::JobConfig{}, PlanDevice{}).device.frozen_weights,
+            expected / 3);  // NF4: about a quarter of the linears' bytes
+  // hqq4: half a byte per weight plus a float32 scale and zero per 64.
+  job.train.base = "hqq4";
+  const int64_t linears = 4LL * 4096 * 4096 + 3LL * 4096 * 11008;
+  EXPECT_EQ(PlanMemory(*model, job, PlanDevice{}).device.frozen_weights,
+            32 * (2 * 4096 * 2 + linears / 2 + linears / 64 * 8) +
+                (32000LL * 4096 * 2 + 4096 * 2) + 32000LL * 4096 * 2);
+}
+
 TEST(MemoryPlanTest, CapWinsOverTheCardAndTheCardKeepsContextRoom) {
   train::JobConfig job;
   PlanDevice card = DeviceForJob(job, 24, 1);

@@ -84,7 +84,9 @@ INSTANTIATE_TEST_SUITE_P(
                       BadCase{R"(, "dataset": {"chat_template": 3})", "dataset.chat_template"},
                       BadCase{R"(, "train": {"mlp_chunk_tokens": -1})", "train.mlp_chunk_tokens"},
                       BadCase{R"(, "train": {"mlp_chunk_tokens": 4096}, "lora": {"dropout": 0.1})",
-                              "train.mlp_chunk_tokens"}));
+                              "train.mlp_chunk_tokens"},
+                      BadCase{R"(, "train": {"base": "int8"})", "train.base"},
+                      BadCase{R"(, "train": {"method": "full"})", "train.method"}));
 
 TEST(JobConfigTest, MlpChunkTokensRoundTripsAndDefaultsToAutomatic) {
   auto c = ParseJobConfig(Job(R"(, "train": {"mlp_chunk_tokens": 4096})"));
@@ -95,6 +97,26 @@ TEST(JobConfigTest, MlpChunkTokensRoundTripsAndDefaultsToAutomatic) {
   EXPECT_EQ(ParseJobConfig(Job(""))->train.mlp_chunk_tokens, 0);
   // Automatic tiling with dropout is allowed: the trainer keeps such an MLP untiled.
   EXPECT_TRUE(ParseJobConfig(Job(R"(, "lora": {"dropout": 0.1})")).ok());
+}
+
+TEST(JobConfigTest, BaseAndMethodDefaultToQloraAndRoundTrip) {
+  auto old = ParseJobConfig(Job(""));  // a job file from before train.base existed
+  ASSERT_TRUE(old.ok()) << old.status();
+  EXPECT_EQ(old->train.base, "nf4");
+  EXPECT_EQ(old->train.method, "lora");
+  EXPECT_TRUE(ParseJobConfig(Job(R"(, "train": {"base": "hqq4"})")).ok());
+  auto c = ParseJobConfig(Job(R"(, "train": {"base": "bf16", "method": "dora"})"));
+  ASSERT_TRUE(c.ok()) << c.status();
+  auto again = ParseJobConfig(JobConfigToJson(*c));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->train.base, "bf16");
+  EXPECT_EQ(again->train.method, "dora");
+}
+
+TEST(JobConfigTest, UnknownMethodListsTheImplementedOnes) {
+  auto c = ParseJobConfig(Job(R"(, "train": {"method": "llama_pro"})"));
+  ASSERT_FALSE(c.ok());
+  EXPECT_THAT(c.status().message(), HasSubstr("must be one of lora, dora; got 'llama_pro'"));
 }
 
 TEST(JobConfigTest, ValidationFieldsRoundTrip) {
