@@ -53,7 +53,7 @@ for stage in "${stages[@]}"; do
         "$py" tests/golden/test_base_types.py >"$OUT/types-golden.md" 2>"$OUT/types-golden.log"
       note "base formats + DoRA vs transformers+PEFT, bf16 on the GPU (exit $?):"
       cat "$OUT/types-golden.md"
-      for bm in nf4/lora bf16/lora nf4/dora bf16/dora; do
+      for bm in nf4/lora bf16/lora hqq4/lora nf4/dora bf16/dora; do
         "$BUILD/tests/bench/train_bench" --model random:llama2-7b --batch 4 --seq 2048 --steps 6 \
           --base "${bm%/*}" --method "${bm#*/}" >>"$OUT/types-bench.md" 2>>"$OUT/types-bench.log"
       done
