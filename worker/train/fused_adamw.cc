@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <optional>
 #include <stdexcept>
 #include <string>
 
@@ -13,17 +14,17 @@
 namespace rigtune::train {
 namespace {
 
+#ifdef RIGTUNE_WITH_CUDA
 bool Fusable(const at::Tensor& t, const at::Device& device) {
   return t.defined() && t.is_cuda() && t.device() == device && t.scalar_type() == at::kFloat &&
          t.is_contiguous();
 }
 
-#ifdef RIGTUNE_WITH_CUDA
 void Check(cudaError_t err, const char* what) {
-  if (err != cudaSuccess) throw std::runtime_error(std::string(what) + " (CUDA): " +
-                                                   cudaGetErrorString(err));
+  if (err != cudaSuccess) {
+    throw std::runtime_error(std::string(what) + " (CUDA): " + cudaGetErrorString(err));
+  }
 }
-#endif
 
 // The device of the first defined tensor, or nullopt when none is defined.
 std::optional<at::Device> FirstDevice(const std::vector<at::Tensor>& tensors) {
@@ -32,6 +33,7 @@ std::optional<at::Device> FirstDevice(const std::vector<at::Tensor>& tensors) {
   }
   return std::nullopt;
 }
+#endif  // RIGTUNE_WITH_CUDA
 
 }  // namespace
 
