@@ -69,7 +69,11 @@ struct GroupedFunction : public torch::autograd::Function<GroupedFunction> {
     const at::Tensor h2 = x.reshape({-1, x.size(-1)});
     int64_t total = 0;
     for (int64_t o : outs) total += o;
-    at::Tensor y2 = at::empty({h2.size(0), total}, x.options());
+    std::vector<int64_t> shape = x.sizes().vec();
+    shape.back() = total;
+    // Returned whole, not as a view made here: RoPE rotates it in place.
+    at::Tensor y = at::empty(shape, x.options());
+    at::Tensor y2 = y.view({h2.size(0), total});
     std::vector<at::Tensor> saved;
     {
       profile::ScopedPhase phase(profile::Phase::kLora, x);
@@ -93,9 +97,7 @@ struct GroupedFunction : public torch::autograd::Function<GroupedFunction> {
     }
     ctx->save_for_backward(saved);
     ctx->saved_data["master_dtype"] = static_cast<int64_t>(lora_a[0].scalar_type());
-    std::vector<int64_t> shape = x.sizes().vec();
-    shape.back() = total;
-    return y2.view(shape);
+    return y;
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
