@@ -32,7 +32,9 @@ cudaError_t UploadTable(const Entry* entries, int64_t count, int64_t chunk, void
               host.data());
   auto* first = reinterpret_cast<int64_t*>(host.data() + sizeof(Entry) * count);
   first[0] = 0;
-  for (int64_t k = 0; k < count; ++k) first[k + 1] = first[k] + (entries[k].numel + chunk - 1) / chunk;
+  for (int64_t k = 0; k < count; ++k) {
+    first[k + 1] = first[k] + (entries[k].numel + chunk - 1) / chunk;
+  }
   *blocks = first[count];
   // From pageable memory: returns once `host` is staged, so it may go.
   return cudaMemcpyAsync(scratch, host.data(), host.size(), cudaMemcpyHostToDevice, stream);

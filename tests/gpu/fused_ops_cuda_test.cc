@@ -93,7 +93,10 @@ TEST(FusedOpsCuda, RotaryMatchesCpuTwin) {
   struct Shape {
     int64_t batch, seq, heads, hd;
   };
-  for (const Shape s : {Shape{2, 37, 3, 10}, Shape{1, 128, 32, 128}, Shape{1, 70000, 1, 4}}) {
+  // 10 and 4: one pair per thread; 128 and 16: packs of pairs (Note [16-byte
+  // RoPE accesses]), the last beyond one grid dimension of tokens.
+  for (const Shape s : {Shape{2, 37, 3, 10}, Shape{1, 128, 32, 128}, Shape{1, 70000, 1, 4},
+                        Shape{1, 70000, 2, 16}}) {
     for (at::ScalarType dtype : kDtypes) {
       auto tables = testing::RopeTables(s.batch, s.seq, s.hd, dtype);
       const int64_t width = s.heads * s.hd;
