@@ -1,4 +1,5 @@
-// CUDA twin of kernels/rope_cpu.cc: one thread per rotated pair (i, i + h).
+// CUDA twin of kernels/rope_cpu.cc: one thread per rotated pair (i, i + h), or
+// per pack of pairs where rows allow (Note [16-byte RoPE accesses]).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -11,6 +12,26 @@ namespace rigtune::kernels {
 namespace {
 
 constexpr int kThreads = 256;
+
+// One rotated pair (a = x[i], b = x[i + h]) with its table entries; the
+// one-pair and the packed kernels share it, so both give the CPU twin's
+// numbers.
+template <typename T>
+__device__ void RotatePair(T& a_io, T& b_io, T c1_t, T c2_t, T s1_t, T s2_t, bool backward) {
+  const float a = ToFloat(a_io), b = ToFloat(b_io);
+  const float c1 = ToFloat(c1_t), c2 = ToFloat(c2_t);
+  const float s1 = ToFloat(s1_t), s2 = ToFloat(s2_t);
+  float ya, yb;
+  if (backward) {
+    ya = a * c1 + b * s2;
+    yb = b * c2 - a * s1;
+  } else {
+    ya = RoundTo<T>(__fmul_rn(a, c1)) + RoundTo<T>(__fmul_rn(-b, s1));
+    yb = RoundTo<T>(__fmul_rn(b, c2)) + RoundTo<T>(__fmul_rn(a, s2));
+  }
+  a_io = FromFloat<T>(ya);
+  b_io = FromFloat<T>(yb);
+}
 
 // Grid: x over (head, pair) of one token, y over tokens (looping beyond 65535).
 template <typename T>
@@ -26,33 +47,85 @@ __global__ void RopeKernel(T* x, int64_t ld_x, const T* cos, const T* sin, int64
     T* row = x + t * ld_x + h * head_dim;
     const T* ct = cos + t * head_dim;
     const T* st = sin + t * head_dim;
-    const float a = ToFloat(row[i]);
-    const float b = ToFloat(row[i + half]);
-    const float c1 = ToFloat(ct[i]), c2 = ToFloat(ct[i + half]);
-    const float s1 = ToFloat(st[i]), s2 = ToFloat(st[i + half]);
-    float ya, yb;
-    if (backward) {
-      ya = a * c1 + b * s2;
-      yb = b * c2 - a * s1;
-    } else {
-      ya = RoundTo<T>(__fmul_rn(a, c1)) + RoundTo<T>(__fmul_rn(-b, s1));
-      yb = RoundTo<T>(__fmul_rn(b, c2)) + RoundTo<T>(__fmul_rn(a, s2));
-    }
-    row[i] = FromFloat<T>(ya);
-    row[i + half] = FromFloat<T>(yb);
+    RotatePair(row[i], row[i + half], ct[i], ct[i + half], st[i], st[i + half], backward);
   }
+}
+
+// Note [16-byte RoPE accesses]: with head_dim / 2 a whole number of 16-byte
+// packs and every row aligned, each thread rotates one pack of pairs (8 for
+// bf16/fp16, 4 for float32), loading x's two halves and the tables 16 bytes
+// at a time instead of one element per load.
+template <typename T>
+constexpr int kVec = 16 / sizeof(T);
+
+template <typename T>
+struct alignas(16) Pack {
+  T v[kVec<T>];
+};
+
+template <typename T>
+__device__ Pack<T> LoadPack(const T* p) {
+  Pack<T> out;
+  *reinterpret_cast<uint4*>(&out) = *reinterpret_cast<const uint4*>(p);
+  return out;
+}
+
+template <typename T>
+__device__ void StorePack(T* p, const Pack<T>& v) {
+  *reinterpret_cast<uint4*>(p) = *reinterpret_cast<const uint4*>(&v);
+}
+
+template <typename T>
+__global__ void RopeKernelVec(T* x, int64_t ld_x, const T* cos, const T* sin, int64_t tokens,
+                              int64_t heads, int64_t head_dim, bool backward) {
+  constexpr int V = kVec<T>;
+  const int64_t half = head_dim / 2;
+  const int64_t packs_per_head = half / V;
+  const int64_t p = blockIdx.x * int64_t{kThreads} + threadIdx.x;
+  if (p >= heads * packs_per_head) return;
+  const int64_t h = p / packs_per_head;
+  const int64_t i = (p % packs_per_head) * V;
+  for (int64_t t = blockIdx.y; t < tokens; t += gridDim.y) {
+    T* row = x + t * ld_x + h * head_dim;
+    const T* ct = cos + t * head_dim;
+    const T* st = sin + t * head_dim;
+    Pack<T> a = LoadPack(row + i), b = LoadPack(row + i + half);
+    const Pack<T> c1 = LoadPack(ct + i), c2 = LoadPack(ct + i + half);
+    const Pack<T> s1 = LoadPack(st + i), s2 = LoadPack(st + i + half);
+#pragma unroll
+    for (int j = 0; j < V; ++j) {
+      RotatePair(a.v[j], b.v[j], c1.v[j], c2.v[j], s1.v[j], s2.v[j], backward);
+    }
+    StorePack(row + i, a);
+    StorePack(row + i + half, b);
+  }
+}
+
+bool Aligned16(const void* p) {
+  return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 }
 
 template <typename T>
 cudaError_t Launch(void* x, int64_t ld_x, const void* cos, const void* sin, int64_t tokens,
                    int64_t heads, int64_t head_dim, bool backward, cudaStream_t stream) {
-  const int64_t pairs = heads * (head_dim / 2);
-  const dim3 grid(static_cast<unsigned>((pairs + kThreads - 1) / kThreads),
-                  static_cast<unsigned>(std::min<int64_t>(tokens, 65535)));
-  RopeKernel<T><<<grid, kThreads, 0, stream>>>(static_cast<T*>(x), ld_x,
-                                               static_cast<const T*>(cos),
-                                               static_cast<const T*>(sin), tokens, heads,
-                                               head_dim, backward);
+  const int64_t half = head_dim / 2;
+  const unsigned grid_y = static_cast<unsigned>(std::min<int64_t>(tokens, 65535));
+  auto* xt = static_cast<T*>(x);
+  const auto* c = static_cast<const T*>(cos);
+  const auto* s = static_cast<const T*>(sin);
+  const bool packed = head_dim % 2 == 0 && half % kVec<T> == 0 && ld_x % kVec<T> == 0 &&
+                      Aligned16(x) && Aligned16(cos) && Aligned16(sin);
+  if (packed) {
+    const int64_t packs = heads * (half / kVec<T>);
+    const dim3 grid(static_cast<unsigned>((packs + kThreads - 1) / kThreads), grid_y);
+    RopeKernelVec<T><<<grid, kThreads, 0, stream>>>(xt, ld_x, c, s, tokens, heads, head_dim,
+                                                    backward);
+  } else {
+    const int64_t pairs = heads * half;
+    const dim3 grid(static_cast<unsigned>((pairs + kThreads - 1) / kThreads), grid_y);
+    RopeKernel<T><<<grid, kThreads, 0, stream>>>(xt, ld_x, c, s, tokens, heads, head_dim,
+                                                 backward);
+  }
   return cudaGetLastError();
 }
 

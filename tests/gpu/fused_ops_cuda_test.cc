@@ -93,7 +93,10 @@ TEST(FusedOpsCuda, RotaryMatchesCpuTwin) {
   struct Shape {
     int64_t batch, seq, heads, hd;
   };
-  for (const Shape s : {Shape{2, 37, 3, 10}, Shape{1, 128, 32, 128}, Shape{1, 70000, 1, 4}}) {
+  // 10 and 4: one pair per thread; 128 and 16: packs of pairs (Note [16-byte
+  // RoPE accesses]), the last beyond one grid dimension of tokens.
+  for (const Shape s : {Shape{2, 37, 3, 10}, Shape{1, 128, 32, 128}, Shape{1, 70000, 1, 4},
+                        Shape{1, 70000, 2, 16}}) {
     for (at::ScalarType dtype : kDtypes) {
       auto tables = testing::RopeTables(s.batch, s.seq, s.hd, dtype);
       const int64_t width = s.heads * s.hd;
@@ -138,6 +141,29 @@ TEST(FusedOpsCuda, SwigluOverFusedGateUpMatchesCpuTwin) {
     };
     CheckTwins(op, ref, {(3 * at::randn({2, 37, 1998})).to(dtype)},
                at::randn({2, 37, 999}).to(dtype));
+  }
+}
+
+// Halves of 1024 columns: every row of gate, up, out and both gradients
+// starts 16-byte aligned, so the 16-byte kernels run (Note [16-byte SwiGLU
+// accesses]); rows beyond one grid dimension check their row loop; 1002
+// columns (not a whole number of packs) take the one-element kernels.
+TEST(FusedOpsCuda, SwigluPackedAccessesMatchCpuTwin) {
+  SKIP_WITHOUT_CUDA();
+  struct Shape {
+    int64_t rows, half;
+  };
+  for (const Shape s : {Shape{37, 1024}, Shape{70000, 8}, Shape{5, 1002}}) {
+    for (at::ScalarType dtype : kDtypes) {
+      at::manual_seed(s.rows + s.half);
+      auto op = [](std::vector<at::Tensor>& a) { return FusedSwiglu(a[0]); };
+      auto ref = [&](std::vector<at::Tensor>& a) {
+        return testing::SwigluReference(a[0].narrow(-1, 0, s.half),
+                                        a[0].narrow(-1, s.half, s.half));
+      };
+      CheckTwins(op, ref, {(3 * at::randn({s.rows, 2 * s.half})).to(dtype)},
+                 at::randn({s.rows, s.half}).to(dtype));
+    }
   }
 }
 

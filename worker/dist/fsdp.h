@@ -80,7 +80,8 @@ class FsdpLayers : public train::LayerSource {
   std::vector<at::Tensor> Parameters() override { return lora_shards_; }
   std::vector<at::Tensor> Gradients() override;
   void ZeroGradients() override;
-  void Update(train::AdamW& optimizer, const std::vector<at::Tensor>& grads, double lr) override;
+  void Update(train::AdamW& optimizer, const std::vector<at::Tensor>& grads, double lr,
+              double grad_scale) override;
   void WaitForUpdate() override { host_step_.WaitAll(); }
   double SumOverRanks(double v) override { return comm_ ? comm_->SumOverRanks(v) : v; }
   // Each shard of the gradients lives once per shard group: the global

@@ -111,10 +111,17 @@ void FsdpLayers::ZeroGradients() {
 }
 
 void FsdpLayers::Update(train::AdamW& optimizer, const std::vector<at::Tensor>& grads,
-                        double lr) {
+                        double lr, double grad_scale) {
   if (!options_.offload_optimizer) {
-    optimizer.Step(grads, lr);
+    optimizer.Step(grads, lr, grad_scale);
     return;
+  }
+  // The host update runs AdamW::Update per layer, which takes the gradients
+  // as they are: clip them here (the host thread zeroes them afterwards).
+  if (grad_scale != 1.0) {
+    for (const at::Tensor& g : grads) {
+      if (g.defined()) const_cast<at::Tensor&>(g).mul_(grad_scale);
+    }
   }
   host_step_.Start(optimizer, grads, lr);
 }

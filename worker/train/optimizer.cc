@@ -3,14 +3,34 @@
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
 
+#include <algorithm>
 #include <cmath>
+#include <optional>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "worker/train/fused_adamw.h"
 
 namespace rigtune::train {
 namespace {
 enum ScheduleKind { kConstant = 0, kLinear = 1, kCosine = 2 };
+
+// Σ g² through ATen, per tensor in float64 (any device, any dtype).
+double ReferenceSquaredNorm(const std::vector<at::Tensor>& grads) {
+  std::vector<at::Tensor> norms;
+  for (const at::Tensor& g : grads) {
+    // In float64: the norm then does not depend, to float32 precision, on how
+    // the gradients are split into tensors (one per adapter matrix, or one
+    // flat buffer per layer under FSDP and weight streaming), so every layer
+    // source clips by the same coefficient.
+    if (g.defined()) {
+      norms.push_back(at::linalg_vector_norm(g, 2, std::nullopt, false, at::kDouble).reshape({1}));
+    }
+  }
+  if (norms.empty()) return 0;
+  const double n = at::linalg_vector_norm(at::cat(norms), 2).item<double>();
+  return n * n;
+}
 }  // namespace
 
 AdamW::AdamW(std::vector<at::Tensor> params, AdamWOptions options)
@@ -21,9 +41,24 @@ AdamW::AdamW(std::vector<at::Tensor> params, AdamWOptions options)
   }
 }
 
-void AdamW::Step(const std::vector<at::Tensor>& grads, double lr) {
+void AdamW::Step(const std::vector<at::Tensor>& grads, double lr, double grad_scale) {
   BeginStep();
-  for (size_t i = 0; i < params_.size(); ++i) Update(i, grads[i], lr);
+  if (CanFuseAdamW(params_, grads, exp_avg_, exp_avg_sq_)) {
+    FusedAdamWStep(params_, grads, exp_avg_, exp_avg_sq_, Scalars(lr, grad_scale));
+    return;
+  }
+  c10::NoGradGuard no_grad;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    // g·scale rounded to float first, as the kernel does (and as clipping the
+    // gradients in place before the step did).
+    const bool scaled = grad_scale != 1.0 && grads[i].defined();
+    Update(i, scaled ? grads[i] * grad_scale : grads[i], lr);
+  }
+}
+
+kernels::AdamWScalars AdamW::Scalars(double lr, double grad_scale) const {
+  return kernels::MakeAdamWScalars(lr, options_.beta1, options_.beta2, options_.eps,
+                                   options_.weight_decay, step_, grad_scale);
 }
 
 void AdamW::Update(size_t i, const at::Tensor& g, double lr) {
@@ -62,36 +97,36 @@ double LrSchedule::LearningRate(int64_t s) const {
   return base_lr_ * std::max(0.0, 0.5 * (1.0 + std::cos(M_PI * progress)));
 }
 
+double GlobalGradNorm(const std::vector<at::Tensor>& grads,
+                      const std::function<double(double)>& squared_norm_reducer) {
+  c10::NoGradGuard no_grad;
+  double squared = 0;
+  if (std::optional<double> fused = FusedSumOfSquares(grads)) {
+    squared = *fused;
+  } else {
+    squared = ReferenceSquaredNorm(grads);
+  }
+  if (squared_norm_reducer) squared = squared_norm_reducer(squared);
+  return std::sqrt(squared);
+}
+
+double ClipCoefficient(double total_norm, double max_norm) {
+  if (max_norm <= 0) return 1.0;
+  return std::min(1.0, max_norm / (total_norm + 1e-6));
+}
+
 double ClipGradNorm(const std::vector<at::Tensor>& grads, double max_norm,
                     const std::function<double(double)>& squared_norm_reducer) {
   c10::NoGradGuard no_grad;
-  std::vector<at::Tensor> norms;
-  for (const at::Tensor& g : grads) {
-    // In float64: the norm then does not depend, to float32 precision, on how
-    // the gradients are split into tensors (one per adapter matrix, or one
-    // flat buffer per layer under FSDP and weight streaming), so every layer
-    // source clips by the same coefficient.
-    if (g.defined()) {
-      norms.push_back(at::linalg_vector_norm(g, 2, std::nullopt, false, at::kDouble).reshape({1}));
-    }
-  }
-  double squared = 0;
-  if (!norms.empty()) {
-    at::Tensor total = at::linalg_vector_norm(at::cat(norms), 2);
-    const double n = total.item<double>();
-    squared = n * n;
-  }
-  if (squared_norm_reducer) squared = squared_norm_reducer(squared);
-  const double total_norm = std::sqrt(squared);
-  if (max_norm > 0) {
-    const double coef = std::min(1.0, max_norm / (total_norm + 1e-6));
-    if (coef < 1.0) {
-      for (const at::Tensor& g : grads) {
-        if (g.defined()) const_cast<at::Tensor&>(g).mul_(coef);
-      }
+  const double total_norm = GlobalGradNorm(grads, squared_norm_reducer);
+  const double coef = ClipCoefficient(total_norm, max_norm);
+  if (coef < 1.0) {
+    for (const at::Tensor& g : grads) {
+      if (g.defined()) const_cast<at::Tensor&>(g).mul_(coef);
     }
   }
   return total_norm;
 }
+
 
 }  // namespace rigtune::train

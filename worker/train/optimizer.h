@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "kernels/adamw.h"
 
 namespace rigtune::train {
 
@@ -30,12 +31,18 @@ class AdamW {
   AdamW(std::vector<at::Tensor> params, AdamWOptions options);
 
   // One update of every parameter from `grads` (same order and shapes) at
-  // learning rate `lr`. Parameters are updated in place, without autograd.
-  void Step(const std::vector<at::Tensor>& grads, double lr);
+  // learning rate `lr`, each gradient taken times `grad_scale` (the clipping
+  // coefficient; `grads` themselves are left as they are). Parameters are
+  // updated in place, without autograd. On one CUDA device, with float32
+  // contiguous tensors, the whole step is one multi-tensor kernel
+  // (worker/train/fused_adamw.h); elsewhere Update() below, per tensor.
+  void Step(const std::vector<at::Tensor>& grads, double lr, double grad_scale = 1.0);
   // The same step in parts (a host thread updating layer by layer):
   // BeginStep() once, then Update(i, ...) for every parameter, in any order.
   void BeginStep() { ++step_; }
   void Update(size_t i, const at::Tensor& grad, double lr);
+  // The kernels' scalars for the step under way (after BeginStep()).
+  kernels::AdamWScalars Scalars(double lr, double grad_scale) const;
 
   int64_t step() const { return step_; }
   const std::vector<at::Tensor>& params() const { return params_; }
@@ -70,10 +77,22 @@ class LrSchedule {
   int64_t total_;
 };
 
+// The global L2 norm of `grads` (undefined entries skipped), accumulated in
+// float64. `squared_norm_reducer`, when given, sums the local squared norm
+// across ranks (FSDP: each rank holds a slice of the gradients). On one CUDA
+// device with float32 contiguous gradients this is one multi-tensor
+// reduction.
+double GlobalGradNorm(const std::vector<at::Tensor>& grads,
+                      const std::function<double(double)>& squared_norm_reducer = {});
+
+// torch.nn.utils.clip_grad_norm_'s factor: min(1, max_norm / (norm + 1e-6)),
+// or 1 when max_norm <= 0 (no clipping).
+double ClipCoefficient(double total_norm, double max_norm);
+
 // Scales `grads` in place so that their global L2 norm is at most max_norm
-// (torch.nn.utils.clip_grad_norm_); returns the norm before clipping.
-// `squared_norm_reducer`, when given, sums the local squared norm across
-// ranks (FSDP: each rank holds a slice of the gradients).
+// (torch.nn.utils.clip_grad_norm_); returns the norm before clipping. The
+// trainer instead hands ClipCoefficient to AdamW::Step, which folds it into
+// the update without a pass over the gradients.
 double ClipGradNorm(const std::vector<at::Tensor>& grads, double max_norm,
                     const std::function<double(double)>& squared_norm_reducer = {});
 

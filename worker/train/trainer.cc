@@ -297,9 +297,11 @@ StepStats Trainer::Step(const std::vector<TrainBatch>& micro_batches, double lr)
   StepStats stats = ForwardBackward(micro_batches);
   std::vector<at::Tensor> grads = layers_->Gradients();
   profile::ScopedPhase phase(profile::Phase::kOptimizer, grads.empty() ? at::Tensor() : grads[0]);
-  stats.grad_norm = ClipGradNorm(grads, options_.max_grad_norm,
-                                 [this](double sq) { return layers_->SumGradSquares(sq); });
-  layers_->Update(*optimizer_, grads, lr);
+  stats.grad_norm =
+      GlobalGradNorm(grads, [this](double sq) { return layers_->SumGradSquares(sq); });
+  // Clipping is folded into the update: no pass over the gradients.
+  layers_->Update(*optimizer_, grads, lr,
+                  ClipCoefficient(stats.grad_norm, options_.max_grad_norm));
   stats.learning_rate = lr;
   ZeroGrad();
   return stats;

@@ -97,12 +97,14 @@ class LayerSource {
   virtual std::vector<at::Tensor> Parameters() = 0;
   virtual std::vector<at::Tensor> Gradients() = 0;
   virtual void ZeroGradients() = 0;
-  // Applies one AdamW step to Parameters() from `grads` (clipped). May
-  // return before the update is done (FSDP with offload_optimizer updates
-  // on the host while the next step runs): a later Acquire() of a layer
-  // waits for that layer's update, and WaitForUpdate() for all of them.
-  virtual void Update(AdamW& optimizer, const std::vector<at::Tensor>& grads, double lr) {
-    optimizer.Step(grads, lr);
+  // Applies one AdamW step to Parameters() from `grads` times `grad_scale`
+  // (the clipping coefficient). May return before the update is done (FSDP
+  // with offload_optimizer updates on the host while the next step runs): a
+  // later Acquire() of a layer waits for that layer's update, and
+  // WaitForUpdate() for all of them.
+  virtual void Update(AdamW& optimizer, const std::vector<at::Tensor>& grads, double lr,
+                      double grad_scale) {
+    optimizer.Step(grads, lr, grad_scale);
   }
   virtual void WaitForUpdate() {}
   // Sum over data-parallel ranks (identity for one process).

@@ -66,6 +66,26 @@ TEST(GroupedQLoraTest, MatchesSeparateLinears) {
   }
 }
 
+// The output may be modified in place (RoPE rotates the fused Q/K/V rows):
+// it must be the function's own tensor, not a view made inside it, and the
+// gradient through the in-place op must still reach x and the adapters.
+TEST(GroupedQLoraTest, OutputCanBeModifiedInPlace) {
+  std::vector<QLoraLinear> ls;
+  ls.push_back(RandomLinear(16, 24, 4, 0.0, 5));
+  ls.push_back(RandomLinear(8, 24, 4, 0.0, 6));
+  DequantWorkspace ws;
+  at::Tensor x = at::randn({2, 3, 24}).requires_grad_(true);
+  at::Tensor y = GroupedForward(Pointers(ls), x, ws);
+  EXPECT_FALSE(y.is_view());
+  y.mul_(3.0);
+  y.sum().backward();
+  at::Tensor x_ref = x.detach().clone().requires_grad_(true);
+  std::vector<at::Tensor> parts;
+  for (const QLoraLinear& l : ls) parts.push_back(l.Forward(x_ref, ws, true, 0));
+  (at::cat(parts, -1) * 3.0).sum().backward();
+  EXPECT_LT(RelErr(x.grad(), x_ref.grad()), 1e-6);
+}
+
 TEST(GroupedQLoraTest, WithoutAdaptersIsTheStackedBaseProduct) {
   std::vector<QLoraLinear> ls;
   ls.push_back(RandomLinear(8, 16, 0, 0.0, 4));
