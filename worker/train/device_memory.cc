@@ -1,5 +1,6 @@
 #include "worker/train/device_memory.h"
 
+#include <cstdlib>
 #include <fstream>
 #include <string>
 
@@ -21,6 +22,14 @@ int64_t PeakHostRssBytes() {
     if (line.rfind("VmHWM:", 0) == 0) return std::stoll(line.substr(6)) * 1024;  // "... kB"
   }
   return 0;
+}
+
+void PreferExpandableSegments() {
+  if (std::getenv("PYTORCH_ALLOC_CONF") != nullptr ||
+      std::getenv("PYTORCH_CUDA_ALLOC_CONF") != nullptr) {
+    return;  // the operator's settings win
+  }
+  setenv("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True", /*overwrite=*/0);
 }
 
 #ifdef RIGTUNE_WITH_CUDA

@@ -20,6 +20,16 @@ struct MemoryStats {
   int64_t total = 0;  // the device's memory
 };
 
+// Lets the CUDA caching allocator grow its segments in place
+// (`expandable_segments:True`) unless PYTORCH_ALLOC_CONF or
+// PYTORCH_CUDA_ALLOC_CONF already says otherwise. Long sequences allocate
+// blocks of gigabytes whose sizes change from layer to layer; in fixed
+// segments the freed ones stay cached beside the new ones, and under a cap
+// the reserve reaches the cap while a third of it is idle (Llama-3.1-8B at
+// 98,304 tokens: 17.45 GiB allocated, 21.99 GiB reserved under 22). Call it
+// first in main(): the allocator reads its settings once, on first use.
+void PreferExpandableSegments();
+
 // Caps the caching allocator at `gib` GiB (0 = no cap). Fails when the cap
 // exceeds the device's memory.
 absl::Status ApplyMemoryCap(const c10::Device& device, double gib);
