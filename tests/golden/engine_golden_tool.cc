@@ -15,6 +15,11 @@
 // first step's gradients, losses (one per step), and the final adapter; with
 // an hqq4 base also hqq.<weight>.codes / .scale / .zero (codes unpacked to
 // [groups, 64], scale and zero one per group).
+// With "method": "full" (train.method full; needs "base": "bf16") there is
+// no adapter: every tensor trains, grad.<HF name> and final.<HF name> hold
+// the first step's gradients and the final float32 weights, and
+// "save_model" (optional) names a folder where the trained model is written
+// as a Hugging Face model folder (WriteModelFolder).
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
 
@@ -26,6 +31,8 @@
 #include "worker/model/model_builder.h"
 #include "worker/model/safetensors.h"
 #include "worker/train/adapter_export.h"
+#include "worker/train/full_finetune.h"
+#include "worker/train/model_folder.h"
 #include "worker/train/trainer.h"
 
 namespace {
@@ -58,9 +65,16 @@ int main(int argc, char** argv) {
   build.lora.target_modules = spec["lora"]["target_modules"].get<std::vector<std::string>>();
   build.lora.use_rslora = spec["lora"].value("use_rslora", false);
   build.lora.dora = spec["lora"].value("use_dora", false);
+  const bool full = spec.value("method", std::string("lora")) == "full";
+  build.lora.enabled = !full;
   auto model = rigtune::model::LoadHfModel(spec["model_dir"], build);
   if (!model.ok()) return Fail(model.status().ToString());
-  if (auto s = rigtune::train::LoadAdapter(spec["adapter_dir"], &*model); !s.ok()) {
+  std::unique_ptr<rigtune::train::FullModelLayers> full_layers;
+  if (full) {
+    auto created = rigtune::train::FullModelLayers::Create(&*model);
+    if (!created.ok()) return Fail(created.status().ToString());
+    full_layers = *std::move(created);
+  } else if (auto s = rigtune::train::LoadAdapter(spec["adapter_dir"], &*model); !s.ok()) {
     return Fail(s.ToString());
   }
 
@@ -88,10 +102,45 @@ int main(int argc, char** argv) {
   topts.adamw.beta2 = optim.value("beta2", 0.999);
   topts.adamw.eps = optim.value("eps", 1e-8);
   topts.adamw.weight_decay = optim.value("weight_decay", 0.0);
-  rigtune::train::Trainer trainer(&*model, topts);
+  rigtune::train::Trainer trainer(&*model, topts, full_layers.get());
 
   std::map<std::string, at::Tensor> out;
   out["logits"] = trainer.Logits(batches[0]).cpu().contiguous();
+  const int64_t accum = spec.value("grad_accum", 1);
+  auto window = [&](int64_t step) {
+    std::vector<TrainBatch> w;
+    for (int64_t k = 0; k < accum; ++k) w.push_back(batches[(step * accum + k) % batches.size()]);
+    return w;
+  };
+  const int64_t steps = spec.value("steps", 0);
+  const double lr = optim.value("lr", 1e-3);
+  if (full) {
+    rigtune::train::StepStats first = trainer.ForwardBackward(window(0));
+    out["loss"] = at::tensor({first.loss}, at::kDouble);
+    const std::vector<at::Tensor> grads = full_layers->Gradients();
+    for (size_t k = 0; k < grads.size(); ++k) {
+      out["grad." + full_layers->tensors()[k].name] = grads[k].cpu().contiguous();
+    }
+    trainer.ZeroGrad();
+    std::vector<double> losses;
+    for (int64_t s = 0; s < steps; ++s) losses.push_back(trainer.Step(window(s), lr).loss);
+    out["losses"] = at::tensor(losses, at::kDouble);
+    for (auto& [name, t] : full_layers->MasterState()) out["final." + name] = t;
+    out["final_logits"] = trainer.Logits(batches[0]).cpu().contiguous();
+    if (spec.contains("save_model")) {
+      rigtune::train::ModelFolderOptions folder;
+      folder.base_dir = spec["model_dir"];
+      folder.out_dir = spec["save_model"];
+      folder.max_shard_bytes = spec.value("max_shard_bytes", int64_t{5'000'000'000});
+      if (auto s = rigtune::train::WriteModelFolder(full_layers->tensors(), folder); !s.ok()) {
+        return Fail(s.ToString());
+      }
+    }
+    if (auto s = rigtune::model::WriteSafetensors(spec["out"], out, {}); !s.ok()) {
+      return Fail(s.ToString());
+    }
+    return 0;
+  }
   if (spec.contains("save_adapter")) {
     rigtune::train::LoraConfig lora;
     lora.r = build.lora.r;
@@ -121,12 +170,6 @@ int main(int argc, char** argv) {
     }
   }
 
-  const int64_t accum = spec.value("grad_accum", 1);
-  auto window = [&](int64_t step) {
-    std::vector<TrainBatch> w;
-    for (int64_t k = 0; k < accum; ++k) w.push_back(batches[(step * accum + k) % batches.size()]);
-    return w;
-  };
   // Step 0's gradients, before any update.
   rigtune::train::StepStats first = trainer.ForwardBackward(window(0));
   out["loss"] = at::tensor({first.loss}, at::kDouble);
@@ -141,8 +184,6 @@ int main(int argc, char** argv) {
   }
   trainer.ZeroGrad();
 
-  const int64_t steps = spec.value("steps", 0);
-  const double lr = optim.value("lr", 1e-3);
   std::vector<double> losses;
   for (int64_t s = 0; s < steps; ++s) losses.push_back(trainer.Step(window(s), lr).loss);
   out["losses"] = at::tensor(losses, at::kDouble);

@@ -239,6 +239,13 @@ int64_t LoraParameterCount(const model::ModelConfig& model, const train::LoraCon
   return per_layer * model.num_layers;
 }
 
+int64_t FullParameterCount(const model::ModelConfig& m) {
+  // A dense layer of one byte per weight counts its weights, norms and biases.
+  const int64_t embedding = m.vocab_size * m.hidden_size;
+  return m.num_layers * LayerFrozenBytes(m, "bf16", 1) + embedding + m.hidden_size +
+         (m.tie_word_embeddings ? 0 : embedding);
+}
+
 MemoryPlan PlanMemory(const model::ModelConfig& m, const train::JobConfig& job,
                       const PlanDevice& device) {
   const int64_t d = DtypeBytes(job.train.dtype);
@@ -338,6 +345,28 @@ MemoryPlan PlanMemory(const model::ModelConfig& m, const train::JobConfig& job,
   // plan counts for both formats.
   // DoRA's row norms of W + s·B·A are taken in float32 in the same buffer.
   dev.workspace = widest * (dora ? 4 : d);
+  if (job.train.method == "full") {
+    // Full fine-tuning: every tensor trains on one device (FullModelLayers). The weights in the compute dtype (counted as
+    // frozen_weights: they are what the layers read), float32 masters (none
+    // in fp32: the weights are their own), gradients in the compute dtype
+    // plus their float32 widening for the step (none in fp32), and two
+    // float32 AdamW moments. No LoRA, no dequantize workspace (trained
+    // linears never join grouped products).
+    const int64_t full = FullParameterCount(m);
+    const int64_t masters = d == 4 ? 0 : 4 * full;
+    plan.trainable_parameters = full;
+    dev.frozen_weights = d * full;
+    dev.adapter = masters;
+    dev.optimizer = 8 * full;
+    // Gradients accumulate on the weights through the whole step: with
+    // gradient accumulation all of them are alive beside a later
+    // micro-batch's layer inputs and working set, so the plan counts the
+    // three together.
+    dev.gradients = d * full + masters;
+    dev.layer_inputs = inputs;
+    dev.working_set = working;
+    dev.workspace = 0;
+  }
   // Layer inputs kept on the device fragment the allocator's segments (see
   // Note [Memory plan]): a third of them is counted as unusable.
   const int64_t pinned_inputs = inputs_on_host ? 0 : dev.layer_inputs;

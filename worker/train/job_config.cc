@@ -126,7 +126,21 @@ absl::Status Validate(const JobConfig& c) {
   if (c.train.epochs < 1) return Err("train.epochs", "must be >= 1");
   if (c.train.max_steps < 0) return Err("train.max_steps", "must be >= 0");
   RT_RETURN_IF_ERROR(OneOf("train.base", c.train.base, {"nf4", "bf16", "hqq4"}));
-  RT_RETURN_IF_ERROR(OneOf("train.method", c.train.method, {"lora", "dora"}));
+  RT_RETURN_IF_ERROR(OneOf("train.method", c.train.method, {"lora", "dora", "full"}));
+  if (c.train.method == "full") {
+    if (c.train.base != "bf16") {
+      return Err("train.method",
+                 absl::StrCat("full trains the base weights themselves, which needs "
+                              "train.base bf16 (got train.base ",
+                              c.train.base, "); set train.base to bf16, or train an adapter "
+                              "(train.method lora or dora) on a quantized base"));
+    }
+    if (c.dist.cpu_offload || c.dist.offload_optimizer) {
+      return Err(c.dist.cpu_offload ? "dist.cpu_offload" : "dist.offload_optimizer",
+                 "train.method full keeps its weights and optimizer state on the device; "
+                 "turn offloading off");
+    }
+  }
   RT_RETURN_IF_ERROR(OneOf("train.dtype", c.train.dtype, {"bf16", "fp16", "fp32"}));
   RT_RETURN_IF_ERROR(OneOf("train.device", c.train.device, {"auto", "cpu", "cuda"}));
   RT_RETURN_IF_ERROR(OneOf("dist.sharding", c.dist.sharding,
