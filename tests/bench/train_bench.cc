@@ -56,7 +56,7 @@ int main(int argc, char** argv) {
                  "[--r N] [--no-checkpointing] [--dtype bf16|fp32] [--device cuda|cpu] "
                  "[--sharding S] [--cpu-offload] [--activation-offload] [--offload-optimizer] "
                  "[--max-gpu-memory-gib G] [--backend auto|nccl|gloo] [--mlp-chunk-tokens N] "
-                 "[--base nf4|bf16|hqq4] [--method lora|dora] [--profile]\n"
+                 "[--base nf4|bf16|hqq4] [--method lora|dora|full] [--profile]\n"
                  "  --mlp-chunk-tokens N  rows of the row-tiled MLP (0: automatic)\n"
                  "  --base, --method  train.base and train.method (the model column then\n"
                  "             names them, e.g. random:llama2-7b bf16/dora)\n"
