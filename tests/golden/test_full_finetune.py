@@ -10,9 +10,9 @@ models shared with test_engine.py).
 - The output folder (bf16 safetensors, sharded with an index) loads in
   transformers and gives the engine's logits.
 
-Tolerances: loss and gradients within 1e-5 relative (norm-wise); the
-trajectory's losses and final weights within 1e-4 relative (fp32 on both
-sides: only the order of float reductions differs). The loaded bf16
+Tolerances (fp32 on both sides: only the order of float reductions
+differs): logits, loss and gradients within 1e-4 relative (norm-wise), and
+so are the 20 steps' losses and the final weights. The loaded bf16
 folder: its tensors equal the engine's final weights rounded to bf16, and
 its logits are within 2e-2 of the engine's fp32 logits (bf16 rounding).
 """
@@ -61,16 +61,16 @@ def test_full_finetune_matches_torch_adamw(tmp_path, name, checkpointing):
     ref.eval()
     with torch.no_grad():
         logits = ref(input_ids=batches["input_ids_0"]).logits
-    assert rel(got["logits"], logits) < 1e-5, rel(got["logits"], logits)
+    assert rel(got["logits"], logits) < 1e-4, rel(got["logits"], logits)
 
     ref.train()
     params = dict(ref.named_parameters())  # a tied head appears once
     engine_grads = {k[len("grad."):] for k in got if k.startswith("grad.")}
     assert engine_grads == set(params), engine_grads ^ set(params)
     loss0 = accumulate(ref, batches, 0)
-    assert abs(got["loss"].item() - loss0) / abs(loss0) < 1e-5
+    assert abs(got["loss"].item() - loss0) / abs(loss0) < 1e-4
     for n, p in params.items():
-        assert rel(got["grad." + n], p.grad) < 1e-5, (n, rel(got["grad." + n], p.grad))
+        assert rel(got["grad." + n], p.grad) < 1e-4, (n, rel(got["grad." + n], p.grad))
     ref.zero_grad(set_to_none=True)
 
     opt = torch.optim.AdamW(list(params.values()), lr=LR, betas=(0.9, 0.95), eps=1e-8,
