@@ -20,14 +20,20 @@
 // the first step's gradients and the final float32 weights, and
 // "save_model" (optional) names a folder where the trained model is written
 // as a Hugging Face model folder (WriteModelFolder).
+// With "method": "llama_pro" and "expand_every": k (train.method llama_pro,
+// any base) the model is block-expanded and only the copies train; outputs
+// as for full (their tensors only), plus original_logits: the unexpanded
+// model's logits on batch 0.
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
 
 #include <fstream>
+#include <optional>
 #include <iostream>
 #include <sstream>
 
 #include "nlohmann/json.hpp"
+#include "worker/model/block_expansion.h"
 #include "worker/model/model_builder.h"
 #include "worker/model/safetensors.h"
 #include "worker/train/adapter_export.h"
@@ -65,12 +71,35 @@ int main(int argc, char** argv) {
   build.lora.target_modules = spec["lora"]["target_modules"].get<std::vector<std::string>>();
   build.lora.use_rslora = spec["lora"].value("use_rslora", false);
   build.lora.dora = spec["lora"].value("use_dora", false);
-  const bool full = spec.value("method", std::string("lora")) == "full";
+  const std::string method = spec.value("method", std::string("lora"));
+  const bool expand = method == "llama_pro";
+  const bool full = method == "full" || expand;
   build.lora.enabled = !full;
-  auto model = rigtune::model::LoadHfModel(spec["model_dir"], build);
+  absl::StatusOr<rigtune::model::LlamaModel> model = absl::UnknownError("not built");
+  std::optional<rigtune::model::ExpansionPlan> plan;
+  if (expand) {
+    auto source = rigtune::model::ModelSource::Open(spec["model_dir"], build);
+    if (!source.ok()) return Fail(source.status().ToString());
+    rigtune::model::BuildOptions dense = build;
+    dense.base = rigtune::quant::BaseFormat::kBf16;
+    auto dense_source = rigtune::model::ModelSource::Open(spec["model_dir"], dense);
+    if (!dense_source.ok()) return Fail(dense_source.status().ToString());
+    auto planned = rigtune::model::PlanBlockExpansion((*source)->config().num_layers,
+                                                      spec.value("expand_every", int64_t{1}));
+    if (!planned.ok()) return Fail(planned.status().ToString());
+    plan = *planned;
+    model = rigtune::model::BuildExpandedModel(**source, **dense_source, *plan);
+  } else {
+    model = rigtune::model::LoadHfModel(spec["model_dir"], build);
+  }
   if (!model.ok()) return Fail(model.status().ToString());
   std::unique_ptr<rigtune::train::FullModelLayers> full_layers;
-  if (full) {
+  if (expand) {
+    auto created =
+        rigtune::train::FullModelLayers::CreateForLayers(&*model, plan->InsertedLayers());
+    if (!created.ok()) return Fail(created.status().ToString());
+    full_layers = *std::move(created);
+  } else if (full) {
     auto created = rigtune::train::FullModelLayers::Create(&*model);
     if (!created.ok()) return Fail(created.status().ToString());
     full_layers = *std::move(created);
@@ -114,6 +143,12 @@ int main(int argc, char** argv) {
   };
   const int64_t steps = spec.value("steps", 0);
   const double lr = optim.value("lr", 1e-3);
+  if (expand) {
+    auto original = rigtune::model::LoadHfModel(spec["model_dir"], build);
+    if (!original.ok()) return Fail(original.status().ToString());
+    rigtune::train::Trainer original_trainer(&*original, topts);
+    out["original_logits"] = original_trainer.Logits(batches[0]).cpu().contiguous();
+  }
   if (full) {
     rigtune::train::StepStats first = trainer.ForwardBackward(window(0));
     out["loss"] = at::tensor({first.loss}, at::kDouble);
@@ -132,9 +167,17 @@ int main(int argc, char** argv) {
       folder.base_dir = spec["model_dir"];
       folder.out_dir = spec["save_model"];
       folder.max_shard_bytes = spec.value("max_shard_bytes", int64_t{5'000'000'000});
-      if (auto s = rigtune::train::WriteModelFolder(full_layers->tensors(), folder); !s.ok()) {
-        return Fail(s.ToString());
+      absl::Status written;
+      if (plan) {
+        folder.num_hidden_layers = plan->size();
+        auto tensors = rigtune::train::ExpandedModelTensors(spec["model_dir"], *plan,
+                                                            full_layers->tensors());
+        written = tensors.ok() ? rigtune::train::WriteModelFolder(*tensors, folder)
+                               : tensors.status();
+      } else {
+        written = rigtune::train::WriteModelFolder(full_layers->tensors(), folder);
       }
+      if (!written.ok()) return Fail(written.ToString());
     }
     if (auto s = rigtune::model::WriteSafetensors(spec["out"], out, {}); !s.ok()) {
       return Fail(s.ToString());

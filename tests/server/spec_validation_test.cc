@@ -48,6 +48,20 @@ TEST(SpecValidationTest, FullFineTuningNeedsABf16BaseOneGpuAndNoLora) {
   ExpectFieldError(offload, limits, "spec.dist.offload_optimizer");
 }
 
+TEST(SpecValidationTest, LlamaProNeedsExpandEvery) {
+  SpecLimits limits{2, {}};
+  auto spec = TinySpec();
+  spec.mutable_train()->set_method("llama_pro");
+  ExpectFieldError(spec, limits, "spec.train.expand_every");
+  spec.mutable_train()->set_expand_every(2);
+  EXPECT_TRUE(ValidateJobSpec(spec, limits).ok()) << ValidateJobSpec(spec, limits);
+  spec.mutable_train()->set_base("hqq4");  // any base: the old blocks stay frozen in it
+  EXPECT_TRUE(ValidateJobSpec(spec, limits).ok()) << ValidateJobSpec(spec, limits);
+  auto stray = TinySpec();
+  stray.mutable_train()->set_expand_every(2);
+  ExpectFieldError(stray, limits, "spec.train.expand_every");
+}
+
 TEST(SpecValidationTest, OutOfRangeValuesNameTheField) {
   SpecLimits limits{2, {}};
   auto spec = TinySpec();

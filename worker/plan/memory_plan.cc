@@ -246,8 +246,19 @@ int64_t FullParameterCount(const model::ModelConfig& m) {
          (m.tie_word_embeddings ? 0 : embedding);
 }
 
-MemoryPlan PlanMemory(const model::ModelConfig& m, const train::JobConfig& job,
+// The model the job trains: with train.method llama_pro, the original plus
+// one copy after every expand_every-th layer.
+model::ModelConfig TrainedModel(const model::ModelConfig& m, const train::JobConfig& job) {
+  model::ModelConfig out = m;
+  if (job.train.method == "llama_pro" && job.train.expand_every > 0) {
+    out.num_layers += m.num_layers / job.train.expand_every;
+  }
+  return out;
+}
+
+MemoryPlan PlanMemory(const model::ModelConfig& original, const train::JobConfig& job,
                       const PlanDevice& device) {
+  const model::ModelConfig m = TrainedModel(original, job);
   const int64_t d = DtypeBytes(job.train.dtype);
   const int64_t world = std::max(1, device.world_size);
   const int64_t layers = std::max<int64_t>(1, m.num_layers);
@@ -366,6 +377,22 @@ MemoryPlan PlanMemory(const model::ModelConfig& m, const train::JobConfig& job,
     dev.layer_inputs = inputs;
     dev.working_set = working;
     dev.workspace = 0;
+  } else if (job.train.method == "llama_pro") {
+    // Block expansion: the original layers stay frozen in train.base's
+    // format (counted above, as are the copies, in that format); the copies
+    // are dense in the compute dtype instead and train like full
+    // fine-tuning: masters, gradients (widened for the step), moments.
+    const int64_t added = m.num_layers - original.num_layers;
+    const int64_t per_layer = LayerFrozenBytes(m, "bf16", 1);
+    const int64_t trained = added * per_layer;
+    const int64_t masters = d == 4 ? 0 : 4 * trained;
+    plan.trainable_parameters = trained;
+    dev.frozen_weights += added * (d * per_layer - layer);
+    dev.adapter = masters;
+    dev.optimizer = 8 * trained;
+    dev.gradients = d * trained + masters;
+    dev.layer_inputs = inputs;
+    dev.working_set = working;
   }
   // Layer inputs kept on the device fragment the allocator's segments (see
   // Note [Memory plan]): a third of them is counted as unusable.

@@ -45,6 +45,8 @@ struct NamedTensor {
 // the final norm, then lm_head.weight unless the head is tied. Only the
 // layers present in `model` (all of them for a whole model).
 std::vector<NamedTensor> NamedModelTensors(const model::LlamaModel& model);
+// The tensors of decoder layer i alone, named as NamedModelTensors names them.
+std::vector<NamedTensor> NamedLayerTensors(const model::LlamaModel& model, int64_t i);
 
 class FullModelLayers : public LayerSource {
  public:
@@ -52,6 +54,11 @@ class FullModelLayers : public LayerSource {
   // linear is quantized (full fine-tuning needs train.base bf16) or carries
   // an adapter. `model` must outlive the result.
   static absl::StatusOr<std::unique_ptr<FullModelLayers>> Create(model::LlamaModel* model);
+  // Only decoder layers `layers` (ascending) train, fully, in the compute
+  // dtype; everything else stays frozen in whatever format it has
+  // (train.method llama_pro: the inserted blocks). Those layers must be dense.
+  static absl::StatusOr<std::unique_ptr<FullModelLayers>> CreateForLayers(
+      model::LlamaModel* model, const std::vector<int64_t>& layers);
 
   at::Tensor AcquireEmbedding() override { return model_->embed_tokens; }
   void ReleaseEmbedding() override {}
@@ -59,7 +66,8 @@ class FullModelLayers : public LayerSource {
   void ReleaseHead() override {}
   const model::DecoderLayer& Acquire(int64_t i, bool) override { return model_->layers[i]; }
   void Release(int64_t, bool) override {}
-  bool TrainsEmbedding() const override { return true; }
+  bool TrainsEmbedding() const override { return trains_embedding_; }
+  int64_t FirstTrainedLayer() const override { return first_layer_; }
   std::vector<at::Tensor> Parameters() override { return masters_; }
   std::vector<at::Tensor> Gradients() override;
   void ZeroGradients() override;
@@ -76,10 +84,14 @@ class FullModelLayers : public LayerSource {
 
  private:
   explicit FullModelLayers(model::LlamaModel* model) : model_(model) {}
+  // Marks tensors_ as autograd leaves and makes their masters.
+  void MakeTrainable();
   // Rounds every master into its compute-dtype tensor (no-op for fp32).
   void CopyMastersToModel();
 
   model::LlamaModel* model_;
+  bool trains_embedding_ = true;
+  int64_t first_layer_ = 0;
   std::vector<NamedTensor> tensors_;  // compute dtype, autograd leaves
   std::vector<at::Tensor> masters_;   // float32; tensors_[k].tensor itself in fp32
 };

@@ -6,7 +6,11 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <map>
+#include <memory>
 
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 #include "worker/model/safetensors.h"
@@ -24,9 +28,34 @@ int64_t Bf16Bytes(const at::Tensor& t) {
   return at::isFloatingType(t.scalar_type()) ? t.numel() * 2 : t.nbytes();
 }
 
+// Sets num_hidden_layers in `dir`/config.json.
+absl::Status SetLayerCount(const std::string& dir, int64_t layers) {
+  const std::string path = dir + "/config.json";
+  auto text = ReadTextFile(path);
+  if (!text.ok()) return text.status();
+  nlohmann::ordered_json config = nlohmann::ordered_json::parse(*text, nullptr, false);
+  if (config.is_discarded() || !config.is_object()) {
+    return absl::DataLossError(absl::StrCat(path, ": not a JSON object"));
+  }
+  config["num_hidden_layers"] = layers;
+  return model::WriteFileAtomically(path, config.dump(2) + "\n");
+}
+
 }  // namespace
 
 absl::Status WriteModelFolder(const std::vector<NamedTensor>& tensors,
+                              const ModelFolderOptions& options) {
+  std::vector<FolderTensor> folder;
+  folder.reserve(tensors.size());
+  for (const NamedTensor& t : tensors) {
+    at::Tensor tensor = t.tensor;
+    folder.push_back({t.name, Bf16Bytes(tensor),
+                      [tensor]() -> absl::StatusOr<at::Tensor> { return tensor; }});
+  }
+  return WriteModelFolder(folder, options);
+}
+
+absl::Status WriteModelFolder(const std::vector<FolderTensor>& tensors,
                               const ModelFolderOptions& options) {
   c10::NoGradGuard no_grad;
   if (options.base_dir.empty() || options.out_dir.empty()) {
@@ -46,6 +75,9 @@ absl::Status WriteModelFolder(const std::vector<NamedTensor>& tensors,
     return s;
   }
   if (auto s = CopyModelFiles(options.base_dir, tmp); !s.ok()) return s;
+  if (options.num_hidden_layers > 0) {
+    if (auto s = SetLayerCount(tmp, options.num_hidden_layers); !s.ok()) return s;
+  }
 
   // Shards in order, each filled up to max_shard_bytes (a larger tensor
   // gets a shard of its own), as transformers' save_pretrained does.
@@ -53,7 +85,7 @@ absl::Status WriteModelFolder(const std::vector<NamedTensor>& tensors,
   int shards = 0;
   int64_t filled = 0;
   for (size_t k = 0; k < tensors.size(); ++k) {
-    const int64_t bytes = Bf16Bytes(tensors[k].tensor);
+    const int64_t bytes = tensors[k].bf16_bytes;
     if (shards == 0 || (filled > 0 && filled + bytes > options.max_shard_bytes)) {
       ++shards;
       filled = 0;
@@ -74,8 +106,9 @@ absl::Status WriteModelFolder(const std::vector<NamedTensor>& tensors,
     auto writer = ShardWriter::Create(tmp + "/" + file, ShardWriter::HeaderRoom(names));
     if (!writer.ok()) return writer.status();
     for (; next < tensors.size() && shard_of[next] == shard; ++next) {
-      const at::Tensor& t = tensors[next].tensor;
-      at::Tensor cpu = t.detach().to(at::kCPU);
+      auto t = tensors[next].read();
+      if (!t.ok()) return t.status();
+      at::Tensor cpu = t->detach().to(at::kCPU);
       if (at::isFloatingType(cpu.scalar_type())) cpu = cpu.to(at::kBFloat16);
       if (auto s = writer->Append(tensors[next].name, cpu); !s.ok()) return s;
       weight_map[tensors[next].name] = file;
@@ -100,6 +133,51 @@ absl::Status WriteModelFolder(const std::vector<NamedTensor>& tensors,
         absl::StrCat(tmp, ": cannot rename to ", out, ": ", std::strerror(errno)));
   }
   return SyncFolder(ParentOf(out));
+}
+
+absl::StatusOr<std::vector<FolderTensor>> ExpandedModelTensors(
+    const std::string& base_dir, const model::ExpansionPlan& plan,
+    const std::vector<NamedTensor>& trained) {
+  auto opened = model::SafetensorsModel::Open(base_dir);
+  if (!opened.ok()) return opened.status();
+  auto base = std::make_shared<model::SafetensorsModel>(*std::move(opened));
+  // Expanded indices of each original layer, copies excluded.
+  std::map<int64_t, std::vector<int64_t>> targets;
+  for (int64_t j = 0; j < plan.size(); ++j) {
+    if (!plan.inserted[j]) targets[plan.source[j]].push_back(j);
+  }
+  constexpr absl::string_view kLayers = "model.layers.";
+  std::vector<FolderTensor> out;
+  for (const std::string& name : base->Names()) {
+    const model::SafetensorsEntry* entry = base->Find(name);
+    int64_t numel = 1;
+    for (int64_t d : entry->shape) numel *= d;
+    const int64_t bytes = at::isFloatingType(entry->dtype)
+                              ? numel * 2
+                              : numel * static_cast<int64_t>(c10::elementSize(entry->dtype));
+    auto read = [base, name]() { return base->Read(name); };
+    if (!absl::StartsWith(name, kLayers)) {
+      out.push_back({name, bytes, read});
+      continue;
+    }
+    const size_t dot = name.find('.', kLayers.size());
+    int64_t i = 0;
+    if (dot == std::string::npos ||
+        !absl::SimpleAtoi(absl::string_view(name).substr(kLayers.size(), dot - kLayers.size()),
+                          &i)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(base_dir, ": tensor \"", name, "\" has no layer index"));
+    }
+    for (int64_t j : targets[i]) {
+      out.push_back({absl::StrCat(kLayers, j, name.substr(dot)), bytes, read});
+    }
+  }
+  for (const NamedTensor& t : trained) {
+    at::Tensor tensor = t.tensor;
+    out.push_back({t.name, Bf16Bytes(tensor),
+                   [tensor]() -> absl::StatusOr<at::Tensor> { return tensor; }});
+  }
+  return out;
 }
 
 }  // namespace rigtune::train

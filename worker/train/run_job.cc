@@ -14,6 +14,7 @@
 #include "absl/strings/str_format.h"
 #include "worker/dist/communicator.h"
 #include "worker/dist/fsdp.h"
+#include "worker/model/block_expansion.h"
 #include "worker/model/model_builder.h"
 #include "worker/plan/fit_advice.h"
 #include "worker/plan/plan_report.h"
@@ -64,7 +65,8 @@ struct Run {
   std::unique_ptr<dist::Communicator> comm;
   model::LlamaModel model;  // the whole model, or (FSDP) its shell
   std::unique_ptr<dist::FsdpLayers> fsdp;
-  std::unique_ptr<FullModelLayers> full;  // train.method full
+  std::unique_ptr<FullModelLayers> full;  // train.method full and llama_pro
+  std::optional<model::ExpansionPlan> expansion;  // train.method llama_pro
   std::unique_ptr<BatchSource> data;
   std::unique_ptr<Evaluator> evaluator;  // null without validation data
   // What the run is doing, for an out-of-memory message.
@@ -118,15 +120,19 @@ absl::Status Setup(const JobConfig& config, const RunCallbacks& callbacks, Run& 
                                   config.lora.use_rslora, config.lora.target_modules,
                                   config.train.method == "dora"};
   const bool full = config.train.method == "full";
-  if (full) {
-    // Every weight trains: no adapters, and the lora section means nothing.
+  const bool expand = config.train.method == "llama_pro";
+  if (full || expand) {
+    // Weights train, not adapters: the lora section means nothing.
     build.lora.enabled = false;
     if (run.env.world_size > 1) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "train.method full trains on one process; this job has ", run.env.world_size,
+          "train.method ", config.train.method, " trains on one process; this job has ",
+          run.env.world_size,
           " ranks (train an adapter, train.method lora or dora, to shard over several GPUs)"));
     }
-    Log(callbacks, "train.method full: every weight trains (the lora section is ignored)");
+    Log(callbacks, absl::StrCat("train.method ", config.train.method, ": ",
+                                full ? "every weight trains" : "only the inserted blocks train",
+                                " (the lora section is ignored)"));
   }
   build.seed = config.train.seed;
   Log(callbacks, absl::StrCat("rank ", run.env.rank, "/", run.env.world_size, ": loading ",
@@ -145,7 +151,26 @@ absl::Status Setup(const JobConfig& config, const RunCallbacks& callbacks, Run& 
   // optimizer state are offloaded: then FsdpLayers streams layers (without
   // a communicator), and loading moves one layer at a time to host memory.
   const bool streamed = config.dist.cpu_offload || config.dist.offload_optimizer;
-  if (run.env.world_size == 1 && !streamed) {
+  if (expand) {
+    // Block expansion: the copies are read again as dense weights.
+    auto plan = model::PlanBlockExpansion((*source)->config().num_layers,
+                                          config.train.expand_every);
+    if (!plan.ok()) return plan.status();
+    model::BuildOptions dense = build;
+    dense.base = quant::BaseFormat::kBf16;
+    auto dense_source = model::ModelSource::Open(config.model, dense);
+    if (!dense_source.ok()) return dense_source.status();
+    auto m = model::BuildExpandedModel(**source, **dense_source, *plan);
+    if (!m.ok()) return m.status();
+    run.model = *std::move(m);
+    auto layers = FullModelLayers::CreateForLayers(&run.model, plan->InsertedLayers());
+    if (!layers.ok()) return layers.status();
+    run.full = *std::move(layers);
+    run.expansion = *std::move(plan);
+    Log(callbacks, absl::StrFormat("llama_pro: %d layers, %d of them inserted copies",
+                                   run.model.config.num_layers,
+                                   run.expansion->InsertedLayers().size()));
+  } else if (run.env.world_size == 1 && !streamed) {
     auto m = model::BuildModel(**source, build);
     if (!m.ok()) return m.status();
     run.model = *std::move(m);
@@ -369,7 +394,14 @@ absl::StatusOr<RunResult> Train(const JobConfig& config, const RunCallbacks& cal
     ModelFolderOptions folder;
     folder.base_dir = config.model;
     folder.out_dir = result.adapter_path;
-    if (auto s = WriteModelFolder(run.full->tensors(), folder); !s.ok()) return s;
+    if (run.expansion) {
+      folder.num_hidden_layers = run.expansion->size();
+      auto tensors = ExpandedModelTensors(config.model, *run.expansion, run.full->tensors());
+      if (!tensors.ok()) return tensors.status();
+      if (auto s = WriteModelFolder(*tensors, folder); !s.ok()) return s;
+    } else if (auto s = WriteModelFolder(run.full->tensors(), folder); !s.ok()) {
+      return s;
+    }
     Log(callbacks, absl::StrCat("model written to ", result.adapter_path));
     return result;
   }

@@ -241,10 +241,12 @@ double Trainer::MicroStep(const TrainBatch& batch, double denominator, uint64_t 
     auto [loss_sum, grad] = HeadLossAndGrad(h, batch.labels, denominator);
     h = at::Tensor();  // the last layer's output: only its gradient is needed now
     profile::ScopedPhase walk(profile::Phase::kRecomputeBackward, grad);
-    for (int64_t i = n - 1; i >= 0; --i) {
+    // Layers below the first trained one need no backward at all.
+    const int64_t first = std::min(n - 1, std::max<int64_t>(0, layers_->FirstTrainedLayer()));
+    for (int64_t i = n - 1; i >= first; --i) {
       const model::DecoderLayer& layer = layers_->Acquire(i, true);
       at::Tensor x = inputs.Take(i, grad.device()).detach();
-      const bool needs_input_grad = i > 0 || layers_->TrainsEmbedding();
+      const bool needs_input_grad = i > first || layers_->TrainsEmbedding();
       if (needs_input_grad) x.requires_grad_(true);
       {
         c10::AutoGradMode grad_mode(true);
@@ -257,7 +259,7 @@ double Trainer::MicroStep(const TrainBatch& batch, double denominator, uint64_t 
         } else {
           at::Tensor y =
               model::DecoderLayerForward(layer, cfg, x, attn, workspace_, true, seed_of(i));
-          y.backward(grad);
+          if (y.requires_grad()) y.backward(grad);
         }
       }
       if (needs_input_grad) grad = x.grad();

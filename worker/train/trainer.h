@@ -89,6 +89,10 @@ class LayerSource {
   // trainer backpropagates into it after the first layer's backward, with
   // the table acquired once more (requiring grad).
   virtual bool TrainsEmbedding() const { return false; }
+  // The lowest decoder layer with anything to train: the backward walk
+  // stops there (train.method llama_pro: the layers below the first new
+  // block are frozen and need no input gradient).
+  virtual int64_t FirstTrainedLayer() const { return 0; }
   // The final norm and LM head, for one micro-batch's loss and its backward.
   virtual HeadWeights AcquireHead() = 0;
   virtual void ReleaseHead() = 0;

@@ -219,6 +219,23 @@ TEST(MemoryPlanTest, FullFineTuningCountsWeightsMastersGradientsAndMoments) {
   EXPECT_EQ(plan.device.gradients, 4 * n);
 }
 
+TEST(MemoryPlanTest, LlamaProTrainsOnlyTheCopiesDenseBesideAQuantizedBase) {
+  auto model = model::RandomModelConfig("llama2-7b");
+  ASSERT_TRUE(model.ok());
+  train::JobConfig job;
+  job.train.method = "llama_pro";
+  job.train.expand_every = 4;  // 32 layers + 8 copies
+  const int64_t per_layer = 2 * 4096 + 4LL * 4096 * 4096 + 3LL * 4096 * 11008;
+  MemoryPlan plan = PlanMemory(*model, job, PlanDevice{});
+  EXPECT_EQ(plan.trainable_parameters, 8 * per_layer);
+  EXPECT_EQ(plan.device.adapter, 4 * 8 * per_layer);    // float32 masters
+  EXPECT_EQ(plan.device.optimizer, 8 * 8 * per_layer);  // moments
+  EXPECT_EQ(plan.device.gradients, 6 * 8 * per_layer);  // bf16 + widened
+  // 32 NF4 layers as for QLoRA, plus 8 dense bf16 ones.
+  const int64_t nf4_32 = PlanMemory(*model, train::JobConfig{}, PlanDevice{}).device.frozen_weights;
+  EXPECT_EQ(plan.device.frozen_weights, nf4_32 + 8 * 2 * per_layer);
+}
+
 TEST(MemoryPlanTest, BaseFormatsSetTheFrozenBytes) {
   auto model = model::RandomModelConfig("llama2-7b");
   ASSERT_TRUE(model.ok());

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "tests/worker/train/temp_root_test.h"
+#include "worker/model/block_expansion.h"
 #include "worker/model/model_builder.h"
 #include "worker/train/checkpoint.h"
 #include "worker/train/run_job.h"
@@ -164,6 +165,52 @@ TEST_P(FullResumeTest, StoppedAndResumedRunMatchesUninterruptedRun) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Dtypes, FullResumeTest, ::testing::Values("fp32", "bf16"));
+
+TEST(BlockExpansionTest, PlanInsertsACopyAfterEveryKthLayer) {
+  auto plan = model::PlanBlockExpansion(4, 2);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->source, (std::vector<int64_t>{0, 1, 1, 2, 3, 3}));
+  EXPECT_EQ(plan->InsertedLayers(), (std::vector<int64_t>{2, 5}));
+  auto bad = model::PlanBlockExpansion(4, 5);
+  ASSERT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad.status().message(), HasSubstr("train.expand_every"));
+}
+
+using LlamaProTest = rigtune::testing::TempRootTest;
+
+// The copies start as identities over an NF4 base, only they train, and a
+// stopped run resumes exactly.
+TEST_F(LlamaProTest, OnlyCopiesTrainAndAStoppedRunResumesExactly) {
+  JobConfig job = FullJob(root_ + "/whole", "fp32");
+  job.train.method = "llama_pro";
+  job.train.base = "nf4";
+  job.train.expand_every = 1;
+  Run whole = Train(job);
+  ASSERT_TRUE(whole.result.ok()) << whole.result.status();
+  ASSERT_EQ(whole.losses.size(), 6u);
+  EXPECT_LT(whole.losses.back(), whole.losses.front());
+  auto saved = ReadCheckpoint(whole.checkpoints.back().path);
+  ASSERT_TRUE(saved.ok()) << saved.status();
+  for (const auto& [name, t] : saved->adapter) {
+    // Layers 1 and 3 of the four are the copies of 0 and 1.
+    EXPECT_TRUE(name.rfind("model.layers.1.", 0) == 0 || name.rfind("model.layers.3.", 0) == 0)
+        << name;
+  }
+  EXPECT_GT(saved->adapter.at("model.layers.3.mlp.down_proj.weight").abs().sum().item<double>(),
+            0);
+
+  JobConfig paused = job;
+  paused.output_dir = root_ + "/paused";
+  Run first = Train(paused, 3);
+  ASSERT_TRUE(first.result.ok()) << first.result.status();
+  paused.resume_from = first.checkpoints.back().path;
+  Run rest = Train(paused);
+  ASSERT_TRUE(rest.result.ok()) << rest.result.status();
+  std::vector<double> joined = first.losses;
+  joined.insert(joined.end(), rest.losses.begin(), rest.losses.end());
+  ASSERT_EQ(joined.size(), 6u);
+  for (size_t i = 0; i < 6; ++i) EXPECT_EQ(joined[i], whole.losses[i]) << "step " << i + 1;
+}
 
 }  // namespace
 }  // namespace rigtune::train
