@@ -10,6 +10,12 @@ models shared with test_engine.py).
   micro-batches per step) follow torch.optim.AdamW: losses and final weights.
 - The output folder (bf16 safetensors, sharded with an index) loads in
   transformers and gives the engine's logits.
+- llama_pro: the expanded model's logits equal the original's exactly (nf4
+  and bf16 bases); against the same expansion built in transformers (deep
+  copies with o_proj and down_proj zeroed, only they trainable): logits,
+  loss, the copies' gradients and a 5-step trajectory; the output folder
+  has the new layer count, the original layers bit-exact (bf16) and loads
+  in transformers.
 
 Tolerances (fp32 on both sides: only the order of float reductions
 differs): logits, loss and gradients within 1e-4 relative (norm-wise), and
