@@ -74,6 +74,52 @@ absl::Status ValidateHyperparameters(const rigtune::v1::JobSpec& spec) {
       return Bad(absl::StrCat("spec.lora.target_modules[", i, "]"), "must not be empty");
     }
   }
+  if (train.method() == "full") {
+    if (train.base() != "bf16") {
+      return Bad("spec.train.method",
+                 absl::StrCat("full trains the base weights themselves, which needs "
+                              "spec.train.base bf16 (got spec.train.base \"",
+                              train.base(), "\"); set spec.train.base to bf16, or train an "
+                              "adapter (lora or dora) on a quantized base"));
+    }
+    if (spec.has_lora()) {
+      return Bad("spec.lora", "not used by spec.train.method full (every weight trains); "
+                              "remove the lora section");
+    }
+    if (spec.has_gpus() && spec.gpus() > 1) {
+      return Bad("spec.gpus", absl::StrCat("spec.train.method full trains on one GPU; got ",
+                                           spec.gpus(), " (use lora or dora to shard over "
+                                           "several)"));
+    }
+    if (dist.cpu_offload() || dist.offload_optimizer()) {
+      return Bad(dist.cpu_offload() ? "spec.dist.cpu_offload" : "spec.dist.offload_optimizer",
+                 "spec.train.method full keeps its weights and optimizer state on the GPU; "
+                 "turn offloading off");
+    }
+  }
+  if (train.method() == "llama_pro") {
+    if (train.expand_every() < 1) {
+      return Bad("spec.train.expand_every",
+                 absl::StrCat("spec.train.method llama_pro inserts a copy after every "
+                              "expand_every-th layer; set it to 1 or more, got ",
+                              train.expand_every()));
+    }
+    if (spec.has_lora()) {
+      return Bad("spec.lora", "not used by spec.train.method llama_pro (the new blocks train "
+                              "fully); remove the lora section");
+    }
+    if (spec.has_gpus() && spec.gpus() > 1) {
+      return Bad("spec.gpus", absl::StrCat("spec.train.method llama_pro trains on one GPU; got ",
+                                           spec.gpus()));
+    }
+    if (dist.cpu_offload() || dist.offload_optimizer()) {
+      return Bad(dist.cpu_offload() ? "spec.dist.cpu_offload" : "spec.dist.offload_optimizer",
+                 "spec.train.method llama_pro keeps its new blocks and optimizer state on the "
+                 "GPU; turn offloading off");
+    }
+  } else if (train.has_expand_every()) {
+    return Bad("spec.train.expand_every", "only spec.train.method llama_pro expands blocks");
+  }
   if (train.mlp_chunk_tokens() > 0 && lora.dropout() > 0) {
     return Bad("spec.train.mlp_chunk_tokens",
                "a row-tiled MLP needs spec.lora.dropout = 0 (dropout masks are drawn per "
@@ -112,7 +158,8 @@ absl::Status ValidateHyperparameters(const rigtune::v1::JobSpec& spec) {
       InRange<int64_t>("spec.train.max_steps", train.has_max_steps(), train.max_steps(), 0,
                        100'000'000),
       OneOf("spec.train.base", train.has_base(), train.base(), {"nf4", "bf16", "hqq4"}),
-      OneOf("spec.train.method", train.has_method(), train.method(), {"lora", "dora"}),
+      OneOf("spec.train.method", train.has_method(), train.method(),
+            {"lora", "dora", "full", "llama_pro"}),
       OneOf("spec.train.dtype", train.has_dtype(), train.dtype(), {"bf16", "fp16", "fp32"}),
       OneOf("spec.train.device", train.has_device(), train.device(), {"auto", "cpu", "cuda"}),
       OneOf("spec.dist.sharding", dist.has_sharding(), dist.sharding(),

@@ -57,10 +57,12 @@ int main(int argc, char** argv) {
                  "[--r N] [--no-checkpointing] [--dtype bf16|fp32] [--device cuda|cpu] "
                  "[--sharding S] [--cpu-offload] [--activation-offload] [--offload-optimizer] "
                  "[--max-gpu-memory-gib G] [--backend auto|nccl|gloo] [--mlp-chunk-tokens N] "
-                 "[--base nf4|bf16|hqq4] [--method lora|dora] [--profile]\n"
+                 "[--base nf4|bf16|hqq4] [--method lora|dora|full|llama_pro] [--expand-every K] "
+                 "[--profile]\n"
                  "  --mlp-chunk-tokens N  rows of the row-tiled MLP (0: automatic)\n"
                  "  --base, --method  train.base and train.method (the model column then\n"
                  "             names them, e.g. random:llama2-7b bf16/dora)\n"
+                 "  --expand-every K  train.expand_every (llama_pro)\n"
                  "  --profile  also print the time per phase of the measured steps (GPU time from\n"
                  "             CUDA events: dequantize, base GEMMs, LoRA, attention, norms/RoPE/\n"
                  "             SwiGLU/residual, loss, optimizer; recompute envelopes)\n";
@@ -79,6 +81,7 @@ int main(int argc, char** argv) {
   c.lora.r = std::atoll(Arg(argc, argv, "--r", "64"));
   c.train.base = Arg(argc, argv, "--base", "nf4");
   c.train.method = Arg(argc, argv, "--method", "lora");
+  c.train.expand_every = std::atoll(Arg(argc, argv, "--expand-every", "0"));
   c.lora.alpha = 16;
   c.optim.schedule = "constant";
   c.optim.lr = 1e-4;

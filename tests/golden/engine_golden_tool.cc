@@ -15,17 +15,30 @@
 // first step's gradients, losses (one per step), and the final adapter; with
 // an hqq4 base also hqq.<weight>.codes / .scale / .zero (codes unpacked to
 // [groups, 64], scale and zero one per group).
+// With "method": "full" (train.method full; needs "base": "bf16") there is
+// no adapter: every tensor trains, grad.<HF name> and final.<HF name> hold
+// the first step's gradients and the final float32 weights, and
+// "save_model" (optional) names a folder where the trained model is written
+// as a Hugging Face model folder (WriteModelFolder).
+// With "method": "llama_pro" and "expand_every": k (train.method llama_pro,
+// any base) the model is block-expanded and only the copies train; outputs
+// as for full (their tensors only), plus original_logits: the unexpanded
+// model's logits on batch 0.
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
 
 #include <fstream>
+#include <optional>
 #include <iostream>
 #include <sstream>
 
 #include "nlohmann/json.hpp"
+#include "worker/model/block_expansion.h"
 #include "worker/model/model_builder.h"
 #include "worker/model/safetensors.h"
 #include "worker/train/adapter_export.h"
+#include "worker/train/full_finetune.h"
+#include "worker/train/model_folder.h"
 #include "worker/train/trainer.h"
 
 namespace {
@@ -58,9 +71,39 @@ int main(int argc, char** argv) {
   build.lora.target_modules = spec["lora"]["target_modules"].get<std::vector<std::string>>();
   build.lora.use_rslora = spec["lora"].value("use_rslora", false);
   build.lora.dora = spec["lora"].value("use_dora", false);
-  auto model = rigtune::model::LoadHfModel(spec["model_dir"], build);
+  const std::string method = spec.value("method", std::string("lora"));
+  const bool expand = method == "llama_pro";
+  const bool full = method == "full" || expand;
+  build.lora.enabled = !full;
+  absl::StatusOr<rigtune::model::LlamaModel> model = absl::UnknownError("not built");
+  std::optional<rigtune::model::ExpansionPlan> plan;
+  if (expand) {
+    auto source = rigtune::model::ModelSource::Open(spec["model_dir"], build);
+    if (!source.ok()) return Fail(source.status().ToString());
+    rigtune::model::BuildOptions dense = build;
+    dense.base = rigtune::quant::BaseFormat::kBf16;
+    auto dense_source = rigtune::model::ModelSource::Open(spec["model_dir"], dense);
+    if (!dense_source.ok()) return Fail(dense_source.status().ToString());
+    auto planned = rigtune::model::PlanBlockExpansion((*source)->config().num_layers,
+                                                      spec.value("expand_every", int64_t{1}));
+    if (!planned.ok()) return Fail(planned.status().ToString());
+    plan = *planned;
+    model = rigtune::model::BuildExpandedModel(**source, **dense_source, *plan);
+  } else {
+    model = rigtune::model::LoadHfModel(spec["model_dir"], build);
+  }
   if (!model.ok()) return Fail(model.status().ToString());
-  if (auto s = rigtune::train::LoadAdapter(spec["adapter_dir"], &*model); !s.ok()) {
+  std::unique_ptr<rigtune::train::FullModelLayers> full_layers;
+  if (expand) {
+    auto created =
+        rigtune::train::FullModelLayers::CreateForLayers(&*model, plan->InsertedLayers());
+    if (!created.ok()) return Fail(created.status().ToString());
+    full_layers = *std::move(created);
+  } else if (full) {
+    auto created = rigtune::train::FullModelLayers::Create(&*model);
+    if (!created.ok()) return Fail(created.status().ToString());
+    full_layers = *std::move(created);
+  } else if (auto s = rigtune::train::LoadAdapter(spec["adapter_dir"], &*model); !s.ok()) {
     return Fail(s.ToString());
   }
 
@@ -88,10 +131,59 @@ int main(int argc, char** argv) {
   topts.adamw.beta2 = optim.value("beta2", 0.999);
   topts.adamw.eps = optim.value("eps", 1e-8);
   topts.adamw.weight_decay = optim.value("weight_decay", 0.0);
-  rigtune::train::Trainer trainer(&*model, topts);
+  rigtune::train::Trainer trainer(&*model, topts, full_layers.get());
 
   std::map<std::string, at::Tensor> out;
   out["logits"] = trainer.Logits(batches[0]).cpu().contiguous();
+  const int64_t accum = spec.value("grad_accum", 1);
+  auto window = [&](int64_t step) {
+    std::vector<TrainBatch> w;
+    for (int64_t k = 0; k < accum; ++k) w.push_back(batches[(step * accum + k) % batches.size()]);
+    return w;
+  };
+  const int64_t steps = spec.value("steps", 0);
+  const double lr = optim.value("lr", 1e-3);
+  if (expand) {
+    auto original = rigtune::model::LoadHfModel(spec["model_dir"], build);
+    if (!original.ok()) return Fail(original.status().ToString());
+    rigtune::train::Trainer original_trainer(&*original, topts);
+    out["original_logits"] = original_trainer.Logits(batches[0]).cpu().contiguous();
+  }
+  if (full) {
+    rigtune::train::StepStats first = trainer.ForwardBackward(window(0));
+    out["loss"] = at::tensor({first.loss}, at::kDouble);
+    const std::vector<at::Tensor> grads = full_layers->Gradients();
+    for (size_t k = 0; k < grads.size(); ++k) {
+      out["grad." + full_layers->tensors()[k].name] = grads[k].cpu().contiguous();
+    }
+    trainer.ZeroGrad();
+    std::vector<double> losses;
+    for (int64_t s = 0; s < steps; ++s) losses.push_back(trainer.Step(window(s), lr).loss);
+    out["losses"] = at::tensor(losses, at::kDouble);
+    for (auto& [name, t] : full_layers->MasterState()) out["final." + name] = t;
+    out["final_logits"] = trainer.Logits(batches[0]).cpu().contiguous();
+    if (spec.contains("save_model")) {
+      rigtune::train::ModelFolderOptions folder;
+      folder.base_dir = spec["model_dir"];
+      folder.out_dir = spec["save_model"];
+      folder.max_shard_bytes = spec.value("max_shard_bytes", int64_t{5'000'000'000});
+      absl::Status written;
+      if (plan) {
+        folder.num_hidden_layers = plan->size();
+        auto tensors = rigtune::train::ExpandedModelTensors(spec["model_dir"], *plan,
+                                                            full_layers->tensors());
+        written = tensors.ok() ? rigtune::train::WriteModelFolder(*tensors, folder)
+                               : tensors.status();
+      } else {
+        written = rigtune::train::WriteModelFolder(full_layers->tensors(), folder);
+      }
+      if (!written.ok()) return Fail(written.ToString());
+    }
+    if (auto s = rigtune::model::WriteSafetensors(spec["out"], out, {}); !s.ok()) {
+      return Fail(s.ToString());
+    }
+    return 0;
+  }
   if (spec.contains("save_adapter")) {
     rigtune::train::LoraConfig lora;
     lora.r = build.lora.r;
@@ -121,12 +213,6 @@ int main(int argc, char** argv) {
     }
   }
 
-  const int64_t accum = spec.value("grad_accum", 1);
-  auto window = [&](int64_t step) {
-    std::vector<TrainBatch> w;
-    for (int64_t k = 0; k < accum; ++k) w.push_back(batches[(step * accum + k) % batches.size()]);
-    return w;
-  };
   // Step 0's gradients, before any update.
   rigtune::train::StepStats first = trainer.ForwardBackward(window(0));
   out["loss"] = at::tensor({first.loss}, at::kDouble);
@@ -141,8 +227,6 @@ int main(int argc, char** argv) {
   }
   trainer.ZeroGrad();
 
-  const int64_t steps = spec.value("steps", 0);
-  const double lr = optim.value("lr", 1e-3);
   std::vector<double> losses;
   for (int64_t s = 0; s < steps; ++s) losses.push_back(trainer.Step(window(s), lr).loss);
   out["losses"] = at::tensor(losses, at::kDouble);

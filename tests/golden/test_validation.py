@@ -16,12 +16,13 @@ import os
 import re
 import subprocess
 
+import pytest
 import torch
 from peft import PeftModel
 from tokenizers import Tokenizer
 from transformers import AutoModelForCausalLM, LlamaConfig
 
-from test_engine import load_nf4_base
+from test_engine import load_nf4_base, nf4_roundtrip
 
 WORKER = os.environ.get("RIGTUNE_WORKER_BINARY", "rigtune-worker")
 BOS, EOS = 200, 201
@@ -121,3 +122,64 @@ def test_validation_loss_matches_transformers(tmp_path):
     assert abs(state["validation_loss"] - expected) <= 1e-4 * expected, (state, expected)
     # The progress line shows the same number (rounded).
     assert abs(float(reported[0][1]) - state["validation_loss"]) < 1e-4
+
+
+def model_loss(model, model_dir, lines):
+    """reference_loss for a plain transformers model."""
+    tok = Tokenizer.from_file(os.path.join(model_dir, "tokenizer.json"))
+    loss_sum, tokens = 0.0, 0
+    with torch.no_grad():
+        for text in lines:
+            ids = torch.tensor([[BOS] + tok.encode(text, add_special_tokens=False).ids + [EOS]])
+            logits = model(input_ids=ids).logits[0, :-1].double()
+            loss_sum += torch.nn.functional.cross_entropy(logits, ids[0, 1:],
+                                                          reduction="sum").item()
+            tokens += ids.shape[1] - 1
+    return loss_sum / tokens
+
+
+@pytest.mark.parametrize("method,base,expand_every,layers", [("full", "bf16", None, 2),
+                                                             ("llama_pro", "nf4", 1, 4)])
+def test_whole_model_job_writes_a_folder_transformers_loads(tmp_path, method, base,
+                                                            expand_every, layers):
+    """A job file with train.method full or llama_pro, run by rigtune-worker,
+    writes <output_dir>/model: a Hugging Face folder (with the expanded
+    layer count for llama_pro and the tokenizer) whose loss on the
+    validation set is the job's own, up to the bf16 rounding of the folder."""
+    model_dir = tmp_path / "model"
+    save_model(model_dir)
+    write_jsonl(tmp_path / "train.jsonl", texts(24, 1))
+    validation = texts(9, 2)
+    write_jsonl(tmp_path / "valid.jsonl", validation)
+    out = tmp_path / "out"
+    train = {"context_length": 64, "batch_size": 2, "max_steps": 3, "dtype": "fp32",
+             "device": "cpu", "seed": 5, "method": method, "base": base}
+    if expand_every:
+        train["expand_every"] = expand_every
+    job = {"model": str(model_dir), "output_dir": str(out),
+           "dataset": {"path": str(tmp_path / "train.jsonl"), "format": "text",
+                       "validation_path": str(tmp_path / "valid.jsonl")},
+           "optim": {"lr": 0.002, "schedule": "constant"}, "train": train}
+    (tmp_path / "job.json").write_text(json.dumps(job))
+    done = subprocess.run([WORKER, "--job", str(tmp_path / "job.json")], capture_output=True,
+                          text=True, env=dict(os.environ, WORLD_SIZE="1", RANK="0"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "model written to" in done.stdout, done.stdout
+    folder = out / "model"
+    assert json.loads((folder / "config.json").read_text())["num_hidden_layers"] == layers
+    assert (folder / "tokenizer.json").exists()
+    loaded = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    assert len(loaded.model.layers) == layers
+    if base == "nf4":
+        # The job computed with its original layers (0 and 2 of 4) in NF4;
+        # the folder holds them as stored, the trained copies dense.
+        with torch.no_grad():
+            for j in (0, 2):
+                layer = loaded.model.layers[j]
+                for mod in list(layer.self_attn.children()) + list(layer.mlp.children()):
+                    if isinstance(mod, torch.nn.Linear):
+                        mod.weight.copy_(nf4_roundtrip(mod.weight))
+    state = json.loads((out / "checkpoints" / "step-3" / "trainer_state.json").read_text())
+    got = model_loss(loaded, model_dir, validation)
+    assert abs(got - state["validation_loss"]) <= 1e-2 * state["validation_loss"], \
+        (got, state["validation_loss"])

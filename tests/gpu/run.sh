@@ -58,7 +58,19 @@ for stage in "${stages[@]}"; do
           --base "${bm%/*}" --method "${bm#*/}" >>"$OUT/types-bench.md" 2>>"$OUT/types-bench.log"
       done
       note "Llama-2-7B, 4 x 2048, r=64, by train.base/train.method (1 GPU):"
-      cat "$OUT/types-bench.md" ;;
+      cat "$OUT/types-bench.md"
+      # Full fine-tuning of a 1B-class shape: every weight, bf16 compute,
+      # float32 masters and AdamW moments on the one GPU.
+      "$BUILD/tests/bench/train_bench" --model random:llama3.2-1b --batch 4 --seq 2048 --steps 6 \
+        --base bf16 --method full >"$OUT/types-full.md" 2>"$OUT/types-full.log"
+      note "Llama-3.2-1B shape, 4 x 2048, train.method full (1 GPU; exit $?):"
+      cat "$OUT/types-full.md"
+      # Block expansion over an NF4 base: 4 copies of 32 layers train.
+      "$BUILD/tests/bench/train_bench" --model random:llama2-7b --batch 4 --seq 2048 --steps 6 \
+        --base nf4 --method llama_pro --expand-every 8 >"$OUT/types-llama-pro.md" \
+        2>"$OUT/types-llama-pro.log"
+      note "Llama-2-7B, 4 x 2048, train.method llama_pro, expand_every 8 (1 GPU; exit $?):"
+      cat "$OUT/types-llama-pro.md" ;;
     nf4)
       "$BUILD/tests/bench/nf4_dequant_bench" --iters 100 >"$OUT/nf4-bench.md" 2>&1
       note "nf4 dequantize bandwidth:"; cat "$OUT/nf4-bench.md" ;;

@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/server/test_dir.h"
 
@@ -24,6 +25,41 @@ void ExpectFieldError(const rigtune::v1::JobSpec& spec, const SpecLimits& limits
 
 TEST(SpecValidationTest, MinimalRandomModelSpecPasses) {
   EXPECT_TRUE(ValidateJobSpec(TinySpec(), {}).ok());
+}
+
+TEST(SpecValidationTest, FullFineTuningNeedsABf16BaseOneGpuAndNoLora) {
+  SpecLimits limits{2, {}};
+  auto spec = TinySpec();
+  spec.mutable_train()->set_method("full");
+  spec.mutable_train()->set_base("nf4");
+  ExpectFieldError(spec, limits, "spec.train.method");
+  EXPECT_THAT(std::string(ValidateJobSpec(spec, limits).message()),
+              ::testing::HasSubstr("spec.train.base bf16"));
+  spec.mutable_train()->set_base("bf16");
+  EXPECT_TRUE(ValidateJobSpec(spec, limits).ok()) << ValidateJobSpec(spec, limits);
+  auto with_lora = spec;
+  with_lora.mutable_lora()->set_r(8);
+  ExpectFieldError(with_lora, limits, "spec.lora");
+  auto two_gpus = spec;
+  two_gpus.set_gpus(2);
+  ExpectFieldError(two_gpus, limits, "spec.gpus");
+  auto offload = spec;
+  offload.mutable_dist()->set_offload_optimizer(true);
+  ExpectFieldError(offload, limits, "spec.dist.offload_optimizer");
+}
+
+TEST(SpecValidationTest, LlamaProNeedsExpandEvery) {
+  SpecLimits limits{2, {}};
+  auto spec = TinySpec();
+  spec.mutable_train()->set_method("llama_pro");
+  ExpectFieldError(spec, limits, "spec.train.expand_every");
+  spec.mutable_train()->set_expand_every(2);
+  EXPECT_TRUE(ValidateJobSpec(spec, limits).ok()) << ValidateJobSpec(spec, limits);
+  spec.mutable_train()->set_base("hqq4");  // any base: the old blocks stay frozen in it
+  EXPECT_TRUE(ValidateJobSpec(spec, limits).ok()) << ValidateJobSpec(spec, limits);
+  auto stray = TinySpec();
+  stray.mutable_train()->set_expand_every(2);
+  ExpectFieldError(stray, limits, "spec.train.expand_every");
 }
 
 TEST(SpecValidationTest, OutOfRangeValuesNameTheField) {

@@ -163,7 +163,7 @@ bool CanGroup(const std::vector<const QLoraLinear*>& linears, bool training) {
   for (const QLoraLinear* l : linears) {
     if (l->bias().defined() || l->in_features() != first.in_features() ||
         l->has_adapter() != first.has_adapter() ||
-        l->weight().device() != first.weight().device()) {
+        l->weight().device() != first.weight().device() || l->weight_trains()) {
       return false;
     }
     if (training && l->has_adapter() && l->spec().dropout > 0) return false;

@@ -216,6 +216,9 @@ QLoraLinear::QLoraLinear(quant::FrozenWeight weight, at::Tensor bias, const Lora
 at::Tensor QLoraLinear::Forward(const at::Tensor& x, DequantWorkspace& workspace, bool training,
                                 uint64_t dropout_seed) const {
   if (!has_adapter()) {
+    // A trained dense weight (train.method full) is an ordinary autograd
+    // leaf: at::linear gives its gradient (and the bias's) as nn.Linear does.
+    if (weight_trains()) return at::linear(x, weight_.dense(), bias_);
     at::Tensor y = Nf4Matmul(x, weight_, workspace);
     return bias_.defined() ? y + bias_ : y;
   }

@@ -7,6 +7,10 @@
 // every output row by m / ‖W + s·B·A‖ (row norm, treated as a constant in
 // backward); see worker/lora/dora.h.
 //
+// With train.method full the weight is dense and requires grad, there is no
+// adapter, and the product is at::linear, so autograd yields the weight's
+// (and bias's) gradient like any nn.Linear.
+//
 // The base product runs through Nf4Matmul, a custom autograd function that
 // dequantizes W into a shared workspace, multiplies, and keeps nothing but a
 // pointer to the packed weight: backward dequantizes W again to form
@@ -85,6 +89,9 @@ class QLoraLinear {
   int64_t in_features() const { return weight_.shape()[1]; }
   int64_t out_features() const { return weight_.shape()[0]; }
   bool has_adapter() const { return lora_a_.defined(); }
+  // Whether the base weight itself trains (train.method full): a dense
+  // weight that requires grad. Such a linear has no adapter.
+  bool weight_trains() const { return weight_.is_dense() && weight_.dense().requires_grad(); }
   const quant::FrozenWeight& weight() const { return weight_; }
   quant::FrozenWeight& mutable_weight() { return weight_; }
   const at::Tensor& bias() const { return bias_; }

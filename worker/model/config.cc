@@ -355,6 +355,11 @@ absl::StatusOr<ModelConfig> RandomModelConfig(const std::string& spec_in) {
         // scaling of the 8,192 it was pre-trained on.
         preset(128256, 4096, 14336, 32, 32, 8, 500000, 131072);
         c.rope = RopeConfig{500000, "llama3", 8.0, 1.0, 4.0, 8192};
+      } else if (part == "llama3.2-1b") {
+        // Llama 3.2 1B: tied embeddings, llama3 RoPE scaling by 32 of 8,192.
+        preset(128256, 2048, 8192, 16, 32, 8, 500000, 131072);
+        c.rope = RopeConfig{500000, "llama3", 32.0, 1.0, 4.0, 8192};
+        c.tie_word_embeddings = true;
       } else if (part == "llama3-70b") preset(128256, 8192, 28672, 80, 64, 8, 500000, 8192);
       else if (part == "mistral-7b") preset(32000, 4096, 14336, 32, 32, 8, 1000000, 32768);
       else if (part == "mistral-nemo-12b") {
@@ -386,7 +391,7 @@ absl::StatusOr<ModelConfig> RandomModelConfig(const std::string& spec_in) {
         return absl::InvalidArgumentError(absl::StrCat(
             "model: unknown random preset '", part,
             "' (known: tiny, small, llama2-7b, llama2-13b, llama2-70b, llama3-8b, llama3.1-8b, "
-            "llama3-70b, mistral-7b, mistral-nemo-12b, qwen2.5-7b, qwen3-8b, gemma2-9b, "
+            "llama3.2-1b, llama3-70b, mistral-7b, mistral-nemo-12b, qwen2.5-7b, qwen3-8b, gemma2-9b, "
             "gemma3-1b, or key=value sizes)"));
       }
       continue;

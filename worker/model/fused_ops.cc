@@ -91,6 +91,7 @@ struct RmsNormFunction : public torch::autograd::Function<RmsNormFunction> {
                                                         cols, e, fmt, y.data_ptr(), cols,
                                                         rstd.data_ptr<float>(), stream)));
     ctx->save_for_backward({xc, w, rstd});
+    ctx->saved_data["weight_dtype"] = weight.scalar_type();
     return y;
   }
 
@@ -114,7 +115,18 @@ struct RmsNormFunction : public torch::autograd::Function<RmsNormFunction> {
         RIGTUNE_CUDA_LAUNCH(kernels::RmsNormBackwardCuda(dy.data_ptr(), cols, x.data_ptr(), cols,
                                                          w.data_ptr(), rstd.data_ptr<float>(), rows,
                                                          cols, fmt, dx.data_ptr(), cols, stream)));
-    return {dx, at::Tensor(), at::Tensor()};
+    // The weight's gradient only when it trains (train.method full): the
+    // sum over rows of dy · round(x · rstd), the rounded normalized input
+    // transformers multiplies the weight by, accumulated in float32.
+    at::Tensor dw;
+    if (ctx->needs_input_grad(1)) {
+      const at::Tensor normed =
+          (x.to(at::kFloat).view({rows, cols}) * rstd.unsqueeze(1)).to(x.scalar_type());
+      dw = (dy.view({rows, cols}).to(at::kFloat) * normed.to(at::kFloat))
+               .sum(0)
+               .to(ctx->saved_data["weight_dtype"].toScalarType());
+    }
+    return {dx, dw, at::Tensor()};
   }
 };
 

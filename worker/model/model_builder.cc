@@ -12,6 +12,7 @@
 namespace rigtune::model {
 
 absl::Status ValidateLoraOptions(const LoraOptions& lora) {
+  if (!lora.enabled) return absl::OkStatus();
   if (lora.r < 1) return absl::InvalidArgumentError(absl::StrCat("lora.r: must be >= 1, got ", lora.r));
   if (!(lora.alpha > 0)) return absl::InvalidArgumentError("lora.alpha: must be > 0");
   if (lora.dropout < 0 || lora.dropout >= 1) {
@@ -31,6 +32,7 @@ absl::Status ValidateLoraOptions(const LoraOptions& lora) {
 }
 
 lora::LoraSpec LoraSpecFor(const LoraOptions& lora, int proj) {
+  if (!lora.enabled) return {};
   const auto& t = lora.target_modules;
   const bool targeted = t.empty() || std::find(t.begin(), t.end(), ProjName(proj)) != t.end();
   if (!targeted) return {};

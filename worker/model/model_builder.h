@@ -30,6 +30,9 @@ struct LoraOptions {
   bool use_rslora = false;
   std::vector<std::string> target_modules;  // subset of ProjName(); empty = all
   bool dora = false;  // train.method dora: a magnitude vector per adapted linear
+  // false: no adapter anywhere and the other fields are ignored (train.method
+  // full, which trains the base weights themselves).
+  bool enabled = true;
 };
 
 struct BuildOptions {

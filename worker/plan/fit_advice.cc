@@ -67,6 +67,9 @@ std::vector<FitOption> SuggestFits(const model::ModelConfig& model, const train:
   // The fewest flags first; activation offload costs least, then weights,
   // then the optimizer. With every flag, the largest batch that fits.
   const train::DistConfig& have = job.dist;
+  // Full fine-tuning and block expansion keep weights and optimizer state on
+  // the device (the job file refuses those offloads) and have no LoRA rank.
+  const bool trains_weights = job.train.method == "full" || job.train.method == "llama_pro";
   const OffloadFlags kFlagSets[] = {{true, false, false}, {false, true, false},
                                     {true, true, false},  {false, false, true},
                                     {true, false, true},  {false, true, true},
@@ -75,6 +78,7 @@ std::vector<FitOption> SuggestFits(const model::ModelConfig& model, const train:
   for (const OffloadFlags& f : kFlagSets) {
     const std::string setting = FlagSetting(f, have);
     if (setting.empty()) continue;  // adds no flag the job lacks
+    if (trains_weights && (f.weights || f.optimizer)) continue;
     auto apply = [&](train::JobConfig& j) {
       j.dist.activation_offload |= f.activations;
       j.dist.cpu_offload |= f.weights;
@@ -86,7 +90,7 @@ std::vector<FitOption> SuggestFits(const model::ModelConfig& model, const train:
       break;
     }
   }
-  if (!flags_found) {
+  if (!flags_found && !trains_weights) {
     train::JobConfig all = job;
     all.dist.activation_offload = all.dist.cpu_offload = all.dist.offload_optimizer = true;
     const std::string setting = FlagSetting({true, true, true}, have);
@@ -98,7 +102,7 @@ std::vector<FitOption> SuggestFits(const model::ModelConfig& model, const train:
   }
 
   // The largest power-of-two fraction of r that fits.
-  for (int64_t r = job.lora.r / 2; r >= 1; r /= 2) {
+  for (int64_t r = trains_weights ? 0 : job.lora.r / 2; r >= 1; r /= 2) {
     auto bytes = BytesIfFits(model, job, device, [r](train::JobConfig& j) { j.lora.r = r; });
     if (bytes) {
       options.push_back({absl::StrCat("lora.r=", r), *bytes});

@@ -239,8 +239,26 @@ int64_t LoraParameterCount(const model::ModelConfig& model, const train::LoraCon
   return per_layer * model.num_layers;
 }
 
-MemoryPlan PlanMemory(const model::ModelConfig& m, const train::JobConfig& job,
+int64_t FullParameterCount(const model::ModelConfig& m) {
+  // A dense layer of one byte per weight counts its weights, norms and biases.
+  const int64_t embedding = m.vocab_size * m.hidden_size;
+  return m.num_layers * LayerFrozenBytes(m, "bf16", 1) + embedding + m.hidden_size +
+         (m.tie_word_embeddings ? 0 : embedding);
+}
+
+// The model the job trains: with train.method llama_pro, the original plus
+// one copy after every expand_every-th layer.
+model::ModelConfig TrainedModel(const model::ModelConfig& m, const train::JobConfig& job) {
+  model::ModelConfig out = m;
+  if (job.train.method == "llama_pro" && job.train.expand_every > 0) {
+    out.num_layers += m.num_layers / job.train.expand_every;
+  }
+  return out;
+}
+
+MemoryPlan PlanMemory(const model::ModelConfig& original, const train::JobConfig& job,
                       const PlanDevice& device) {
+  const model::ModelConfig m = TrainedModel(original, job);
   const int64_t d = DtypeBytes(job.train.dtype);
   const int64_t world = std::max(1, device.world_size);
   const int64_t layers = std::max<int64_t>(1, m.num_layers);
@@ -338,6 +356,44 @@ MemoryPlan PlanMemory(const model::ModelConfig& m, const train::JobConfig& job,
   // plan counts for both formats.
   // DoRA's row norms of W + s·B·A are taken in float32 in the same buffer.
   dev.workspace = widest * (dora ? 4 : d);
+  if (job.train.method == "full") {
+    // Full fine-tuning: every tensor trains on one device (FullModelLayers). The weights in the compute dtype (counted as
+    // frozen_weights: they are what the layers read), float32 masters (none
+    // in fp32: the weights are their own), gradients in the compute dtype
+    // plus their float32 widening for the step (none in fp32), and two
+    // float32 AdamW moments. No LoRA, no dequantize workspace (trained
+    // linears never join grouped products).
+    const int64_t full = FullParameterCount(m);
+    const int64_t masters = d == 4 ? 0 : 4 * full;
+    plan.trainable_parameters = full;
+    dev.frozen_weights = d * full;
+    dev.adapter = masters;
+    dev.optimizer = 8 * full;
+    // Gradients accumulate on the weights through the whole step: with
+    // gradient accumulation all of them are alive beside a later
+    // micro-batch's layer inputs and working set, so the plan counts the
+    // three together.
+    dev.gradients = d * full + masters;
+    dev.layer_inputs = inputs;
+    dev.working_set = working;
+    dev.workspace = 0;
+  } else if (job.train.method == "llama_pro") {
+    // Block expansion: the original layers stay frozen in train.base's
+    // format (counted above, as are the copies, in that format); the copies
+    // are dense in the compute dtype instead and train like full
+    // fine-tuning: masters, gradients (widened for the step), moments.
+    const int64_t added = m.num_layers - original.num_layers;
+    const int64_t per_layer = LayerFrozenBytes(m, "bf16", 1);
+    const int64_t trained = added * per_layer;
+    const int64_t masters = d == 4 ? 0 : 4 * trained;
+    plan.trainable_parameters = trained;
+    dev.frozen_weights += added * (d * per_layer - layer);
+    dev.adapter = masters;
+    dev.optimizer = 8 * trained;
+    dev.gradients = d * trained + masters;
+    dev.layer_inputs = inputs;
+    dev.working_set = working;
+  }
   // Layer inputs kept on the device fragment the allocator's segments (see
   // Note [Memory plan]): a third of them is counted as unusable.
   const int64_t pinned_inputs = inputs_on_host ? 0 : dev.layer_inputs;

@@ -71,7 +71,8 @@ struct MemoryPlan {
   int64_t capacity_bytes = 0;
   std::string capacity_source;
   int world_size = 1;
-  int64_t trainable_parameters = 0;  // adapter parameters of the whole model
+  // Adapter parameters of the whole model (train.method full: all of them).
+  int64_t trainable_parameters = 0;
   int64_t mlp_chunk_tokens = 0;      // rows per MLP chunk in the step, 0 = untiled
   bool fits() const { return capacity_bytes <= 0 || device.Total() <= capacity_bytes; }
 };
@@ -97,6 +98,9 @@ int64_t MlpChunkTokens(int64_t tokens, int64_t intermediate_size, int64_t dtype_
 // linear, plus `out` for DoRA's magnitude vector (`dora`: train.method dora).
 int64_t LoraParameterCount(const model::ModelConfig& model, const train::LoraConfig& lora,
                            bool dora = false);
+// Every parameter of `model` (train.method full): embedding, each layer's
+// linears, biases and norms, the final norm, and an untied LM head.
+int64_t FullParameterCount(const model::ModelConfig& model);
 
 }  // namespace rigtune::plan
 

@@ -74,6 +74,25 @@ absl::Status LoadIntoModel(const TrainingCheckpoint& c, model::LlamaModel& m, Ad
   return status;
 }
 
+// train.method full: the masters by Hugging Face name, and their moments.
+absl::Status LoadFullState(const TrainingCheckpoint& c, FullModelLayers& full, AdamW& opt) {
+  if (auto s = full.LoadMasterState(c.adapter); !s.ok()) return s;
+  const std::vector<NamedTensor>& tensors = full.tensors();
+  for (size_t k = 0; k < tensors.size(); ++k) {
+    const std::string& name = tensors[k].name;
+    if (auto s = CopyInto(c.optimizer, name + dist::FsdpLayers::kExpAvgSuffix, opt.exp_avg()[k]);
+        !s.ok()) {
+      return s;
+    }
+    if (auto s =
+            CopyInto(c.optimizer, name + dist::FsdpLayers::kExpAvgSqSuffix, opt.exp_avg_sq()[k]);
+        !s.ok()) {
+      return s;
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status InDir(const std::string& dir, const absl::Status& s) {
   if (s.ok() || absl::StrContains(s.message(), dir)) return s;
   return absl::Status(s.code(), absl::StrCat("checkpoint ", dir, ": ", s.message()));
@@ -87,7 +106,9 @@ absl::Status Checkpointer::Resume(const std::string& dir) {
   c10::NoGradGuard no_grad;
   AdamW& opt = parts_.trainer->optimizer();
   absl::Status loaded;
-  if (parts_.fsdp != nullptr) {
+  if (parts_.full != nullptr) {
+    loaded = LoadFullState(*c, *parts_.full, opt);
+  } else if (parts_.fsdp != nullptr) {
     TensorMap state = c->adapter;
     state.insert(c->optimizer.begin(), c->optimizer.end());
     loaded = parts_.fsdp->LoadTrainableState(state, opt.exp_avg(), opt.exp_avg_sq());
@@ -146,7 +167,15 @@ absl::StatusOr<std::optional<CheckpointInfo>> Checkpointer::Save(double loss) {
   c10::NoGradGuard no_grad;
   AdamW& opt = parts_.trainer->optimizer();
   TrainingCheckpoint c;
-  if (parts_.fsdp != nullptr) {
+  if (parts_.full != nullptr) {
+    c.adapter = parts_.full->MasterState();
+    const std::vector<NamedTensor>& tensors = parts_.full->tensors();
+    for (size_t k = 0; k < tensors.size(); ++k) {
+      c.optimizer[tensors[k].name + dist::FsdpLayers::kExpAvgSuffix] = ToCpu(opt.exp_avg()[k]);
+      c.optimizer[tensors[k].name + dist::FsdpLayers::kExpAvgSqSuffix] =
+          ToCpu(opt.exp_avg_sq()[k]);
+    }
+  } else if (parts_.fsdp != nullptr) {
     auto state = parts_.fsdp->GatherTrainableState(opt.exp_avg(), opt.exp_avg_sq());
     if (!state.ok()) return state.status();
     for (auto& [key, t] : *state) {

@@ -31,6 +31,7 @@
 #include "worker/model/llama.h"
 #include "worker/train/batch_source.h"
 #include "worker/train/evaluator.h"
+#include "worker/train/full_finetune.h"
 #include "worker/train/job_config.h"
 #include "worker/train/run_job.h"
 #include "worker/train/trainer.h"
@@ -53,6 +54,9 @@ struct TrainingParts {
   at::Device device = at::kCPU;  // where collective buffers live
   int64_t rank = 0;
   int64_t world_size = 1;
+  // train.method full: its float32 masters are the state (keyed by Hugging
+  // Face tensor names in the checkpoint's adapter_model.safetensors).
+  FullModelLayers* full = nullptr;
 };
 
 class Checkpointer {

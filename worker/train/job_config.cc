@@ -126,7 +126,39 @@ absl::Status Validate(const JobConfig& c) {
   if (c.train.epochs < 1) return Err("train.epochs", "must be >= 1");
   if (c.train.max_steps < 0) return Err("train.max_steps", "must be >= 0");
   RT_RETURN_IF_ERROR(OneOf("train.base", c.train.base, {"nf4", "bf16", "hqq4"}));
-  RT_RETURN_IF_ERROR(OneOf("train.method", c.train.method, {"lora", "dora"}));
+  RT_RETURN_IF_ERROR(
+      OneOf("train.method", c.train.method, {"lora", "dora", "full", "llama_pro"}));
+  if (c.train.method == "llama_pro") {
+    if (c.train.expand_every < 1) {
+      return Err("train.expand_every",
+                 absl::StrCat("train.method llama_pro inserts a copy after every "
+                              "expand_every-th layer; set it to 1 or more, got ",
+                              c.train.expand_every));
+    }
+    if (c.dist.cpu_offload || c.dist.offload_optimizer) {
+      return Err(c.dist.cpu_offload ? "dist.cpu_offload" : "dist.offload_optimizer",
+                 "train.method llama_pro keeps its new blocks and optimizer state on the "
+                 "device; turn offloading off");
+    }
+  } else if (c.train.expand_every != 0) {
+    return Err("train.expand_every",
+               absl::StrCat("only train.method llama_pro expands blocks (train.method is ",
+                            c.train.method, "); remove it or set train.method to llama_pro"));
+  }
+  if (c.train.method == "full") {
+    if (c.train.base != "bf16") {
+      return Err("train.method",
+                 absl::StrCat("full trains the base weights themselves, which needs "
+                              "train.base bf16 (got train.base ",
+                              c.train.base, "); set train.base to bf16, or train an adapter "
+                              "(train.method lora or dora) on a quantized base"));
+    }
+    if (c.dist.cpu_offload || c.dist.offload_optimizer) {
+      return Err(c.dist.cpu_offload ? "dist.cpu_offload" : "dist.offload_optimizer",
+                 "train.method full keeps its weights and optimizer state on the device; "
+                 "turn offloading off");
+    }
+  }
   RT_RETURN_IF_ERROR(OneOf("train.dtype", c.train.dtype, {"bf16", "fp16", "fp32"}));
   RT_RETURN_IF_ERROR(OneOf("train.device", c.train.device, {"auto", "cpu", "cuda"}));
   RT_RETURN_IF_ERROR(OneOf("dist.sharding", c.dist.sharding,
@@ -216,6 +248,7 @@ absl::StatusOr<JobConfig> ParseJobConfig(const std::string& text) {
   RT_RETURN_IF_ERROR(ReadSection(r, "train", [&](ObjectReader& s) {
     RT_RETURN_IF_ERROR(s.Get("base", &c.train.base));
     RT_RETURN_IF_ERROR(s.Get("method", &c.train.method));
+    RT_RETURN_IF_ERROR(s.Get("expand_every", &c.train.expand_every));
     RT_RETURN_IF_ERROR(s.Get("context_length", &c.train.context_length));
     RT_RETURN_IF_ERROR(s.Get("batch_size", &c.train.batch_size));
     RT_RETURN_IF_ERROR(s.Get("grad_accum", &c.train.grad_accum));
@@ -285,6 +318,7 @@ std::string JobConfigToJson(const JobConfig& c) {
         {"max_grad_norm", c.optim.max_grad_norm}}},
       {"train",
        {{"base", c.train.base}, {"method", c.train.method},
+        {"expand_every", c.train.expand_every},
         {"context_length", c.train.context_length}, {"batch_size", c.train.batch_size},
         {"grad_accum", c.train.grad_accum}, {"epochs", c.train.epochs},
         {"max_steps", c.train.max_steps}, {"seed", c.train.seed},

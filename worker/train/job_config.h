@@ -62,7 +62,13 @@ struct TrainConfig {
   // What the base weights are and what trains, chosen independently. A job
   // file that names neither trains LoRA on an NF4 base (QLoRA).
   std::string base = "nf4";     // frozen base weights: nf4 | bf16 (dense, compute dtype) | hqq4
-  std::string method = "lora";  // what trains: lora | dora (PEFT's use_dora)
+  // What trains: lora | dora (PEFT's use_dora) | full (every tensor; needs
+  // base bf16; the lora section is ignored) | llama_pro (new blocks only).
+  std::string method = "lora";
+  // train.method llama_pro: a copy of every expand_every-th decoder layer is
+  // inserted after it (identity-initialised, see block_expansion.h); only
+  // the copies train.
+  int64_t expand_every = 0;
   int64_t context_length = 512;
   int64_t batch_size = 1;  // sequences per rank per micro-step
   int64_t grad_accum = 1;

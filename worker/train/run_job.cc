@@ -14,6 +14,7 @@
 #include "absl/strings/str_format.h"
 #include "worker/dist/communicator.h"
 #include "worker/dist/fsdp.h"
+#include "worker/model/block_expansion.h"
 #include "worker/model/model_builder.h"
 #include "worker/plan/fit_advice.h"
 #include "worker/plan/plan_report.h"
@@ -22,6 +23,8 @@
 #include "worker/train/checkpointer.h"
 #include "worker/train/device_memory.h"
 #include "worker/train/evaluator.h"
+#include "worker/train/full_finetune.h"
+#include "worker/train/model_folder.h"
 #include "worker/train/out_of_memory.h"
 
 namespace rigtune::train {
@@ -62,6 +65,8 @@ struct Run {
   std::unique_ptr<dist::Communicator> comm;
   model::LlamaModel model;  // the whole model, or (FSDP) its shell
   std::unique_ptr<dist::FsdpLayers> fsdp;
+  std::unique_ptr<FullModelLayers> full;  // train.method full and llama_pro
+  std::optional<model::ExpansionPlan> expansion;  // train.method llama_pro
   std::unique_ptr<BatchSource> data;
   std::unique_ptr<Evaluator> evaluator;  // null without validation data
   // What the run is doing, for an out-of-memory message.
@@ -114,6 +119,21 @@ absl::Status Setup(const JobConfig& config, const RunCallbacks& callbacks, Run& 
   build.lora = model::LoraOptions{config.lora.r, config.lora.alpha, config.lora.dropout,
                                   config.lora.use_rslora, config.lora.target_modules,
                                   config.train.method == "dora"};
+  const bool full = config.train.method == "full";
+  const bool expand = config.train.method == "llama_pro";
+  if (full || expand) {
+    // Weights train, not adapters: the lora section means nothing.
+    build.lora.enabled = false;
+    if (run.env.world_size > 1) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "train.method ", config.train.method, " trains on one process; this job has ",
+          run.env.world_size,
+          " ranks (train an adapter, train.method lora or dora, to shard over several GPUs)"));
+    }
+    Log(callbacks, absl::StrCat("train.method ", config.train.method, ": ",
+                                full ? "every weight trains" : "only the inserted blocks train",
+                                " (the lora section is ignored)"));
+  }
   build.seed = config.train.seed;
   Log(callbacks, absl::StrCat("rank ", run.env.rank, "/", run.env.world_size, ": loading ",
                               config.model, " on ", run.device.str()));
@@ -131,10 +151,34 @@ absl::Status Setup(const JobConfig& config, const RunCallbacks& callbacks, Run& 
   // optimizer state are offloaded: then FsdpLayers streams layers (without
   // a communicator), and loading moves one layer at a time to host memory.
   const bool streamed = config.dist.cpu_offload || config.dist.offload_optimizer;
-  if (run.env.world_size == 1 && !streamed) {
+  if (expand) {
+    // Block expansion: the copies are read again as dense weights.
+    auto plan = model::PlanBlockExpansion((*source)->config().num_layers,
+                                          config.train.expand_every);
+    if (!plan.ok()) return plan.status();
+    model::BuildOptions dense = build;
+    dense.base = quant::BaseFormat::kBf16;
+    auto dense_source = model::ModelSource::Open(config.model, dense);
+    if (!dense_source.ok()) return dense_source.status();
+    auto m = model::BuildExpandedModel(**source, **dense_source, *plan);
+    if (!m.ok()) return m.status();
+    run.model = *std::move(m);
+    auto layers = FullModelLayers::CreateForLayers(&run.model, plan->InsertedLayers());
+    if (!layers.ok()) return layers.status();
+    run.full = *std::move(layers);
+    run.expansion = *std::move(plan);
+    Log(callbacks, absl::StrFormat("llama_pro: %d layers, %d of them inserted copies",
+                                   run.model.config.num_layers,
+                                   run.expansion->InsertedLayers().size()));
+  } else if (run.env.world_size == 1 && !streamed) {
     auto m = model::BuildModel(**source, build);
     if (!m.ok()) return m.status();
     run.model = *std::move(m);
+    if (full) {
+      auto layers = FullModelLayers::Create(&run.model);
+      if (!layers.ok()) return layers.status();
+      run.full = *std::move(layers);
+    }
   } else {
     if (run.env.world_size > 1) {
       auto comm = dist::Communicator::Create(run.env, run.device, config.dist.timeout_seconds,
@@ -214,7 +258,8 @@ absl::StatusOr<RunResult> Train(const JobConfig& config, const RunCallbacks& cal
                              config.optim.weight_decay};
   topts.seed = config.train.seed;
   topts.mlp_chunk_tokens = config.train.mlp_chunk_tokens;
-  Trainer trainer(&run.model, topts, run.fsdp.get());
+  LayerSource* layers = run.fsdp ? static_cast<LayerSource*>(run.fsdp.get()) : run.full.get();
+  Trainer trainer(&run.model, topts, layers);
 
   ValidationTracker tracker;
   ValidationMetrics last_validation;
@@ -222,7 +267,7 @@ absl::StatusOr<RunResult> Train(const JobConfig& config, const RunCallbacks& cal
   Checkpointer checkpoints(config,
                            TrainingParts{&run.model, run.fsdp.get(), run.comm.get(), &trainer,
                                          run.data.get(), &tracker, &last_validation, run.device,
-                                         run.env.rank, run.env.world_size},
+                                         run.env.rank, run.env.world_size, run.full.get()},
                            total_steps);
   if (!config.resume_from.empty()) {
     if (auto s = checkpoints.Resume(config.resume_from); !s.ok()) {
@@ -338,6 +383,28 @@ absl::StatusOr<RunResult> Train(const JobConfig& config, const RunCallbacks& cal
   // checkpoint, so adapter/ never holds a half-trained adapter. Every rank
   // agreed on the stop above, so all of them skip the collective gather.
   if (result.stopped_early) return result;
+  if (run.full) {
+    // A whole trained model: a Hugging Face folder beside the checkpoints.
+    if (model::IsRandomSource(config.model)) {
+      Log(callbacks, "random: models have no config.json; no model folder written");
+      return result;
+    }
+    run.phase = "writing the model folder";
+    result.adapter_path = config.output_dir + "/model";
+    ModelFolderOptions folder;
+    folder.base_dir = config.model;
+    folder.out_dir = result.adapter_path;
+    if (run.expansion) {
+      folder.num_hidden_layers = run.expansion->size();
+      auto tensors = ExpandedModelTensors(config.model, *run.expansion, run.full->tensors());
+      if (!tensors.ok()) return tensors.status();
+      if (auto s = WriteModelFolder(*tensors, folder); !s.ok()) return s;
+    } else if (auto s = WriteModelFolder(run.full->tensors(), folder); !s.ok()) {
+      return s;
+    }
+    Log(callbacks, absl::StrCat("model written to ", result.adapter_path));
+    return result;
+  }
 
   run.phase = "writing the adapter";
   std::map<std::string, at::Tensor> adapter;

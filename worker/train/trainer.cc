@@ -84,6 +84,12 @@ at::Tensor Trainer::Embed(const at::Tensor& input_ids) {
   return h;
 }
 
+void Trainer::EmbedBackward(const at::Tensor& input_ids, const at::Tensor& grad) {
+  c10::AutoGradMode grad_mode(true);
+  model::EmbedTokens(model_->config, layers_->AcquireEmbedding(), input_ids).backward(grad);
+  layers_->ReleaseEmbedding();
+}
+
 model::AttentionInputs Trainer::Attention(const TrainBatch& batch) const {
   at::Tensor pos = batch.position_ids;
   if (!pos.defined()) {
@@ -235,10 +241,13 @@ double Trainer::MicroStep(const TrainBatch& batch, double denominator, uint64_t 
     auto [loss_sum, grad] = HeadLossAndGrad(h, batch.labels, denominator);
     h = at::Tensor();  // the last layer's output: only its gradient is needed now
     profile::ScopedPhase walk(profile::Phase::kRecomputeBackward, grad);
-    for (int64_t i = n - 1; i >= 0; --i) {
+    // Layers below the first trained one need no backward at all.
+    const int64_t first = std::min(n - 1, std::max<int64_t>(0, layers_->FirstTrainedLayer()));
+    for (int64_t i = n - 1; i >= first; --i) {
       const model::DecoderLayer& layer = layers_->Acquire(i, true);
       at::Tensor x = inputs.Take(i, grad.device()).detach();
-      if (i > 0) x.requires_grad_(true);
+      const bool needs_input_grad = i > first || layers_->TrainsEmbedding();
+      if (needs_input_grad) x.requires_grad_(true);
       {
         c10::AutoGradMode grad_mode(true);
         if (chunk > 0 && model::MlpRowsIndependentOfTiling(layer, true)) {
@@ -250,16 +259,19 @@ double Trainer::MicroStep(const TrainBatch& batch, double denominator, uint64_t 
         } else {
           at::Tensor y =
               model::DecoderLayerForward(layer, cfg, x, attn, workspace_, true, seed_of(i));
-          y.backward(grad);
+          if (y.requires_grad()) y.backward(grad);
         }
       }
-      if (i > 0) grad = x.grad();
+      if (needs_input_grad) grad = x.grad();
       layers_->Release(i, true);
     }
+    if (layers_->TrainsEmbedding()) EmbedBackward(batch.input_ids, grad);
     return loss_sum;
   }
   // Without checkpointing: one graph through every layer, one backward.
   c10::AutoGradMode grad_mode(true);
+  const at::Tensor embedded = h;
+  if (layers_->TrainsEmbedding()) h.requires_grad_(true);
   for (int64_t i = 0; i < n; ++i) {
     const model::DecoderLayer& layer = layers_->Acquire(i, false);
     h = model::DecoderLayerForward(layer, cfg, h, attn, workspace_, true, seed_of(i));
@@ -267,6 +279,7 @@ double Trainer::MicroStep(const TrainBatch& batch, double denominator, uint64_t 
   auto [loss_sum, grad] = HeadLossAndGrad(h, batch.labels, denominator);
   h.backward(grad);
   for (int64_t i = n - 1; i >= 0; --i) layers_->Release(i, true);
+  if (layers_->TrainsEmbedding()) EmbedBackward(batch.input_ids, embedded.grad());
   return loss_sum;
 }
 

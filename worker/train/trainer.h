@@ -82,9 +82,17 @@ class LayerSource {
  public:
   virtual ~LayerSource() = default;
   // The token embedding table [vocab, hidden] for one lookup; released
-  // right after it (the embedding is frozen: backward never needs it).
+  // right after it (unless TrainsEmbedding(), backward never needs it).
   virtual at::Tensor AcquireEmbedding() = 0;
   virtual void ReleaseEmbedding() = 0;
+  // Whether the embedding table trains (train.method full): then the
+  // trainer backpropagates into it after the first layer's backward, with
+  // the table acquired once more (requiring grad).
+  virtual bool TrainsEmbedding() const { return false; }
+  // The lowest decoder layer with anything to train: the backward walk
+  // stops there (train.method llama_pro: the layers below the first new
+  // block are frozen and need no input gradient).
+  virtual int64_t FirstTrainedLayer() const { return 0; }
   // The final norm and LM head, for one micro-batch's loss and its backward.
   virtual HeadWeights AcquireHead() = 0;
   virtual void ReleaseHead() = 0;
@@ -149,6 +157,9 @@ class Trainer {
   // Returns the summed loss of one micro-batch, backpropagated with 1/denominator.
   double MicroStep(const TrainBatch& batch, double denominator, uint64_t micro_index);
   at::Tensor Embed(const at::Tensor& input_ids);
+  // With a trained embedding: backpropagates `grad` (the first layer's
+  // input gradient) into the embedding table.
+  void EmbedBackward(const at::Tensor& input_ids, const at::Tensor& grad);
   // Every decoder layer without grad or dropout: the last layer's output.
   at::Tensor ForwardNoGrad(const TrainBatch& batch);
   int64_t HeadChunk() const;  // LM head rows per chunk

@@ -192,6 +192,50 @@ TEST(MemoryPlanTest, DoraAddsOneMagnitudePerOutputRow) {
   EXPECT_EQ(PlanMemory(*model, job, PlanDevice{}).trainable_parameters, 828375040 + 80 * 83968);
 }
 
+TEST(MemoryPlanTest, FullFineTuningCountsWeightsMastersGradientsAndMoments) {
+  auto model = model::RandomModelConfig("llama3.2-1b");
+  ASSERT_TRUE(model.ok()) << model.status();
+  // Llama-3.2-1B's 1,235,814,400 parameters: the tied embedding
+  // 128256 x 2048, 16 layers x (2048 x (2048 + 512 + 512 + 2048) +
+  // 3 x 2048 x 8192 + 2 norms x 2048), the final norm.
+  const int64_t n = 128256LL * 2048 + 16 * (2048LL * 5120 + 3LL * 2048 * 8192 + 2 * 2048) + 2048;
+  ASSERT_EQ(n, 1235814400);
+  EXPECT_EQ(FullParameterCount(*model), n);
+  train::JobConfig job;
+  job.train.base = "bf16";
+  job.train.method = "full";
+  MemoryPlan plan = PlanMemory(*model, job, PlanDevice{});
+  EXPECT_EQ(plan.trainable_parameters, n);
+  EXPECT_EQ(plan.device.frozen_weights, 2 * n);  // bf16 weights the layers read
+  EXPECT_EQ(plan.device.adapter, 4 * n);         // float32 masters
+  EXPECT_EQ(plan.device.optimizer, 8 * n);       // two float32 moments
+  EXPECT_EQ(plan.device.gradients, 6 * n);       // bf16, widened to float32 for the step
+  EXPECT_EQ(plan.device.workspace, 0);
+  // In fp32 the weights are their own masters and their gradients need no widening.
+  job.train.dtype = "fp32";
+  plan = PlanMemory(*model, job, PlanDevice{});
+  EXPECT_EQ(plan.device.frozen_weights, 4 * n);
+  EXPECT_EQ(plan.device.adapter, 0);
+  EXPECT_EQ(plan.device.gradients, 4 * n);
+}
+
+TEST(MemoryPlanTest, LlamaProTrainsOnlyTheCopiesDenseBesideAQuantizedBase) {
+  auto model = model::RandomModelConfig("llama2-7b");
+  ASSERT_TRUE(model.ok());
+  train::JobConfig job;
+  job.train.method = "llama_pro";
+  job.train.expand_every = 4;  // 32 layers + 8 copies
+  const int64_t per_layer = 2 * 4096 + 4LL * 4096 * 4096 + 3LL * 4096 * 11008;
+  MemoryPlan plan = PlanMemory(*model, job, PlanDevice{});
+  EXPECT_EQ(plan.trainable_parameters, 8 * per_layer);
+  EXPECT_EQ(plan.device.adapter, 4 * 8 * per_layer);    // float32 masters
+  EXPECT_EQ(plan.device.optimizer, 8 * 8 * per_layer);  // moments
+  EXPECT_EQ(plan.device.gradients, 6 * 8 * per_layer);  // bf16 + widened
+  // 32 NF4 layers as for QLoRA, plus 8 dense bf16 ones.
+  const int64_t nf4_32 = PlanMemory(*model, train::JobConfig{}, PlanDevice{}).device.frozen_weights;
+  EXPECT_EQ(plan.device.frozen_weights, nf4_32 + 8 * 2 * per_layer);
+}
+
 TEST(MemoryPlanTest, BaseFormatsSetTheFrozenBytes) {
   auto model = model::RandomModelConfig("llama2-7b");
   ASSERT_TRUE(model.ok());

@@ -114,9 +114,40 @@ TEST(JobConfigTest, BaseAndMethodDefaultToQloraAndRoundTrip) {
 }
 
 TEST(JobConfigTest, UnknownMethodListsTheImplementedOnes) {
-  auto c = ParseJobConfig(Job(R"(, "train": {"method": "llama_pro"})"));
+  auto c = ParseJobConfig(Job(R"(, "train": {"method": "prefix_tuning"})"));
   ASSERT_FALSE(c.ok());
-  EXPECT_THAT(c.status().message(), HasSubstr("must be one of lora, dora; got 'llama_pro'"));
+  EXPECT_THAT(c.status().message(),
+              HasSubstr("must be one of lora, dora, full, llama_pro; got 'prefix_tuning'"));
+}
+
+TEST(JobConfigTest, LlamaProNeedsExpandEveryAndOnlyItTakesIt) {
+  auto missing = ParseJobConfig(Job(R"(, "train": {"method": "llama_pro"})"));
+  ASSERT_FALSE(missing.ok());
+  EXPECT_THAT(missing.status().message(), HasSubstr("train.expand_every:"));
+  auto c = ParseJobConfig(Job(R"(, "train": {"method": "llama_pro", "expand_every": 4})"));
+  ASSERT_TRUE(c.ok()) << c.status();
+  auto again = ParseJobConfig(JobConfigToJson(*c));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->train.expand_every, 4);
+  auto stray = ParseJobConfig(Job(R"(, "train": {"expand_every": 4})"));
+  ASSERT_FALSE(stray.ok());
+  EXPECT_THAT(stray.status().message(), HasSubstr("only train.method llama_pro"));
+}
+
+TEST(JobConfigTest, FullFineTuningNeedsABf16BaseAndNoOffload) {
+  auto quantized = ParseJobConfig(Job(R"(, "train": {"method": "full"})"));
+  ASSERT_FALSE(quantized.ok());
+  EXPECT_THAT(quantized.status().message(), HasSubstr("train.method: full"));
+  EXPECT_THAT(quantized.status().message(), HasSubstr("train.base bf16 (got train.base nf4)"));
+  auto c = ParseJobConfig(Job(R"(, "train": {"method": "full", "base": "bf16"})"));
+  ASSERT_TRUE(c.ok()) << c.status();
+  auto again = ParseJobConfig(JobConfigToJson(*c));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->train.method, "full");
+  auto offload = ParseJobConfig(
+      Job(R"(, "train": {"method": "full", "base": "bf16"}, "dist": {"cpu_offload": true})"));
+  ASSERT_FALSE(offload.ok());
+  EXPECT_THAT(offload.status().message(), HasSubstr("dist.cpu_offload"));
 }
 
 TEST(JobConfigTest, ValidationFieldsRoundTrip) {
