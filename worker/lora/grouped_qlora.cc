@@ -33,21 +33,6 @@ at::Tensor DequantStacked(const std::vector<int64_t>& weights, const std::vector
   return w;
 }
 
-// Note [Adapter first, base GEMM accumulates]
-// ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
-// Each adapter's s·(x·Aᵀ)·Bᵀ is a GEMM with K = r: memory-bound, its cost is
-// the [tokens, out] block it touches. Run after the base GEMM with β = 1 it
-// reads that block back and writes it again; run first with β = 0 it only
-// writes, and the base GEMM (K = in, compute-bound) adds its product to what
-// is there in its epilogue, where the extra read of C overlaps the
-// arithmetic. Same in backward: grad_x starts as (s·g·B)·A and g·W
-// accumulates into it. At 7B this drops one read of [8192, 12288] (Q/K/V)
-// and of [8192, 22016] (gate/up) per layer and forward pass, and of
-// [8192, 4096] twice per layer in backward. Rounding: the adapter's product
-// is rounded to the compute dtype when stored and the base product is added
-// to it in float32, where before the base product was rounded first and the
-// adapter's added to it; in float32 only the summation order differs.
-
 // Inputs: x, then every A, then every B (float32 masters; empty lists without
 // adapters), then the packed weights' addresses, output sizes and scales.
 struct GroupedFunction : public torch::autograd::Function<GroupedFunction> {
@@ -57,43 +42,30 @@ struct GroupedFunction : public torch::autograd::Function<GroupedFunction> {
                             DequantWorkspace* workspace) {
     const at::ScalarType dtype = x.scalar_type();
     at::Tensor w = DequantStacked(weights, outs, *workspace, dtype, x.device());
+    at::Tensor y;
+    {
+      profile::ScopedPhase phase(profile::Phase::kBaseGemm, x);
+      y = at::matmul(x, w.t());
+    }
     ctx->saved_data["weights"] = weights;
     ctx->saved_data["outs"] = outs;
     ctx->saved_data["scales"] = scales;
     ctx->saved_data["workspace"] = reinterpret_cast<int64_t>(workspace);
-    if (lora_a.empty()) {
-      profile::ScopedPhase phase(profile::Phase::kBaseGemm, x);
-      return at::matmul(x, w.t());
-    }
-    // See Note [Adapter first, base GEMM accumulates].
+    if (lora_a.empty()) return y;
+    profile::ScopedPhase phase(profile::Phase::kLora, x);
     const at::Tensor h2 = x.reshape({-1, x.size(-1)});
-    int64_t total = 0;
-    for (int64_t o : outs) total += o;
-    std::vector<int64_t> shape = x.sizes().vec();
-    shape.back() = total;
-    // Returned whole, not as a view made here: RoPE rotates it in place.
-    at::Tensor y = at::empty(shape, x.options());
-    at::Tensor y2 = y.view({h2.size(0), total});
-    std::vector<at::Tensor> saved;
-    {
-      profile::ScopedPhase phase(profile::Phase::kLora, x);
-      const at::Tensor a = at::cat(lora_a, 0).to(dtype);  // [Σ r_i, in]
-      const at::Tensor xa = at::mm(h2, a.t());            // [tokens, Σ r_i]
-      saved = {h2, xa, a};
-      int64_t col = 0, rcol = 0;
-      for (size_t i = 0; i < outs.size(); ++i) {
-        const int64_t r = lora_a[i].size(0);
-        const at::Tensor b = lora_b[i].to(dtype);
-        // β = 0: the block's (uninitialized) contents are not read.
-        y2.narrow(1, col, outs[i]).addmm_(xa.narrow(1, rcol, r), b.t(), 0.0, scales[i]);
-        saved.push_back(b);
-        col += outs[i];
-        rcol += r;
-      }
-    }
-    {
-      profile::ScopedPhase phase(profile::Phase::kBaseGemm, x);
-      y2.addmm_(h2, w.t());  // β = 1
+    const at::Tensor a = at::cat(lora_a, 0).to(dtype);  // [Σ r_i, in]
+    const at::Tensor xa = at::mm(h2, a.t());            // [tokens, Σ r_i]
+    at::Tensor y2 = y.view({-1, y.size(-1)});
+    std::vector<at::Tensor> saved = {h2, xa, a};
+    int64_t col = 0, rcol = 0;
+    for (size_t i = 0; i < outs.size(); ++i) {
+      const int64_t r = lora_a[i].size(0);
+      const at::Tensor b = lora_b[i].to(dtype);
+      y2.narrow(1, col, outs[i]).addmm_(xa.narrow(1, rcol, r), b.t(), 1.0, scales[i]);
+      saved.push_back(b);
+      col += outs[i];
+      rcol += r;
     }
     ctx->save_for_backward(saved);
     ctx->saved_data["master_dtype"] = static_cast<int64_t>(lora_a[0].scalar_type());
@@ -107,43 +79,37 @@ struct GroupedFunction : public torch::autograd::Function<GroupedFunction> {
     auto* workspace = reinterpret_cast<DequantWorkspace*>(ctx->saved_data["workspace"].toInt());
     const at::Tensor& g = grad_out[0];
     at::Tensor w = DequantStacked(weights, outs, *workspace, g.scalar_type(), g.device());
+    at::Tensor grad_x;
+    {
+      profile::ScopedPhase phase(profile::Phase::kBaseGemm, g);
+      grad_x = at::matmul(g, w);
+    }
     const size_t n = outs.size();
     const auto saved = ctx->get_saved_variables();
+    variable_list grads = {grad_x};
     if (saved.empty()) {
-      profile::ScopedPhase phase(profile::Phase::kBaseGemm, g);
-      variable_list grads = {at::matmul(g, w)};
       grads.resize(1 + 4);  // + weights, outs, scales, workspace
       return grads;
     }
+    profile::ScopedPhase phase(profile::Phase::kLora, g);
     const auto master = static_cast<at::ScalarType>(ctx->saved_data["master_dtype"].toInt());
     const at::Tensor &h2 = saved[0], &xa = saved[1], &a = saved[2];
     const at::Tensor g2 = g.reshape({-1, g.size(-1)});
     std::vector<at::Tensor> gb(n), grad_b(n);
-    at::Tensor grad_x2, grad_a_all;
-    {
-      profile::ScopedPhase phase(profile::Phase::kLora, g);
-      int64_t col = 0, rcol = 0;
-      for (size_t i = 0; i < n; ++i) {
-        const at::Tensor& b = saved[3 + i];
-        const int64_t r = b.size(1);
-        const at::Tensor gi = g2.narrow(1, col, outs[i]);
-        gb[i] = at::mm(gi, b).mul_(scales[i]);  // s_i·g_i·B_i  [tokens, r_i]
-        grad_b[i] = at::mm(gi.t(), xa.narrow(1, rcol, r)).to(master).mul_(scales[i]);
-        col += outs[i];
-        rcol += r;
-      }
-      const at::Tensor gb_all = at::cat(gb, 1);  // [tokens, Σ r_i]
-      grad_x2 = at::mm(gb_all, a);               // the adapters' share of grad_x first
-      grad_a_all = at::mm(gb_all.t(), h2).to(master);  // [Σ r_i, in]
+    int64_t col = 0, rcol = 0;
+    for (size_t i = 0; i < n; ++i) {
+      const at::Tensor& b = saved[3 + i];
+      const int64_t r = b.size(1);
+      const at::Tensor gi = g2.narrow(1, col, outs[i]);
+      gb[i] = at::mm(gi, b).mul_(scales[i]);  // s_i·g_i·B_i  [tokens, r_i]
+      grad_b[i] = at::mm(gi.t(), xa.narrow(1, rcol, r)).to(master).mul_(scales[i]);
+      col += outs[i];
+      rcol += r;
     }
-    {
-      profile::ScopedPhase phase(profile::Phase::kBaseGemm, g);
-      grad_x2.addmm_(g2, w);  // β = 1
-    }
-    std::vector<int64_t> shape = g.sizes().vec();
-    shape.back() = w.size(1);
-    variable_list grads = {grad_x2.view(shape)};
-    int64_t rcol = 0;
+    const at::Tensor gb_all = at::cat(gb, 1);  // [tokens, Σ r_i]
+    grad_x.view({-1, grad_x.size(-1)}).addmm_(gb_all, a);
+    const at::Tensor grad_a_all = at::mm(gb_all.t(), h2).to(master);  // [Σ r_i, in]
+    rcol = 0;
     for (size_t i = 0; i < n; ++i) {
       const int64_t r = grad_b[i].size(1);
       grads.push_back(grad_a_all.narrow(0, rcol, r));
