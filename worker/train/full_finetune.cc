@@ -148,8 +148,9 @@ void FullModelLayers::CopyMastersToModel() {
   }
 }
 
-void FullModelLayers::Update(AdamW& optimizer, const std::vector<at::Tensor>& grads, double lr) {
-  optimizer.Step(grads, lr);
+void FullModelLayers::Update(AdamW& optimizer, const std::vector<at::Tensor>& grads, double lr,
+                             double grad_scale) {
+  optimizer.Step(grads, lr, grad_scale);
   CopyMastersToModel();
 }
 

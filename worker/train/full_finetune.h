@@ -71,7 +71,8 @@ class FullModelLayers : public LayerSource {
   std::vector<at::Tensor> Parameters() override { return masters_; }
   std::vector<at::Tensor> Gradients() override;
   void ZeroGradients() override;
-  void Update(AdamW& optimizer, const std::vector<at::Tensor>& grads, double lr) override;
+  void Update(AdamW& optimizer, const std::vector<at::Tensor>& grads, double lr,
+              double grad_scale) override;
 
   // The trained tensors, in Parameters() order.
   const std::vector<NamedTensor>& tensors() const { return tensors_; }
