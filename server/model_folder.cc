@@ -30,6 +30,16 @@ const std::vector<std::string>& LlamaModules() {
   return modules;
 }
 
+// Phi-3 stores Q/K/V and gate/up fused; PEFT names its linears so. The job
+// default (every Llama linear) is accepted too: the engine resolves it to
+// every fused linear.
+const std::vector<std::string>& Phi3Modules() {
+  static const std::vector<std::string> modules = {
+      "qkv_proj", "o_proj", "gate_up_proj", "down_proj",
+      "q_proj",   "k_proj", "v_proj",       "gate_proj", "up_proj"};
+  return modules;
+}
+
 absl::StatusOr<nlohmann::json> ReadJson(const fs::path& path) {
   std::error_code error;
   if (!fs::is_regular_file(path, error)) return Bad(absl::StrCat(path.string(), ": missing"));
@@ -60,13 +70,16 @@ std::string Architecture(const nlohmann::json& config) {
   const std::string t = type->get<std::string>();
   return t == "llama" ? "LlamaForCausalLM" : t == "mistral" ? "MistralForCausalLM"
        : t == "qwen2" ? "Qwen2ForCausalLM" : t == "qwen3" ? "Qwen3ForCausalLM"
-       : t == "gemma2" ? "Gemma2ForCausalLM" : t == "gemma3_text" ? "Gemma3ForCausalLM" : t;
+       : t == "gemma2" ? "Gemma2ForCausalLM" : t == "gemma3_text" ? "Gemma3ForCausalLM"
+       : t == "phi3"   ? "Phi3ForCausalLM"
+                       : t;
 }
 
 // The architectures worker/model/config.cc loads.
 bool Supported(const std::string& architecture) {
   for (const char* a : {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM",
-                        "Qwen3ForCausalLM", "Gemma2ForCausalLM", "Gemma3ForCausalLM"}) {
+                        "Qwen3ForCausalLM", "Gemma2ForCausalLM", "Gemma3ForCausalLM",
+                        "Phi3ForCausalLM"}) {
     if (architecture == a) return true;
   }
   return false;
@@ -75,6 +88,7 @@ bool Supported(const std::string& architecture) {
 }  // namespace
 
 absl::StatusOr<ModelInfo> InspectModel(const std::string& model, bool needs_tokenizer) {
+  if (absl::StartsWith(model, "random:phi3")) return ModelInfo{"Phi3ForCausalLM", Phi3Modules()};
   if (absl::StartsWith(model, "random:")) return ModelInfo{"LlamaForCausalLM", LlamaModules()};
   const fs::path dir(model);
   std::error_code error;
@@ -90,7 +104,7 @@ absl::StatusOr<ModelInfo> InspectModel(const std::string& model, bool needs_toke
     return Bad(absl::StrCat(model, "/config.json: unsupported architecture '", architecture,
                             "' (supported: LlamaForCausalLM, MistralForCausalLM, "
                             "Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma2ForCausalLM, "
-                            "Gemma3ForCausalLM)"));
+                            "Gemma3ForCausalLM, Phi3ForCausalLM)"));
   }
   if (needs_tokenizer || fs::exists(dir / "tokenizer.json", error)) {
     absl::StatusOr<nlohmann::json> tokenizer = ReadJson(dir / "tokenizer.json");
@@ -103,7 +117,8 @@ absl::StatusOr<ModelInfo> InspectModel(const std::string& model, bool needs_toke
     absl::StatusOr<nlohmann::json> tokenizer_config = ReadJson(dir / "tokenizer_config.json");
     if (!tokenizer_config.ok()) return tokenizer_config.status();
   }
-  return ModelInfo{architecture, LlamaModules()};
+  return ModelInfo{architecture,
+                   architecture == "Phi3ForCausalLM" ? Phi3Modules() : LlamaModules()};
 }
 
 }  // namespace rigtune::server
