@@ -1,5 +1,6 @@
 #include "server/model_folder.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -30,13 +31,10 @@ const std::vector<std::string>& LlamaModules() {
   return modules;
 }
 
-// Phi-3 stores Q/K/V and gate/up fused; PEFT names its linears so. The job
-// default (every Llama linear) is accepted too: the engine resolves it to
-// every fused linear.
+// Phi-3 stores Q/K/V and gate/up fused; PEFT names its linears so.
 const std::vector<std::string>& Phi3Modules() {
-  static const std::vector<std::string> modules = {
-      "qkv_proj", "o_proj", "gate_up_proj", "down_proj",
-      "q_proj",   "k_proj", "v_proj",       "gate_proj", "up_proj"};
+  static const std::vector<std::string> modules = {"qkv_proj", "o_proj", "gate_up_proj",
+                                                    "down_proj"};
   return modules;
 }
 
@@ -88,7 +86,9 @@ bool Supported(const std::string& architecture) {
 }  // namespace
 
 absl::StatusOr<ModelInfo> InspectModel(const std::string& model, bool needs_tokenizer) {
-  if (absl::StartsWith(model, "random:phi3")) return ModelInfo{"Phi3ForCausalLM", Phi3Modules()};
+  if (absl::StartsWith(model, "random:phi3")) {
+    return ModelInfo{"Phi3ForCausalLM", Phi3Modules(), /*fused=*/true};
+  }
   if (absl::StartsWith(model, "random:")) return ModelInfo{"LlamaForCausalLM", LlamaModules()};
   const fs::path dir(model);
   std::error_code error;
@@ -117,8 +117,15 @@ absl::StatusOr<ModelInfo> InspectModel(const std::string& model, bool needs_toke
     absl::StatusOr<nlohmann::json> tokenizer_config = ReadJson(dir / "tokenizer_config.json");
     if (!tokenizer_config.ok()) return tokenizer_config.status();
   }
-  return ModelInfo{architecture,
-                   architecture == "Phi3ForCausalLM" ? Phi3Modules() : LlamaModules()};
+  const bool fused = architecture == "Phi3ForCausalLM";
+  return ModelInfo{architecture, fused ? Phi3Modules() : LlamaModules(), fused};
+}
+
+bool IsEveryLlamaLinear(const std::vector<std::string>& targets) {
+  std::vector<std::string> given = targets, all = LlamaModules();
+  std::sort(given.begin(), given.end());
+  std::sort(all.begin(), all.end());
+  return given == all;
 }
 
 }  // namespace rigtune::server

@@ -463,7 +463,10 @@ absl::StatusOr<ModelConfig> RandomModelConfig(const std::string& spec_in) {
         // Llama 3.1: the 8B shape with 131,072 positions through llama3 RoPE
         // scaling of the 8,192 it was pre-trained on.
         preset(128256, 4096, 14336, 32, 32, 8, 500000, 131072);
-        c.rope = RopeConfig{500000, "llama3", 8.0, 1.0, 4.0, 8192};
+        c.rope = RopeConfig();
+        c.rope.theta = 500000, c.rope.type = "llama3", c.rope.factor = 8.0;
+        c.rope.low_freq_factor = 1.0, c.rope.high_freq_factor = 4.0;
+        c.rope.original_max_position_embeddings = 8192;
       } else if (part == "llama3-70b") preset(128256, 8192, 28672, 80, 64, 8, 500000, 8192);
       else if (part == "mistral-7b") preset(32000, 4096, 14336, 32, 32, 8, 1000000, 32768);
       else if (part == "mistral-nemo-12b") {
