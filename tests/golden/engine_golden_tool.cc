@@ -58,6 +58,8 @@ int main(int argc, char** argv) {
   build.lora.target_modules = spec["lora"]["target_modules"].get<std::vector<std::string>>();
   build.lora.use_rslora = spec["lora"].value("use_rslora", false);
   build.lora.dora = spec["lora"].value("use_dora", false);
+  // The job's train.context_length (longrope picks its factors by it).
+  build.context_length = spec.value("context_length", 0);
   auto model = rigtune::model::LoadHfModel(spec["model_dir"], build);
   if (!model.ok()) return Fail(model.status().ToString());
   if (auto s = rigtune::train::LoadAdapter(spec["adapter_dir"], &*model); !s.ok()) {

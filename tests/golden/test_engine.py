@@ -82,6 +82,13 @@ CONFIGS = {
         eos_token_id=2, original_max_position_embeddings=64,
         rope_parameters={"rope_type": "longrope", "short_factor": [1.0 + 0.1 * i for i in range(8)],
                          "long_factor": [2.0 + 0.5 * i for i in range(8)]}),
+    # longrope beyond the pre-training length: rows (and the job's context)
+    # of 24 > 16 take the long factors, attention factor sqrt(1 + ln 16 / ln 16)
+    "phi3_longrope_long": lambda: Phi3Config(
+        **SMALL, num_key_value_heads=4, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+        original_max_position_embeddings=16,
+        rope_parameters={"rope_type": "longrope", "short_factor": [1.0 + 0.1 * i for i in range(8)],
+                         "long_factor": [2.0 + 0.5 * i for i in range(8)]}),
     # Phi-4-mini-like: rotary over the first 3/4 of each head, tied
     # embeddings, one KV head
     "phi4mini_partial_tied": lambda: Phi3Config(
@@ -193,7 +200,7 @@ def test_engine_matches_transformers_peft(tmp_path, name, checkpointing):
             "batches": str(tmp_path / "batches.safetensors"), "out": str(tmp_path / "out.safetensors"),
             "lora": {"r": r, "alpha": alpha, "target_modules": targets(config)}, "optim": optim,
             "activation_checkpointing": checkpointing, "steps": steps, "grad_accum": 2,
-            "save_adapter": str(tmp_path / "saved")}
+            "save_adapter": str(tmp_path / "saved"), "context_length": 24}
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     subprocess.run([TOOL, str(tmp_path / "spec.json")], check=True)
     got = load_file(tmp_path / "out.safetensors")
@@ -274,7 +281,8 @@ def run_cuda_bf16(tmp_path, name):
     spec = {"model_dir": str(model_dir), "adapter_dir": str(tmp_path / "adapter0"),
             "batches": str(tmp_path / "batches.safetensors"), "out": str(tmp_path / "out.safetensors"),
             "lora": {"r": r, "alpha": alpha, "target_modules": targets(config)}, "optim": optim,
-            "steps": steps, "grad_accum": 2, "device": "cuda", "dtype": "bf16"}
+            "steps": steps, "grad_accum": 2, "device": "cuda", "dtype": "bf16",
+            "context_length": 24}
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     subprocess.run([TOOL, str(tmp_path / "spec.json")], check=True)
     got = load_file(tmp_path / "out.safetensors")
