@@ -304,6 +304,29 @@ TEST(ModelConfigTest, ParsesPhi35MiniWithLongRope) {
   EXPECT_TRUE(job.rope.use_long_factor);
 }
 
+// What transformers 5 writes for a Phi-3 config: the pre-training length
+// both beside and inside rope_parameters.
+TEST(ModelConfigTest, Phi3Transformers5RopeParametersPickLongFactorsByContext) {
+  auto c = ParseModelConfig(R"({"architectures": ["Phi3ForCausalLM"], "model_type": "phi3",
+      "vocab_size": 160, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+      "num_attention_heads": 4, "max_position_embeddings": 256,
+      "original_max_position_embeddings": 16, "rope_parameters": {
+        "long_factor": [2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 5.5],
+        "original_max_position_embeddings": 16, "partial_rotary_factor": 1.0,
+        "rope_theta": 10000.0, "rope_type": "longrope",
+        "short_factor": [1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 1.7]}})",
+                            "x");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->rope.type, "longrope");
+  EXPECT_EQ(c->rope.original_max_position_embeddings, 16);
+  EXPECT_DOUBLE_EQ(c->rope.attention_factor, std::sqrt(2.0));  // factor 256 / 16
+  EXPECT_EQ(c->RotaryDim(), 16);
+  UseContextLength(&*c, 24);
+  EXPECT_TRUE(c->rope.use_long_factor);
+  UseContextLength(&*c, 16);
+  EXPECT_FALSE(c->rope.use_long_factor);
+}
+
 TEST(ModelConfigTest, ParsesPhi4MiniPartialRotaryAndTiedEmbeddings) {
   auto c = ParseModelConfig(R"({"architectures": ["Phi3ForCausalLM"], "vocab_size": 200064,
       "hidden_size": 3072, "intermediate_size": 8192, "num_hidden_layers": 32,
