@@ -118,7 +118,8 @@ absl::Status LayerLayout::Check(const model::DecoderLayer& layer) const {
         q.has_adapter() != (lin.spec.r > 0) || q.is_dora() != (lin.spec.dora && lin.spec.r > 0) ||
         q.bias().defined() != (lin.bias.bytes > 0)) {
       return absl::InvalidArgumentError(
-          absl::StrCat(model::ProjPath(p, fused), ": layer does not match the sharding layout (shape, ",
+          absl::StrCat(model::ProjPath(p, fused),
+                       ": layer does not match the sharding layout (shape, ",
                        "double quantization, adapter or bias differ between layers)"));
     }
   }

@@ -285,7 +285,9 @@ int64_t ModelConfig::NumParameters() const {
 
 void UseContextLength(ModelConfig* config, int64_t context) {
   RopeConfig& rope = config->rope;
-  if (rope.type == "longrope") rope.use_long_factor = context > rope.original_max_position_embeddings;
+  if (rope.type == "longrope") {
+    rope.use_long_factor = context > rope.original_max_position_embeddings;
+  }
 }
 
 bool IsRandomSource(const std::string& source) { return absl::StartsWith(source, "random:"); }
