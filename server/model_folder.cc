@@ -1,5 +1,6 @@
 #include "server/model_folder.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -27,6 +28,13 @@ absl::Status Bad(const std::string& what) {
 const std::vector<std::string>& LlamaModules() {
   static const std::vector<std::string> modules = {"q_proj",    "k_proj",  "v_proj", "o_proj",
                                                     "gate_proj", "up_proj", "down_proj"};
+  return modules;
+}
+
+// Phi-3 stores Q/K/V and gate/up fused; PEFT names its linears so.
+const std::vector<std::string>& Phi3Modules() {
+  static const std::vector<std::string> modules = {"qkv_proj", "o_proj", "gate_up_proj",
+                                                    "down_proj"};
   return modules;
 }
 
@@ -60,13 +68,16 @@ std::string Architecture(const nlohmann::json& config) {
   const std::string t = type->get<std::string>();
   return t == "llama" ? "LlamaForCausalLM" : t == "mistral" ? "MistralForCausalLM"
        : t == "qwen2" ? "Qwen2ForCausalLM" : t == "qwen3" ? "Qwen3ForCausalLM"
-       : t == "gemma2" ? "Gemma2ForCausalLM" : t == "gemma3_text" ? "Gemma3ForCausalLM" : t;
+       : t == "gemma2" ? "Gemma2ForCausalLM" : t == "gemma3_text" ? "Gemma3ForCausalLM"
+       : t == "phi3"   ? "Phi3ForCausalLM"
+                       : t;
 }
 
 // The architectures worker/model/config.cc loads.
 bool Supported(const std::string& architecture) {
   for (const char* a : {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM",
-                        "Qwen3ForCausalLM", "Gemma2ForCausalLM", "Gemma3ForCausalLM"}) {
+                        "Qwen3ForCausalLM", "Gemma2ForCausalLM", "Gemma3ForCausalLM",
+                        "Phi3ForCausalLM"}) {
     if (architecture == a) return true;
   }
   return false;
@@ -75,6 +86,9 @@ bool Supported(const std::string& architecture) {
 }  // namespace
 
 absl::StatusOr<ModelInfo> InspectModel(const std::string& model, bool needs_tokenizer) {
+  if (absl::StartsWith(model, "random:phi3")) {
+    return ModelInfo{"Phi3ForCausalLM", Phi3Modules(), /*fused=*/true};
+  }
   if (absl::StartsWith(model, "random:")) return ModelInfo{"LlamaForCausalLM", LlamaModules()};
   const fs::path dir(model);
   std::error_code error;
@@ -90,7 +104,7 @@ absl::StatusOr<ModelInfo> InspectModel(const std::string& model, bool needs_toke
     return Bad(absl::StrCat(model, "/config.json: unsupported architecture '", architecture,
                             "' (supported: LlamaForCausalLM, MistralForCausalLM, "
                             "Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma2ForCausalLM, "
-                            "Gemma3ForCausalLM)"));
+                            "Gemma3ForCausalLM, Phi3ForCausalLM)"));
   }
   if (needs_tokenizer || fs::exists(dir / "tokenizer.json", error)) {
     absl::StatusOr<nlohmann::json> tokenizer = ReadJson(dir / "tokenizer.json");
@@ -103,7 +117,15 @@ absl::StatusOr<ModelInfo> InspectModel(const std::string& model, bool needs_toke
     absl::StatusOr<nlohmann::json> tokenizer_config = ReadJson(dir / "tokenizer_config.json");
     if (!tokenizer_config.ok()) return tokenizer_config.status();
   }
-  return ModelInfo{architecture, LlamaModules()};
+  const bool fused = architecture == "Phi3ForCausalLM";
+  return ModelInfo{architecture, fused ? Phi3Modules() : LlamaModules(), fused};
+}
+
+bool IsEveryLlamaLinear(const std::vector<std::string>& targets) {
+  std::vector<std::string> given = targets, all = LlamaModules();
+  std::sort(given.begin(), given.end());
+  std::sort(all.begin(), all.end());
+  return given == all;
 }
 
 }  // namespace rigtune::server

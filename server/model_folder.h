@@ -26,7 +26,14 @@ namespace rigtune::server {
 struct ModelInfo {
   std::string architecture;          // e.g. "LlamaForCausalLM"
   std::vector<std::string> modules;  // the linear layers LoRA can target
+  // Phi-3 (fused qkv_proj, gate_up_proj): a target list of every Llama
+  // linear (the job default) means every fused one, as the worker resolves it.
+  bool fused = false;
 };
+
+// Whether `targets` names exactly every linear of a Llama-style layer
+// (q, k, v, o, gate, up, down), in any order.
+bool IsEveryLlamaLinear(const std::vector<std::string>& targets);
 
 // `model` is a folder or "random:<shape>"; `needs_tokenizer` when the job
 // tokenizes a dataset.

@@ -287,6 +287,10 @@ absl::Status ValidateModel(const rigtune::v1::JobSpec& spec) {
   absl::StatusOr<ModelInfo> model = InspectModel(spec.model(), !spec.dataset().path().empty());
   if (!model.ok()) return model.status();
   const auto& targets = spec.lora().target_modules();
+  if (model->fused &&
+      IsEveryLlamaLinear(std::vector<std::string>(targets.begin(), targets.end()))) {
+    return absl::OkStatus();  // the default: every fused linear
+  }
   for (int i = 0; i < targets.size(); ++i) {
     if (std::find(model->modules.begin(), model->modules.end(), targets[i]) ==
         model->modules.end()) {

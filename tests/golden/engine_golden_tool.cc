@@ -71,6 +71,8 @@ int main(int argc, char** argv) {
   build.lora.target_modules = spec["lora"]["target_modules"].get<std::vector<std::string>>();
   build.lora.use_rslora = spec["lora"].value("use_rslora", false);
   build.lora.dora = spec["lora"].value("use_dora", false);
+  // The job's train.context_length (longrope picks its factors by it).
+  build.context_length = spec.value("context_length", 0);
   const std::string method = spec.value("method", std::string("lora"));
   const bool expand = method == "llama_pro";
   const bool full = method == "full" || expand;
@@ -198,11 +200,13 @@ int main(int argc, char** argv) {
   }
   // The dequantized base weights the engine computes with.
   for (int64_t i = 0; i < static_cast<int64_t>(model->layers.size()); ++i) {
+    const bool fused = model->config.fused_projections;
     for (int p = 0; p < rigtune::model::kNumProj; ++p) {
+      if (!rigtune::model::ProjPresent(p, fused)) continue;
       auto w = model->layers[i].proj[p].weight().Dequantize(at::kFloat);
       if (!w.ok()) return Fail(w.status().ToString());
-      const std::string name =
-          "model.layers." + std::to_string(i) + "." + rigtune::model::ProjPath(p) + ".weight";
+      const std::string name = "model.layers." + std::to_string(i) + "." +
+                               rigtune::model::ProjPath(p, fused) + ".weight";
       out["base." + name] = w->cpu();
       const auto& frozen = model->layers[i].proj[p].weight();
       if (frozen.format() == rigtune::quant::BaseFormat::kHqq4) {
@@ -220,7 +224,7 @@ int main(int argc, char** argv) {
     for (int p = 0; p < rigtune::model::kNumProj; ++p) {
       const auto& lin = model->layers[i].proj[p];
       for (rigtune::lora::AdapterPart part : rigtune::lora::AdapterParts(lin.spec())) {
-        out["grad." + rigtune::train::PeftKey(i, p, part)] =
+        out["grad." + rigtune::train::PeftKey(i, p, part, model->config.fused_projections)] =
             lin.adapter(part).grad().cpu().contiguous();
       }
     }

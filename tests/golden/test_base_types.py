@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
 
 from test_engine import TARGETS, TOOL, accumulate, load_nf4_base, make_batches, rel, \
-    save_random_model
+    save_random_model, targets
 
 R, ALPHA, STEPS, LR = 8, 16, 20, 2e-3
 OPTIM = {"lr": LR, "weight_decay": 0.01, "beta1": 0.9, "beta2": 0.95, "eps": 1e-8,
@@ -67,7 +67,7 @@ def reference(model_dir, base, use_dora, seed=1):
         model = load_hqq4_base(model_dir)
     else:
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    cfg = LoraConfig(r=R, lora_alpha=ALPHA, lora_dropout=0.0, target_modules=TARGETS,
+    cfg = LoraConfig(r=R, lora_alpha=ALPHA, lora_dropout=0.0, target_modules=targets(model.config),
                      bias="none", task_type="CAUSAL_LM", use_dora=use_dora)
     peft_model = get_peft_model(model, cfg)
     gen = torch.Generator().manual_seed(seed)
@@ -88,9 +88,12 @@ def engine_key(peft_name):
 
 def run_engine(tmp_path, model_dir, adapter_dir, batches, base, use_dora, checkpointing=True,
                steps=STEPS, save_adapter=None):
+    fused = json.loads((model_dir / "config.json").read_text()).get("model_type") == "phi3"
     spec = {"model_dir": str(model_dir), "adapter_dir": str(adapter_dir),
             "batches": str(tmp_path / "batches.safetensors"), "out": str(tmp_path / "out.safetensors"),
-            "lora": {"r": R, "alpha": ALPHA, "target_modules": TARGETS, "use_dora": use_dora},
+            "lora": {"r": R, "alpha": ALPHA, "use_dora": use_dora,
+                     "target_modules": ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]
+                     if fused else TARGETS},
             "optim": OPTIM, "activation_checkpointing": checkpointing, "steps": steps,
             "grad_accum": 2, "base": base}
     if save_adapter:
@@ -193,6 +196,19 @@ def test_dora_matches_peft(tmp_path, base, checkpointing):
     got = run_engine(tmp_path, model_dir, tmp_path / "adapter0", batches, base, True,
                      checkpointing=checkpointing)
     assert any("lora_magnitude_vector" in k for k in got if k.startswith("grad."))
+    compare(ref, got, batches)
+
+
+@pytest.mark.parametrize("base", ["nf4", "bf16"])
+def test_dora_on_fused_phi3_linears_matches_peft(tmp_path, base):
+    """DoRA on Phi-3's fused qkv_proj / gate_up_proj: one magnitude per row of
+    the fused weight, as PEFT's use_dora on those modules."""
+    config, model_dir = save_random_model(tmp_path, "phi4mini_partial_tied")
+    ref = reference(model_dir, base, use_dora=True)
+    ref.save_pretrained(tmp_path / "adapter0")
+    batches = make_batches(config.vocab_size, 2, 24, seed=2)
+    got = run_engine(tmp_path, model_dir, tmp_path / "adapter0", batches, base, True)
+    assert any("qkv_proj.lora_magnitude_vector" in k for k in got if k.startswith("grad."))
     compare(ref, got, batches)
 
 

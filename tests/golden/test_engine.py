@@ -1,7 +1,8 @@
 """Golden test: rigtune's QLoRA engine against transformers + PEFT (CPU, fp32).
 
 Tiny random models of every supported architecture (Llama, Mistral incl.
-head_dim != hidden/heads, Qwen2, Qwen3, Gemma 2, Gemma 3 text) are saved with
+head_dim != hidden/heads, Qwen2, Qwen3, Gemma 2, Gemma 3 text, Phi-3 with its
+fused qkv_proj / gate_up_proj, longrope and partial rotary) are saved with
 transformers. The reference
 loads the same checkpoint, replaces every decoder linear by its NF4
 round-trip through bitsandbytes (so both sides train on identical dequantized
@@ -22,10 +23,17 @@ from peft import LoraConfig, get_peft_model
 from safetensors.torch import load_file, save_file
 from peft import PeftModel
 from transformers import (AutoModelForCausalLM, Gemma2Config, Gemma3TextConfig, LlamaConfig,
-                          MistralConfig, Qwen2Config, Qwen3Config)
+                          MistralConfig, Phi3Config, Qwen2Config, Qwen3Config)
 
 TOOL = os.environ.get("RIGTUNE_ENGINE_GOLDEN_TOOL", "engine_golden_tool")
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+# Phi-3 checkpoints (and PEFT) name the fused linears; each is one NF4
+# tensor and one adapter.
+FUSED_TARGETS = ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]
+
+
+def targets(config):
+    return FUSED_TARGETS if config.model_type == "phi3" else TARGETS
 # Every input dimension is a multiple of 64, as in real models: bitsandbytes
 # 0.50's CPU quantizer blocks a 2-D weight differently when it is not (its
 # CUDA kernel and rigtune block the flattened tensor).
@@ -66,6 +74,29 @@ CONFIGS = {
         rope_parameters={"full_attention": {"rope_type": "linear", "factor": 2.0,
                                             "rope_theta": 100000.0},
                          "sliding_attention": {"rope_type": "default", "rope_theta": 1000.0}}),
+    # Phi-3: fused qkv_proj and gate_up_proj, every layer sliding over a
+    # window shorter than the rows, longrope (short factors, rows within
+    # original_max_position_embeddings; attention factor from 256 / 64)
+    "phi3_longrope_window": lambda: Phi3Config(
+        **SMALL, num_key_value_heads=2, sliding_window=8, pad_token_id=0, bos_token_id=1,
+        eos_token_id=2, original_max_position_embeddings=64,
+        rope_parameters={"rope_type": "longrope", "short_factor": [1.0 + 0.1 * i for i in range(8)],
+                         "long_factor": [2.0 + 0.5 * i for i in range(8)]}),
+    # longrope beyond the pre-training length: rows (and the job's context)
+    # of 24 > 16 take the long factors, attention factor sqrt(1 + ln 16 / ln 16)
+    "phi3_longrope_long": lambda: Phi3Config(
+        **SMALL, num_key_value_heads=4, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+        original_max_position_embeddings=16,
+        rope_parameters={"rope_type": "longrope", "short_factor": [1.0 + 0.1 * i for i in range(8)],
+                         "long_factor": [2.0 + 0.5 * i for i in range(8)]}),
+    # Phi-4-mini-like: rotary over the first 3/4 of each head, tied
+    # embeddings, one KV head
+    "phi4mini_partial_tied": lambda: Phi3Config(
+        **SMALL, num_key_value_heads=1, tie_word_embeddings=True, pad_token_id=0, bos_token_id=1,
+        eos_token_id=2, partial_rotary_factor=0.75, original_max_position_embeddings=64,
+        rope_parameters={"rope_type": "longrope", "partial_rotary_factor": 0.75,
+                         "short_factor": [1.0 + 0.1 * i for i in range(6)],
+                         "long_factor": [2.0 + 0.5 * i for i in range(6)]}),
 }
 
 
@@ -93,8 +124,8 @@ def save_random_model(tmp_path, name):
             elif "norm" in name:  # norms away from identity, so each one counts
                 p.add_(torch.randn_like(p) * 0.1)
         for layer in hf.model.layers:
-            for mod in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
-                if mod.bias is not None:
+            for mod in (getattr(layer.self_attn, n, None) for n in ("q_proj", "k_proj", "v_proj")):
+                if mod is not None and mod.bias is not None:
                     mod.bias.normal_(0, 0.1)
     model_dir = tmp_path / "model"
     hf.save_pretrained(model_dir, safe_serialization=True)
@@ -129,7 +160,7 @@ def load_nf4_base(model_dir):
 
 def build_reference(model_dir, r, alpha, seed):
     model = load_nf4_base(model_dir)
-    cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=TARGETS,
+    cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=targets(model.config),
                      bias="none", task_type="CAUSAL_LM")
     peft_model = get_peft_model(model, cfg)
     gen = torch.Generator().manual_seed(seed)
@@ -167,9 +198,9 @@ def test_engine_matches_transformers_peft(tmp_path, name, checkpointing):
              "max_grad_norm": 1.0}
     spec = {"model_dir": str(model_dir), "adapter_dir": str(adapter_dir),
             "batches": str(tmp_path / "batches.safetensors"), "out": str(tmp_path / "out.safetensors"),
-            "lora": {"r": r, "alpha": alpha, "target_modules": TARGETS}, "optim": optim,
+            "lora": {"r": r, "alpha": alpha, "target_modules": targets(config)}, "optim": optim,
             "activation_checkpointing": checkpointing, "steps": steps, "grad_accum": 2,
-            "save_adapter": str(tmp_path / "saved")}
+            "save_adapter": str(tmp_path / "saved"), "context_length": 24}
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     subprocess.run([TOOL, str(tmp_path / "spec.json")], check=True)
     got = load_file(tmp_path / "out.safetensors")
@@ -234,7 +265,7 @@ def run_cuda_bf16(tmp_path, name):
     loss trajectory 2e-2 per step."""
     config, model_dir = save_random_model(tmp_path, name)
     r, alpha, steps, lr = 8, 16, 20, 2e-3
-    cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=TARGETS,
+    cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=targets(config),
                      bias="none", task_type="CAUSAL_LM")
     init = get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32), cfg)
     gen = torch.Generator().manual_seed(1)
@@ -249,8 +280,9 @@ def run_cuda_bf16(tmp_path, name):
              "max_grad_norm": 1.0}
     spec = {"model_dir": str(model_dir), "adapter_dir": str(tmp_path / "adapter0"),
             "batches": str(tmp_path / "batches.safetensors"), "out": str(tmp_path / "out.safetensors"),
-            "lora": {"r": r, "alpha": alpha, "target_modules": TARGETS}, "optim": optim,
-            "steps": steps, "grad_accum": 2, "device": "cuda", "dtype": "bf16"}
+            "lora": {"r": r, "alpha": alpha, "target_modules": targets(config)}, "optim": optim,
+            "steps": steps, "grad_accum": 2, "device": "cuda", "dtype": "bf16",
+            "context_length": 24}
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     subprocess.run([TOOL, str(tmp_path / "spec.json")], check=True)
     got = load_file(tmp_path / "out.safetensors")
@@ -345,7 +377,8 @@ def save_bnb4bit_copy(model_dir, out_dir):
     (out_dir / "config.json").write_text(json.dumps(config))
 
 
-@pytest.mark.parametrize("name", ["llama_gqa_llama3rope", "qwen2_bias", "qwen3_tied", "gemma2"])
+@pytest.mark.parametrize("name", ["llama_gqa_llama3rope", "qwen2_bias", "qwen3_tied", "gemma2",
+                                  "phi3_longrope_window"])
 def test_engine_loads_bnb4bit_checkpoint_without_requantizing(tmp_path, name):
     """A bnb-4bit checkpoint loads as it is: the engine's dequantized weights
     are bitsandbytes' own, and logits, loss and gradients equal those of the
@@ -361,7 +394,7 @@ def test_engine_loads_bnb4bit_checkpoint_without_requantizing(tmp_path, name):
         spec = {"model_dir": str(folder), "adapter_dir": str(tmp_path / "adapter0"),
                 "batches": str(tmp_path / "batches.safetensors"),
                 "out": str(tmp_path / f"out_{label}.safetensors"),
-                "lora": {"r": r, "alpha": alpha, "target_modules": TARGETS}, "optim": {},
+                "lora": {"r": r, "alpha": alpha, "target_modules": targets(config)}, "optim": {},
                 "steps": 0, "grad_accum": 2}
         (tmp_path / f"spec_{label}.json").write_text(json.dumps(spec))
         subprocess.run([TOOL, str(tmp_path / f"spec_{label}.json")], check=True)

@@ -269,19 +269,21 @@ def test_peft_loads_rigtune_adapter(tmp_path):
     assert rel(got["logits"], logits(ref, IDS)) < 1e-4
 
 
-@pytest.mark.parametrize("name", ["mistral_head_dim_window", "qwen3_tied", "gemma2", "gemma3"])
+@pytest.mark.parametrize("name", ["mistral_head_dim_window", "qwen3_tied", "gemma2", "gemma3",
+                                  "phi3_longrope_window", "phi4mini_partial_tied"])
 def test_merge_other_architectures(tmp_path, name):
     """Merging is by linear name and shape: the merged folder of every
-    supported architecture (test_engine's tiny configs, fp32 base) loads with
+    supported architecture (test_engine's tiny configs, fp32 base; Phi-3's
+    fused qkv_proj / gate_up_proj written under their own names) loads with
     from_pretrained and computes what base + adapter do unmerged (bf16
     rounding of the merged weights: 2e-2)."""
-    from test_engine import save_random_model
+    from test_engine import save_random_model, targets
 
-    _, model_dir = save_random_model(tmp_path, name)
-    adapter_dir = save_adapter(tmp_path, model_dir)
+    config, model_dir = save_random_model(tmp_path, name)
+    adapter_dir = save_adapter(tmp_path, model_dir, targets=targets(config))
     out = tmp_path / "merged"
     stdout = merge(model_dir, adapter_dir, out)
-    assert stdout.count("merged") >= 2 * len(TARGETS)
+    assert stdout.count("merged") >= 2 * len(targets(config))
     merged = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
     unmerged = PeftModel.from_pretrained(
         AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32), adapter_dir)

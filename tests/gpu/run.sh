@@ -81,7 +81,7 @@ for stage in "${stages[@]}"; do
       done
       note "engine (1 GPU):"; cat "$OUT/engine-bench.md" ;;
     arch)  # a step of each architecture family's shape (Gemma 2 attends eagerly: soft-capping)
-      for shape in mistral-nemo-12b qwen2.5-7b qwen3-8b gemma2-9b gemma3-1b; do
+      for shape in mistral-nemo-12b qwen2.5-7b qwen3-8b gemma2-9b gemma3-1b phi3-mini; do
         "$BUILD/tests/bench/train_bench" --model random:$shape --batch 2 --seq 2048 --steps 5 \
           >>"$OUT/arch-bench.md" 2>>"$OUT/arch-bench.log"
       done

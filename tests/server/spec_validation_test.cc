@@ -185,6 +185,26 @@ TEST(SpecValidationTest, TargetModuleMustBeAModuleOfTheArchitecture) {
   EXPECT_TRUE(ValidateJobSpec(spec, {}).ok());
 }
 
+TEST(SpecValidationTest, Phi3TargetsAreItsFusedLinearsOrTheDefault) {
+  auto spec = TinySpec();
+  spec.set_model("random:phi3-mini");
+  spec.mutable_lora()->clear_target_modules();
+  spec.mutable_lora()->add_target_modules("qkv_proj");
+  spec.mutable_lora()->add_target_modules("q_proj");  // not a linear of Phi-3
+  ExpectFieldError(spec, {}, "spec.lora.target_modules[1]");
+  EXPECT_NE(ValidateJobSpec(spec, {}).message().find("qkv_proj, o_proj, gate_up_proj"),
+            std::string::npos);
+  spec.mutable_lora()->set_target_modules(1, "gate_up_proj");
+  EXPECT_TRUE(ValidateJobSpec(spec, {}).ok());
+  // The default list (every Llama linear) means every fused linear.
+  spec.mutable_lora()->clear_target_modules();
+  for (const char* t : {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                        "down_proj"}) {
+    spec.mutable_lora()->add_target_modules(t);
+  }
+  EXPECT_TRUE(ValidateJobSpec(spec, {}).ok());
+}
+
 class ModelFolderTest : public ::testing::Test {
  protected:
   void SetUp() override {

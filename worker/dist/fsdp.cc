@@ -13,9 +13,9 @@
 namespace rigtune::dist {
 namespace {
 
-std::array<lora::LoraSpec, model::kNumProj> Specs(const model::LoraOptions& lora) {
+std::array<lora::LoraSpec, model::kNumProj> Specs(const model::LoraOptions& lora, bool fused) {
   std::array<lora::LoraSpec, model::kNumProj> specs;
-  for (int p = 0; p < model::kNumProj; ++p) specs[p] = model::LoraSpecFor(lora, p);
+  for (int p = 0; p < model::kNumProj; ++p) specs[p] = model::LoraSpecFor(lora, p, fused);
   return specs;
 }
 
@@ -70,8 +70,9 @@ absl::StatusOr<std::unique_ptr<FsdpLayers>> FsdpLayers::Create(model::ModelSourc
   if (world > 1) {
     if (auto s = comm->Broadcast(nested, 0); !s.ok()) return s;
   }
-  const LayerLayout base = LayerLayout::ForConfig(config, Specs(build.lora), build.dtype,
-                                                  nested.item<int>() != 0, shards, build.base);
+  const LayerLayout base =
+      LayerLayout::ForConfig(config, Specs(build.lora, config.fused_projections), build.dtype,
+                             nested.item<int>() != 0, shards, build.base);
 
   for (int64_t i = 0; i < n; ++i) {
     const int64_t owner = i % world;
@@ -283,7 +284,7 @@ void FsdpLayers::AddByKey(int64_t i, const at::Tensor& full, const std::string& 
       const std::vector<int64_t> shape = lin.PartShape(part);
       int64_t numel = 1;
       for (int64_t d : shape) numel *= d;
-      out[train::PeftKey(i, p, part) + suffix] =
+      out[train::PeftKey(i, p, part, layout.fused) + suffix] =
           full.narrow(0, lin.Offset(part), numel).view(shape).clone();
     }
   }
@@ -347,7 +348,8 @@ absl::Status FsdpLayers::LoadTrainableState(const std::map<std::string, at::Tens
       for (int p = 0; p < model::kNumProj; ++p) {
         const LinearLayout& lin = layout.linears[p];
         for (lora::AdapterPart part : lora::AdapterParts(lin.spec)) {
-          const std::string key = train::PeftKey(static_cast<int64_t>(i), p, part) + suffix;
+          const std::string key =
+              train::PeftKey(static_cast<int64_t>(i), p, part, layout.fused) + suffix;
           auto it = state.find(key);
           if (it == state.end()) return absl::NotFoundError(absl::StrCat(key, ": missing"));
           const std::vector<int64_t> want = lin.PartShape(part);

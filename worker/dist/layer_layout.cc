@@ -47,6 +47,8 @@ LayerLayout LayerLayout::ForConfig(const model::ModelConfig& config,
   for (int p = 0; p < model::kNumProj; ++p) {
     LinearLayout& lin = l.linears[p];
     lin.shape = model::ProjShape(config, p);
+    lin.present = model::ProjPresent(p, config.fused_projections);
+    if (!lin.present) continue;
     lin.weight_dtype = dtype;
     lin.base = base;
     const int64_t n = lin.shape[0] * lin.shape[1];
@@ -89,6 +91,7 @@ LayerLayout LayerLayout::ForConfig(const model::ModelConfig& config,
   l.q_norm = Take(&cursor, dtype, {qk});
   l.k_norm = Take(&cursor, dtype, {qk});
   l.activation = config.activation;
+  l.fused = config.fused_projections;
   l.frozen_bytes = RoundUp(cursor, kAlign * shards);
   l.trainable_floats = RoundUp(std::max<int64_t>(floats, 1), shards);
   return l;
@@ -98,23 +101,25 @@ absl::Status LayerLayout::Check(const model::DecoderLayer& layer) const {
   for (int p = 0; p < model::kNumProj; ++p) {
     const LinearLayout& lin = linears[p];
     const lora::QLoraLinear& q = layer.proj[p];
+    if (!lin.present) continue;
     const bool nested = lin.nested_absmax.bytes > 0;
     if (q.weight().format() != lin.base) {
       return absl::InvalidArgumentError(
-          absl::StrCat(model::ProjPath(p), ": base weight is ",
+          absl::StrCat(model::ProjPath(p, fused), ": base weight is ",
                        quant::BaseFormatName(q.weight().format()), ", the sharding layout expects ",
                        quant::BaseFormatName(lin.base)));
     }
     if (lin.base == quant::BaseFormat::kBf16 &&
         q.weight().dense().scalar_type() != lin.packed.dtype) {
       return absl::InvalidArgumentError(absl::StrCat(
-          model::ProjPath(p), ": dense base weight is not in the layout's compute dtype"));
+          model::ProjPath(p, fused), ": dense base weight is not in the layout's compute dtype"));
     }
     if (q.weight().shape() != lin.shape || q.weight().double_quant() != nested ||
         q.has_adapter() != (lin.spec.r > 0) || q.is_dora() != (lin.spec.dora && lin.spec.r > 0) ||
         q.bias().defined() != (lin.bias.bytes > 0)) {
       return absl::InvalidArgumentError(
-          absl::StrCat(model::ProjPath(p), ": layer does not match the sharding layout (shape, ",
+          absl::StrCat(model::ProjPath(p, fused),
+                       ": layer does not match the sharding layout (shape, ",
                        "double quantization, adapter or bias differ between layers)"));
     }
   }
@@ -125,6 +130,7 @@ at::Tensor LayerLayout::FlattenFrozen(const model::DecoderLayer& layer) const {
   at::Tensor flat = at::zeros({frozen_bytes}, layer.input_layernorm.options().dtype(at::kByte));
   for (int p = 0; p < model::kNumProj; ++p) {
     const LinearLayout& lin = linears[p];
+    if (!lin.present) continue;
     const quant::FrozenWeight& w = layer.proj[p].weight();
     if (w.is_dense()) {
       Put(flat, lin.packed, w.dense());
@@ -184,6 +190,7 @@ absl::StatusOr<model::DecoderLayer> LayerLayout::Unflatten(const at::Tensor& fro
   model::DecoderLayer layer;
   for (int p = 0; p < model::kNumProj; ++p) {
     const LinearLayout& lin = linears[p];
+    if (!lin.present) continue;
     absl::StatusOr<quant::FrozenWeight> w;
     if (lin.base == quant::BaseFormat::kBf16) {
       w = quant::FrozenWeight::Dense(View(frozen, lin.packed));
@@ -224,7 +231,9 @@ absl::StatusOr<model::DecoderLayer> LayerLayout::Unflatten(const at::Tensor& fro
 
 std::vector<float> LayerLayout::NestedOffsets(const model::DecoderLayer& layer) const {
   std::vector<float> out;
-  for (const lora::QLoraLinear& q : layer.proj) out.push_back(q.weight().nested_offset());
+  for (int p = 0; p < model::kNumProj; ++p) {
+    out.push_back(linears[p].present ? layer.proj[p].weight().nested_offset() : 0.f);
+  }
   return out;
 }
 

@@ -38,6 +38,9 @@ struct Segment {
 };
 
 struct LinearLayout {
+  // False for the slots a model with fused projections leaves empty
+  // (model::ProjPresent): no bytes, no adapter, a default QLoraLinear.
+  bool present = true;
   std::vector<int64_t> shape;  // [out, in]
   at::ScalarType weight_dtype = at::kBFloat16;
   quant::BaseFormat base = quant::BaseFormat::kNf4;
@@ -66,6 +69,8 @@ struct LayerLayout {
   // leaves `sliding` false, the owner of the layout sets it per layer.
   bool sliding = false;
   model::Activation activation = model::Activation::kSilu;
+  // model::ModelConfig::fused_projections: how the linears are named (PeftKey).
+  bool fused = false;
   int64_t frozen_bytes = 0;     // padded
   int64_t trainable_floats = 0;  // padded
 

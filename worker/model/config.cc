@@ -40,13 +40,39 @@ absl::Status ReadRopeParams(const json& p, const std::string& origin, const std:
                             RopeConfig* rope) {
   if (auto it = p.find("rope_theta"); it != p.end() && it->is_number()) rope->theta = *it;
   std::string type = p.value("rope_type", p.value("type", std::string("default")));
-  if (type != "default" && type != "linear" && type != "llama3") {
+  // Phi-3's early configs call longrope "su" (transformers renames it).
+  if (type == "su") type = "longrope";
+  if (type != "default" && type != "linear" && type != "llama3" && type != "longrope") {
     return FieldError(origin, field + ".rope_type",
                       absl::StrCat("unsupported rope type '", type,
-                                   "' (supported: default, linear, llama3)"));
+                                   "' (supported: default, linear, llama3, longrope)"));
   }
   rope->type = type;
   if (type == "default") return absl::OkStatus();
+  if (type == "longrope") {
+    for (auto [name, out] : {std::pair{"short_factor", &rope->short_factor},
+                             {"long_factor", &rope->long_factor}}) {
+      auto it = p.find(name);
+      if (it == p.end() || !it->is_array()) {
+        return FieldError(origin, field + "." + name, "longrope needs a list of numbers");
+      }
+      out->clear();
+      for (const json& v : *it) {
+        if (!v.is_number() || !(v.get<double>() > 0)) {
+          return FieldError(origin, field + "." + name, "must list positive numbers");
+        }
+        out->push_back(v.get<double>());
+      }
+    }
+    // factor and attention_factor are derived in ReadRope when absent
+    // (they depend on the top-level position counts); -1 marks absent.
+    rope->factor = p.contains("factor") && p["factor"].is_number() ? p["factor"].get<double>() : -1;
+    rope->attention_factor = p.contains("attention_factor") && p["attention_factor"].is_number()
+                                 ? p["attention_factor"].get<double>()
+                                 : -1;
+    rope->original_max_position_embeddings = p.value("original_max_position_embeddings", -1);
+    return absl::OkStatus();
+  }
   rope->factor = p.value("factor", 1.0);
   if (!(rope->factor > 0)) return FieldError(origin, field + ".factor", "must be > 0");
   if (type == "llama3") {
@@ -55,6 +81,39 @@ absl::Status ReadRopeParams(const json& p, const std::string& origin, const std:
     rope->original_max_position_embeddings = p.value("original_max_position_embeddings", 8192);
     if (rope->high_freq_factor <= rope->low_freq_factor) {
       return FieldError(origin, field + ".high_freq_factor", "must exceed low_freq_factor");
+    }
+  }
+  return absl::OkStatus();
+}
+
+// longrope's values that transformers derives from the top-level config:
+// the pre-training length (original_max_position_embeddings, in the rope
+// parameters or beside them), factor = max positions / that length, and the
+// attention factor sqrt(1 + ln(factor) / ln(length)) (1 when factor <= 1).
+absl::Status FinishLongRope(const json& j, const std::string& origin, const std::string& field,
+                            ModelConfig* c) {
+  RopeConfig& rope = c->rope;
+  if (rope.original_max_position_embeddings <= 0) {
+    auto it = j.find("original_max_position_embeddings");
+    if (it == j.end() || !it->is_number_integer() || it->get<int64_t>() <= 0) {
+      return FieldError(origin, "original_max_position_embeddings",
+                        "longrope needs the pre-training context length (a positive integer)");
+    }
+    rope.original_max_position_embeddings = it->get<int64_t>();
+  }
+  const double original = static_cast<double>(rope.original_max_position_embeddings);
+  if (rope.factor <= 0) rope.factor = static_cast<double>(c->max_position_embeddings) / original;
+  if (rope.attention_factor <= 0) {
+    rope.attention_factor =
+        rope.factor <= 1.0 ? 1.0 : std::sqrt(1.0 + std::log(rope.factor) / std::log(original));
+  }
+  const size_t half = static_cast<size_t>(c->RotaryDim() / 2);
+  for (auto [name, factors] : {std::pair{"short_factor", &rope.short_factor},
+                               {"long_factor", &rope.long_factor}}) {
+    if (factors->size() != half) {
+      return FieldError(origin, absl::StrCat(field, ".", name),
+                        absl::StrCat("has ", factors->size(), " entries; the rotary dimension ",
+                                     c->RotaryDim(), " needs ", half));
     }
   }
   return absl::OkStatus();
@@ -82,7 +141,10 @@ absl::Status ReadRope(const json& j, const std::string& origin, ModelConfig* c) 
   if (params == nullptr) return absl::OkStatus();
   const json& p = *params;
   const bool nested = p.contains("full_attention") || p.contains("sliding_attention");
-  if (!nested) return ReadRopeParams(p, origin, field, rope);
+  if (!nested) {
+    if (auto s = ReadRopeParams(p, origin, field, rope); !s.ok()) return s;
+    return rope->type == "longrope" ? FinishLongRope(j, origin, field, c) : absl::OkStatus();
+  }
   if (!c->has_local_rope) {
     return FieldError(origin, field,
                       "per-layer-type rope parameters are only supported for Gemma 3");
@@ -95,6 +157,9 @@ absl::Status ReadRope(const json& j, const std::string& origin, ModelConfig* c) 
         !s.ok()) {
       return s;
     }
+  }
+  if (rope->type == "longrope" || c->local_rope.type == "longrope") {
+    return FieldError(origin, field, "longrope is only supported as the model's one rope type");
   }
   return absl::OkStatus();
 }
@@ -161,8 +226,9 @@ absl::Status ReadLayerTypes(const json& j, const std::string& origin, ModelConfi
     if (auto s = ReadInt(j, origin, "max_window_layers", false, &full_layers); !s.ok()) return s;
     c->sliding_layers.assign(c->num_layers, false);
     for (int64_t i = full_layers; i < c->num_layers; ++i) c->sliding_layers[i] = true;
-  } else if (c->architecture == "MistralForCausalLM" && c->sliding_window > 0) {
-    c->sliding_layers.assign(c->num_layers, true);  // Mistral: every layer
+  } else if ((c->architecture == "MistralForCausalLM" || c->architecture == "Phi3ForCausalLM") &&
+             c->sliding_window > 0) {
+    c->sliding_layers.assign(c->num_layers, true);  // Mistral, Phi-3: every layer
   }
   if (c->architecture == "Qwen2ForCausalLM" || c->architecture == "Qwen3ForCausalLM") {
     // Qwen's layer_types mark sliding layers only when use_sliding_window.
@@ -197,6 +263,12 @@ absl::Status Validate(const ModelConfig& c, const std::string& origin) {
     return FieldError(origin, "num_key_value_heads", "must divide num_attention_heads");
   }
   if (c.head_dim % 2 != 0) return FieldError(origin, "head_dim", "must be even (rotary)");
+  if (c.RotaryDim() % 2 != 0 || c.RotaryDim() > c.head_dim) {
+    return FieldError(origin, "partial_rotary_factor",
+                      absl::StrCat("gives a rotary dimension of ", c.RotaryDim(),
+                                   ", which must be even and at most head_dim (", c.head_dim,
+                                   ")"));
+  }
   return absl::OkStatus();
 }
 
@@ -209,6 +281,13 @@ int64_t ModelConfig::NumParameters() const {
                             (sandwich_norms ? 4 : 2) * hidden_size + (qk_norm ? 2 * head_dim : 0);
   return num_layers * per_layer + vocab_size * hidden_size * (tie_word_embeddings ? 1 : 2) +
          hidden_size;
+}
+
+void UseContextLength(ModelConfig* config, int64_t context) {
+  RopeConfig& rope = config->rope;
+  if (rope.type == "longrope") {
+    rope.use_long_factor = context > rope.original_max_position_embeddings;
+  }
 }
 
 bool IsRandomSource(const std::string& source) { return absl::StartsWith(source, "random:"); }
@@ -234,18 +313,21 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& json_text,
                      : t == "llama"       ? "LlamaForCausalLM"
                      : t == "gemma2"      ? "Gemma2ForCausalLM"
                      : t == "gemma3_text" ? "Gemma3ForCausalLM"
+                     : t == "phi3"        ? "Phi3ForCausalLM"
                                           : t;
   }
   const std::string& arch = c.architecture;
   const bool qwen2 = arch == "Qwen2ForCausalLM", qwen3 = arch == "Qwen3ForCausalLM";
   const bool gemma2 = arch == "Gemma2ForCausalLM", gemma3 = arch == "Gemma3ForCausalLM";
   const bool gemma = gemma2 || gemma3;
-  if (arch != "LlamaForCausalLM" && arch != "MistralForCausalLM" && !qwen2 && !qwen3 && !gemma) {
+  const bool phi3 = arch == "Phi3ForCausalLM";
+  if (arch != "LlamaForCausalLM" && arch != "MistralForCausalLM" && !qwen2 && !qwen3 && !gemma &&
+      !phi3) {
     return FieldError(origin, "architectures",
                       absl::StrCat("unsupported architecture '", arch,
                                    "' (supported: LlamaForCausalLM, MistralForCausalLM, "
                                    "Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma2ForCausalLM, "
-                                   "Gemma3ForCausalLM (text-only))"));
+                                   "Gemma3ForCausalLM (text-only), Phi3ForCausalLM)"));
   }
   if (gemma3 && j.contains("text_config")) {
     return FieldError(origin, "text_config",
@@ -311,6 +393,35 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& json_text,
     c.rope.theta = 1000000.0;
     c.local_rope.theta = 10000.0;
   }
+  if (phi3) {
+    c.fused_projections = true;
+    for (const char* field : {"resid_pdrop", "embd_pdrop", "attention_dropout"}) {
+      double p = 0.0;
+      if (auto s = ReadDouble(j, origin, field, &p); !s.ok()) return s;
+      if (p != 0.0) {
+        return FieldError(origin, field,
+                          "dropout inside the base model is not supported (set it to 0.0)");
+      }
+    }
+  }
+  // Phi-4-mini: rotary over the first fraction of each head. transformers
+  // reads it beside the rope parameters or inside them.
+  double partial = 1.0;
+  if (auto s = ReadDouble(j, origin, "partial_rotary_factor", &partial); !s.ok()) return s;
+  const char* partial_field = "partial_rotary_factor";
+  for (const char* rp : {"rope_parameters", "rope_scaling"}) {
+    auto it = j.find(rp);
+    if (it == j.end() || !it->is_object()) continue;
+    if (auto p = it->find("partial_rotary_factor"); p != it->end() && p->is_number()) {
+      partial = p->get<double>();
+      partial_field = rp;
+    }
+    break;
+  }
+  if (!(partial > 0 && partial <= 1)) {
+    return FieldError(origin, partial_field, "partial_rotary_factor must be in (0, 1]");
+  }
+  if (partial < 1) c.rotary_dim = static_cast<int64_t>(static_cast<double>(c.head_dim) * partial);
   if (auto s = ReadLayerTypes(j, origin, &c); !s.ok()) return s;
   if (auto s = ReadRope(j, origin, &c); !s.ok()) return s;
   if (auto s = Validate(c, origin); !s.ok()) return s;
@@ -354,11 +465,17 @@ absl::StatusOr<ModelConfig> RandomModelConfig(const std::string& spec_in) {
         // Llama 3.1: the 8B shape with 131,072 positions through llama3 RoPE
         // scaling of the 8,192 it was pre-trained on.
         preset(128256, 4096, 14336, 32, 32, 8, 500000, 131072);
-        c.rope = RopeConfig{500000, "llama3", 8.0, 1.0, 4.0, 8192};
+        c.rope = RopeConfig();
+        c.rope.theta = 500000, c.rope.type = "llama3", c.rope.factor = 8.0;
+        c.rope.low_freq_factor = 1.0, c.rope.high_freq_factor = 4.0;
+        c.rope.original_max_position_embeddings = 8192;
       } else if (part == "llama3.2-1b") {
         // Llama 3.2 1B: tied embeddings, llama3 RoPE scaling by 32 of 8,192.
         preset(128256, 2048, 8192, 16, 32, 8, 500000, 131072);
-        c.rope = RopeConfig{500000, "llama3", 32.0, 1.0, 4.0, 8192};
+        c.rope = RopeConfig();
+        c.rope.theta = 500000, c.rope.type = "llama3", c.rope.factor = 32.0;
+        c.rope.low_freq_factor = 1.0, c.rope.high_freq_factor = 4.0;
+        c.rope.original_max_position_embeddings = 8192;
         c.tie_word_embeddings = true;
       } else if (part == "llama3-70b") preset(128256, 8192, 28672, 80, 64, 8, 500000, 8192);
       else if (part == "mistral-7b") preset(32000, 4096, 14336, 32, 32, 8, 1000000, 32768);
@@ -387,12 +504,16 @@ absl::StatusOr<ModelConfig> RandomModelConfig(const std::string& spec_in) {
         c.qk_norm = !g2, c.has_local_rope = !g2, c.local_rope.theta = 10000;
         c.sliding_layers.assign(c.num_layers, false);
         for (int64_t i = 0; i < c.num_layers; ++i) c.sliding_layers[i] = (i + 1) % (g2 ? 2 : 6);
+      } else if (part == "phi3-mini") {
+        // Phi-3-mini (3.8B): fused qkv_proj / gate_up_proj, 32 heads of 96.
+        preset(32064, 3072, 8192, 32, 32, 32, 10000, 4096);
+        c.architecture = "Phi3ForCausalLM", c.fused_projections = true;
       } else {
         return absl::InvalidArgumentError(absl::StrCat(
             "model: unknown random preset '", part,
             "' (known: tiny, small, llama2-7b, llama2-13b, llama2-70b, llama3-8b, llama3.1-8b, "
             "llama3.2-1b, llama3-70b, mistral-7b, mistral-nemo-12b, qwen2.5-7b, qwen3-8b, gemma2-9b, "
-            "gemma3-1b, or key=value sizes)"));
+            "gemma3-1b, phi3-mini, or key=value sizes)"));
       }
       continue;
     }

@@ -3,7 +3,9 @@
 //
 // Supported architectures: LlamaForCausalLM, MistralForCausalLM (including
 // Mistral-Nemo's head_dim != hidden/heads), Qwen2ForCausalLM (Qwen2, Qwen2.5),
-// Qwen3ForCausalLM, Gemma2ForCausalLM and Gemma3ForCausalLM (text). The
+// Qwen3ForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM (text) and
+// Phi3ForCausalLM (Phi-3, Phi-3.5, Phi-4-mini: fused projections, partial
+// rotary, longrope). The
 // variations between them are fields of ModelConfig (norm style, activation,
 // q/k norms, soft-capping, sliding-window layers) so that one decoder serves
 // all. Anything else, or a config feature outside these, is an
@@ -25,11 +27,18 @@ namespace rigtune::model {
 
 struct RopeConfig {
   double theta = 10000.0;
-  std::string type = "default";  // default | linear | llama3
+  std::string type = "default";  // default | linear | llama3 | longrope
   double factor = 1.0;
   double low_freq_factor = 1.0;   // llama3
   double high_freq_factor = 4.0;  // llama3
-  int64_t original_max_position_embeddings = 8192;  // llama3
+  int64_t original_max_position_embeddings = 8192;  // llama3, longrope
+  // longrope (Phi-3): per-frequency divisors for contexts up to
+  // original_max_position_embeddings (short) and beyond (long), and the
+  // factor cos and sin are multiplied by. `use_long_factor` picks the set; the
+  // job sets it from its context length (UseContextLength).
+  std::vector<double> short_factor, long_factor;
+  double attention_factor = 1.0;
+  bool use_long_factor = false;
 };
 
 // The MLP's gate activation: SwiGLU (silu) or GeGLU with the tanh
@@ -85,6 +94,18 @@ struct ModelConfig {
   bool has_local_rope = false;
   RopeConfig local_rope;
 
+  // Phi-3: the checkpoint stores Q/K/V as one qkv_proj and gate/up as one
+  // gate_up_proj. Each fused linear is quantized and adapted whole; it lives
+  // in the kQ (kGate) slot of a layer with the fused out-features, and the
+  // kK, kV, kUp slots stay empty (see ProjPresent in llama.h).
+  bool fused_projections = false;
+  // Rotary embedding over the first `rotary_dim` features of each head only
+  // (Phi-4-mini's partial_rotary_factor); the rest pass through. = head_dim
+  // when the whole head rotates.
+  int64_t rotary_dim = 0;
+
+  int64_t RotaryDim() const { return rotary_dim > 0 ? rotary_dim : head_dim; }
+
   bool IsSlidingLayer(int64_t i) const {
     return i >= 0 && i < static_cast<int64_t>(sliding_layers.size()) && sliding_layers[i];
   }
@@ -99,11 +120,16 @@ absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& model_dir);
 absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& json_text,
                                              const std::string& origin);
 
+// Sets what depends on the job's context length (tokens per row): longrope
+// uses its long factors when the context exceeds the pre-training length
+// (original_max_position_embeddings), its short factors otherwise.
+void UseContextLength(ModelConfig* config, int64_t context);
+
 // Shapes for `random:<spec>` sources. <spec> is a preset name (tiny, small,
 // llama2-7b, llama2-13b, llama2-70b, llama3-8b, llama3.1-8b (131,072 positions,
 // llama3 RoPE scaling), llama3-70b, mistral-7b, mistral-nemo-12b (head_dim
 // 128 with hidden 5120 and 32 heads), qwen2.5-7b, qwen3-8b, gemma2-9b,
-// gemma3-1b) or
+// gemma3-1b, phi3-mini (3.8B: fused projections, 32 heads of 96)) or
 // explicit sizes "layers=2,hidden=64,intermediate=128,heads=4,kv_heads=2,vocab=256",
 // optionally after a preset: "llama2-70b,layers=4".
 absl::StatusOr<ModelConfig> RandomModelConfig(const std::string& spec);

@@ -23,7 +23,9 @@ constexpr const char* kBnbStateSuffix = ".weight.quant_state.bitsandbytes__nf4";
 class HfSource : public ModelSource {
  public:
   HfSource(ModelConfig config, SafetensorsModel files, BuildOptions options)
-      : config_(std::move(config)), files_(std::move(files)), options_(std::move(options)) {}
+      : config_(std::move(config)), files_(std::move(files)), options_(std::move(options)) {
+    UseContextLength(&config_, options_.context_length);
+  }
 
   const ModelConfig& config() const override { return config_; }
 
@@ -72,8 +74,10 @@ class HfSource : public ModelSource {
       *out = *t;
     }
     SetLayerKind(config_, i, &layer);
+    const bool fused = config_.fused_projections;
     for (int p = 0; p < kNumProj; ++p) {
-      const std::string prefix = base + ProjPath(p);
+      if (!ProjPresent(p, fused)) continue;
+      const std::string prefix = base + ProjPath(p, fused);
       auto w = ReadLinear(prefix);
       if (!w.ok()) return w.status();
       if (w->shape() != ProjShape(config_, p)) {
@@ -88,7 +92,7 @@ class HfSource : public ModelSource {
         if (!b.ok()) return b.status();
         bias = *b;
       }
-      layer.proj[p] = lora::QLoraLinear(*std::move(w), bias, LoraSpecFor(options_.lora, p),
+      layer.proj[p] = lora::QLoraLinear(*std::move(w), bias, LoraSpecFor(options_.lora, p, fused),
                                         MixSeed(options_.seed, i, p, /*kLoraSeed=*/2));
     }
     return layer;
@@ -139,6 +143,7 @@ absl::StatusOr<std::unique_ptr<ModelSource>> HfModelSource(const std::string& mo
                                                            const BuildOptions& options) {
   auto config = LoadModelConfig(model_dir);
   if (!config.ok()) return config.status();
+  if (auto s = ValidateLoraTargets(options.lora, *config); !s.ok()) return s;
   auto files = SafetensorsModel::Open(model_dir);
   if (!files.ok()) return files.status();
   return std::unique_ptr<ModelSource>(

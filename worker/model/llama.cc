@@ -15,14 +15,20 @@
 
 namespace rigtune::model {
 
-const char* ProjName(int proj) {
+const char* ProjName(int proj, bool fused) {
   static const char* kNames[kNumProj] = {"q_proj",    "k_proj",  "v_proj",   "o_proj",
                                          "gate_proj", "up_proj", "down_proj"};
-  return kNames[proj];
+  static const char* kFusedNames[kNumProj] = {"qkv_proj",     "",  "", "o_proj",
+                                              "gate_up_proj", "",  "down_proj"};
+  return fused ? kFusedNames[proj] : kNames[proj];
 }
 
-std::string ProjPath(int proj) {
-  return std::string(proj <= kO ? "self_attn." : "mlp.") + ProjName(proj);
+std::string ProjPath(int proj, bool fused) {
+  return std::string(proj <= kO ? "self_attn." : "mlp.") + ProjName(proj, fused);
+}
+
+bool ProjPresent(int proj, bool fused) {
+  return !fused || (proj != kK && proj != kV && proj != kUp);
 }
 
 std::vector<at::Tensor> LlamaModel::LoraParameters() const {
@@ -36,11 +42,17 @@ std::vector<at::Tensor> LlamaModel::LoraParameters() const {
 }
 
 at::Tensor RopeInverseFrequencies(const ModelConfig& config) {
-  return RopeInverseFrequencies(config.rope, config.head_dim);
+  return RopeInverseFrequencies(config.rope, config.RotaryDim());
 }
 
 at::Tensor RopeInverseFrequencies(const RopeConfig& rope, int64_t dim) {
   at::Tensor exponents = at::arange(0, dim, 2, at::kLong).to(at::kFloat) / static_cast<double>(dim);
+  if (rope.type == "longrope") {
+    // Phi-3: each frequency divided by its own factor, short or long.
+    const std::vector<double>& f = rope.use_long_factor ? rope.long_factor : rope.short_factor;
+    at::Tensor ext = at::tensor(f, at::kDouble).to(at::kFloat);
+    return 1.0 / (ext * at::pow(rope.theta, exponents));
+  }
   at::Tensor inv_freq = 1.0 / at::pow(rope.theta, exponents);
   if (rope.type == "linear") return inv_freq / rope.factor;
   if (rope.type != "llama3") return inv_freq;
@@ -67,6 +79,11 @@ std::pair<at::Tensor, at::Tensor> RotaryTables(const RopeConfig& rope, int64_t h
   at::Tensor inv_freq = RopeInverseFrequencies(rope, head_dim).to(position_ids.device());
   at::Tensor freqs = position_ids.to(at::kFloat).unsqueeze(-1) * inv_freq;  // [B, T, hd/2]
   at::Tensor emb = at::cat({freqs, freqs}, -1);
+  if (rope.type == "longrope" && rope.attention_factor != 1.0) {
+    // longrope scales cos and sin (in float32, before the cast).
+    return {(emb.cos() * rope.attention_factor).to(dtype),
+            (emb.sin() * rope.attention_factor).to(dtype)};
+  }
   return {emb.cos().to(dtype), emb.sin().to(dtype)};
 }
 
@@ -76,10 +93,10 @@ AttentionInputs MakeAttentionInputs(const ModelConfig& config, const at::Tensor&
                                     at::ScalarType dtype, const at::Tensor& mask,
                                     const at::Tensor& cu_seqlens, int64_t max_seqlen) {
   AttentionInputs in;
-  std::tie(in.cos, in.sin) = RotaryTables(config.rope, config.head_dim, position_ids, dtype);
+  std::tie(in.cos, in.sin) = RotaryTables(config.rope, config.RotaryDim(), position_ids, dtype);
   if (config.has_local_rope) {
     std::tie(in.cos_local, in.sin_local) =
-        RotaryTables(config.local_rope, config.head_dim, position_ids, dtype);
+        RotaryTables(config.local_rope, config.RotaryDim(), position_ids, dtype);
   }
   in.mask = mask;
   in.cu_seqlens = cu_seqlens;
@@ -129,10 +146,18 @@ at::Tensor HeadLogits(const ModelConfig& config, const at::Tensor& x, const at::
 
 namespace {
 
-// x [B, H, T, hd] rotated by cos, sin [B, T, hd] (transformers'
+// x [B, H, T, hd] rotated by cos, sin [B, T, rd] (transformers'
 // rotate-half form), out of place: used where the in-place kernel cannot be
-// (after a per-head q/k norm the heads are no longer rows of a fresh product).
+// (after a per-head q/k norm the heads are no longer rows of a fresh product;
+// with partial rotary only the first rd features of a head rotate, the rest
+// pass through).
 at::Tensor RotaryOutOfPlace(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+  const int64_t rd = cos.size(-1);
+  if (rd < x.size(-1)) {
+    return at::cat({RotaryOutOfPlace(x.narrow(-1, 0, rd), cos, sin),
+                    x.narrow(-1, rd, x.size(-1) - rd)},
+                   -1);
+  }
   const int64_t half = x.size(-1) / 2;
   at::Tensor rotated = at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
   return x * cos.unsqueeze(1) + rotated * sin.unsqueeze(1);
@@ -172,41 +197,49 @@ at::Tensor Attention(const DecoderLayer& layer, const ModelConfig& c, const at::
   at::Tensor q, k, v;
   const std::vector<const lora::QLoraLinear*> qkv = {&layer.proj[kQ], &layer.proj[kK],
                                                      &layer.proj[kV]};
-  const bool grouped = lora::CanGroup(qkv, training);
-  if (c.qk_norm) {
-    // Qwen3 / Gemma 3: RMSNorm over each q and k head, then the rotary
-    // embedding (out of place, see RotaryOutOfPlace).
+  const std::vector<int64_t> widths = {c.num_heads * hd, c.num_kv_heads * hd,
+                                       c.num_kv_heads * hd};
+  // The in-place rotary kernel rotates whole heads of a fresh product; q/k
+  // norms (Qwen3, Gemma 3) come between the product and RoPE, and partial
+  // rotary (Phi-4-mini) rotates part of each head, so those rotate out of
+  // place (RotaryOutOfPlace).
+  const bool in_place = !c.qk_norm && c.RotaryDim() == hd;
+  // Q, K and V from one product: Phi-3's fused qkv_proj (one linear whose
+  // rows are [q; k; v]), or the three linears grouped.
+  at::Tensor fused;
+  if (c.fused_projections) {
+    fused = layer.proj[kQ].Forward(x, ws, training, seed + kQ);
+  } else if (lora::CanGroup(qkv, training)) {
+    fused = lora::GroupedForward(qkv, x, ws);
+  }
+  if (fused.defined() && in_place) {
+    // q and k sit at the front of each row; rotate them in place (kernels/rope.h).
+    fused = RotaryInPlace(fused, c.num_heads + c.num_kv_heads, cos, sin);
+    std::vector<at::Tensor> parts = at::split_with_sizes(fused, widths, -1);
+    q = heads_first(parts[0], c.num_heads);
+    k = heads_first(parts[1], c.num_kv_heads);
+    v = heads_first(parts[2], c.num_kv_heads);
+  } else if (!fused.defined() && in_place) {
+    auto project = [&](int p) { return layer.proj[p].Forward(x, ws, training, seed + p); };
+    q = heads_first(RotaryInPlace(project(kQ), c.num_heads, cos, sin), c.num_heads);
+    k = heads_first(RotaryInPlace(project(kK), c.num_kv_heads, cos, sin), c.num_kv_heads);
+    v = heads_first(project(kV), c.num_kv_heads);
+  } else {
     at::Tensor pq, pk, pv;
-    if (grouped) {
-      std::vector<at::Tensor> parts =
-          at::split_with_sizes(lora::GroupedForward(qkv, x, ws),
-                               {c.num_heads * hd, c.num_kv_heads * hd, c.num_kv_heads * hd}, -1);
+    if (fused.defined()) {
+      std::vector<at::Tensor> parts = at::split_with_sizes(fused, widths, -1);
       pq = parts[0], pk = parts[1], pv = parts[2];
     } else {
       auto project = [&](int p) { return layer.proj[p].Forward(x, ws, training, seed + p); };
       pq = project(kQ), pk = project(kK), pv = project(kV);
     }
-    auto normed = [&](const at::Tensor& t, int64_t heads, const at::Tensor& w) {
-      return Norm(c, t.reshape({batch, seq, heads, hd}), w).transpose(1, 2);
+    auto heads = [&](const at::Tensor& t, int64_t n, const at::Tensor& norm_weight) {
+      if (!c.qk_norm) return t.reshape({batch, seq, n, hd}).transpose(1, 2);
+      return Norm(c, t.reshape({batch, seq, n, hd}), norm_weight).transpose(1, 2);
     };
-    q = RotaryOutOfPlace(normed(pq, c.num_heads, layer.q_norm), cos, sin);
-    k = RotaryOutOfPlace(normed(pk, c.num_kv_heads, layer.k_norm), cos, sin);
+    q = RotaryOutOfPlace(heads(pq, c.num_heads, layer.q_norm), cos, sin);
+    k = RotaryOutOfPlace(heads(pk, c.num_kv_heads, layer.k_norm), cos, sin);
     v = heads_first(pv, c.num_kv_heads);
-  } else if (grouped) {
-    // One product for Q, K and V; q and k sit at the front of each row.
-    // Rotary embeddings rotate the fresh projections in place (kernels/rope.h).
-    at::Tensor fused =
-        RotaryInPlace(lora::GroupedForward(qkv, x, ws), c.num_heads + c.num_kv_heads, cos, sin);
-    std::vector<at::Tensor> parts = at::split_with_sizes(
-        fused, {c.num_heads * hd, c.num_kv_heads * hd, c.num_kv_heads * hd}, -1);
-    q = heads_first(parts[0], c.num_heads);
-    k = heads_first(parts[1], c.num_kv_heads);
-    v = heads_first(parts[2], c.num_kv_heads);
-  } else {
-    auto project = [&](int p) { return layer.proj[p].Forward(x, ws, training, seed + p); };
-    q = heads_first(RotaryInPlace(project(kQ), c.num_heads, cos, sin), c.num_heads);
-    k = heads_first(RotaryInPlace(project(kK), c.num_kv_heads, cos, sin), c.num_kv_heads);
-    v = heads_first(project(kV), c.num_kv_heads);
   }
   const double scale =
       c.attention_scale > 0 ? c.attention_scale : 1.0 / std::sqrt(static_cast<double>(hd));
@@ -257,11 +290,14 @@ at::Tensor GatedActivation(Activation act, const at::Tensor& gate, const at::Ten
 }
 
 at::Tensor Mlp(const DecoderLayer& layer, const at::Tensor& x, lora::DequantWorkspace& ws,
-               bool training, uint64_t seed) {
+               bool training, uint64_t seed, bool fused_gate_up) {
   const std::vector<const lora::QLoraLinear*> gate_up = {&layer.proj[kGate], &layer.proj[kUp]};
   at::Tensor act;
-  if (lora::CanGroup(gate_up, training)) {
-    at::Tensor fused = lora::GroupedForward(gate_up, x, ws);  // one product for gate and up
+  if (fused_gate_up || lora::CanGroup(gate_up, training)) {
+    // One product for gate and up: Phi-3's gate_up_proj (rows [gate; up]),
+    // or the two linears grouped.
+    at::Tensor fused = fused_gate_up ? layer.proj[kGate].Forward(x, ws, training, seed + kGate)
+                                     : lora::GroupedForward(gate_up, x, ws);
     if (layer.activation == Activation::kSilu) {
       act = FusedSwiglu(fused);
     } else {
@@ -299,7 +335,7 @@ at::Tensor MlpHalf(const DecoderLayer& layer, const ModelConfig& config, const a
   const at::Tensor& pre_norm =
       config.sandwich_norms ? layer.pre_feedforward_layernorm : layer.post_attention_layernorm;
   at::Tensor mlp_out = Mlp(layer, Norm(config, hidden, pre_norm), workspace, training,
-                           dropout_seed + kNumProj);
+                           dropout_seed + kNumProj, config.fused_projections);
   if (config.sandwich_norms) mlp_out = Norm(config, mlp_out, layer.post_feedforward_layernorm);
   return Residual(hidden, mlp_out);
 }

@@ -1,4 +1,5 @@
-// The Llama-family decoder (Llama 2/3, Mistral, Qwen2/2.5, Qwen3, Gemma 2/3)
+// The Llama-family decoder (Llama 2/3, Mistral, Qwen2/2.5, Qwen3, Gemma 2/3,
+// Phi-3/3.5/4-mini)
 // with NF4 linears and LoRA adapters: RMSNorm, rotary embeddings (default,
 // linear, llama3 scaling), grouped-query attention through
 // scaled-dot-product attention, SwiGLU (or GeGLU) MLP. Embeddings, norms and
@@ -27,10 +28,16 @@ namespace rigtune::model {
 
 // The seven linears of a decoder layer, in a fixed order.
 enum Proj : int { kQ = 0, kK, kV, kO, kGate, kUp, kDown, kNumProj };
-// "q_proj", ..., "down_proj" (PEFT's target_modules names).
-const char* ProjName(int proj);
+// "q_proj", ..., "down_proj" (PEFT's target_modules names). With `fused`
+// (ModelConfig::fused_projections, Phi-3) kQ is "qkv_proj", kGate
+// "gate_up_proj", and kK, kV, kUp are absent ("").
+const char* ProjName(int proj, bool fused = false);
 // "self_attn.q_proj", ..., "mlp.down_proj" (the key inside a layer).
-std::string ProjPath(int proj);
+std::string ProjPath(int proj, bool fused = false);
+// Whether slot `proj` holds a linear: every slot, except kK, kV and kUp of a
+// model with fused projections (their rows are part of kQ's and kGate's).
+// An absent slot is a default QLoraLinear: no weight, no adapter.
+bool ProjPresent(int proj, bool fused);
 
 struct DecoderLayer {
   at::Tensor input_layernorm;           // [hidden]

@@ -18,23 +18,45 @@ absl::Status ValidateLoraOptions(const LoraOptions& lora) {
   if (lora.dropout < 0 || lora.dropout >= 1) {
     return absl::InvalidArgumentError("lora.dropout: must be in [0, 1)");
   }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateLoraTargets(const LoraOptions& lora, const ModelConfig& config) {
+  const bool fused = config.fused_projections;
+  std::vector<std::string> names;
+  for (int p = 0; p < kNumProj; ++p) {
+    if (ProjPresent(p, fused)) names.push_back(ProjName(p, fused));
+  }
   for (const std::string& t : lora.target_modules) {
-    bool known = false;
-    for (int p = 0; p < kNumProj; ++p) known |= t == ProjName(p);
-    if (!known) {
-      std::vector<std::string> names;
-      for (int p = 0; p < kNumProj; ++p) names.push_back(ProjName(p));
-      return absl::InvalidArgumentError(absl::StrCat("lora.target_modules: unknown module '", t,
-                                                     "' (known: ", absl::StrJoin(names, ", "), ")"));
+    if (std::find(names.begin(), names.end(), t) == names.end()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("lora.target_modules: unknown module '", t, "' for ", config.architecture,
+                       " (its linears: ", absl::StrJoin(names, ", "), ")"));
     }
   }
   return absl::OkStatus();
 }
 
-lora::LoraSpec LoraSpecFor(const LoraOptions& lora, int proj) {
-  if (!lora.enabled) return {};
+std::vector<std::string> ResolveTargetModules(const std::vector<std::string>& targets,
+                                              const ModelConfig& config) {
+  if (!config.fused_projections) return targets;
+  std::vector<std::string> all, sorted = targets;
+  for (int p = 0; p < kNumProj; ++p) all.push_back(ProjName(p));
+  std::sort(all.begin(), all.end());
+  std::sort(sorted.begin(), sorted.end());
+  if (sorted != all) return targets;
+  std::vector<std::string> fused;
+  for (int p = 0; p < kNumProj; ++p) {
+    if (ProjPresent(p, true)) fused.push_back(ProjName(p, true));
+  }
+  return fused;
+}
+
+lora::LoraSpec LoraSpecFor(const LoraOptions& lora, int proj, bool fused) {
+  if (!lora.enabled || !ProjPresent(proj, fused)) return {};
   const auto& t = lora.target_modules;
-  const bool targeted = t.empty() || std::find(t.begin(), t.end(), ProjName(proj)) != t.end();
+  const bool targeted =
+      t.empty() || std::find(t.begin(), t.end(), ProjName(proj, fused)) != t.end();
   if (!targeted) return {};
   const double denom = lora.use_rslora ? std::sqrt(static_cast<double>(lora.r)) : lora.r;
   return lora::LoraSpec{lora.r, lora.alpha / denom, lora.dropout, lora.dora};
@@ -51,6 +73,16 @@ uint64_t MixSeed(uint64_t seed, int64_t layer, int64_t proj, int64_t purpose) {
 
 std::vector<int64_t> ProjShape(const ModelConfig& c, int proj) {
   const int64_t q = c.num_heads * c.head_dim, kv = c.num_kv_heads * c.head_dim;
+  if (c.fused_projections) {
+    switch (proj) {
+      case kQ: return {q + 2 * kv, c.hidden_size};  // qkv_proj: rows [q; k; v]
+      case kGate: return {2 * c.intermediate_size, c.hidden_size};  // gate_up_proj: [gate; up]
+      case kK:
+      case kV:
+      case kUp: return {0, c.hidden_size};  // absent (ProjPresent)
+      default: break;
+    }
+  }
   switch (proj) {
     case kQ: return {q, c.hidden_size};
     case kK:
@@ -90,7 +122,9 @@ at::Tensor RandomNormal(std::vector<int64_t> shape, uint64_t seed, double std, a
 class RandomSource : public ModelSource {
  public:
   RandomSource(ModelConfig config, BuildOptions options)
-      : config_(std::move(config)), options_(std::move(options)) {}
+      : config_(std::move(config)), options_(std::move(options)) {
+    UseContextLength(&config_, options_.context_length);
+  }
 
   const ModelConfig& config() const override { return config_; }
 
@@ -124,14 +158,16 @@ class RandomSource : public ModelSource {
     }
     SetLayerKind(config_, i, &layer);
     for (int p = 0; p < kNumProj; ++p) {
+      if (!ProjPresent(p, config_.fused_projections)) continue;
       at::Tensor w = RandomNormal(ProjShape(config_, p), MixSeed(options_.seed, i, p, kWeightSeed),
                                   kStd, options_.device, options_.dtype);
       auto q = quant::FrozenWeight::Make(w, options_.base, options_.dtype);
       if (!q.ok()) return q.status();
       at::Tensor bias;
       if (ProjHasBias(config_, p)) bias = at::zeros({w.size(0)}, w.options());
-      layer.proj[p] = lora::QLoraLinear(*std::move(q), bias, LoraSpecFor(options_.lora, p),
-                                        MixSeed(options_.seed, i, p, kLoraSeed));
+      layer.proj[p] = lora::QLoraLinear(
+          *std::move(q), bias, LoraSpecFor(options_.lora, p, config_.fused_projections),
+          MixSeed(options_.seed, i, p, kLoraSeed));
     }
     return layer;
   }
@@ -160,6 +196,7 @@ absl::StatusOr<std::unique_ptr<ModelSource>> ModelSource::Open(const std::string
   if (IsRandomSource(source)) {
     auto config = RandomModelConfig(source);
     if (!config.ok()) return config.status();
+    if (auto s = ValidateLoraTargets(options.lora, *config); !s.ok()) return s;
     return RandomModelSource(*config, options);
   }
   return HfModelSource(source, options);
@@ -186,6 +223,7 @@ absl::StatusOr<LlamaModel> BuildModel(const std::string& source, const BuildOpti
 absl::StatusOr<LlamaModel> BuildRandomModel(const ModelConfig& config,
                                             const BuildOptions& options) {
   if (auto s = ValidateLoraOptions(options.lora); !s.ok()) return s;
+  if (auto s = ValidateLoraTargets(options.lora, config); !s.ok()) return s;
   auto src = RandomModelSource(config, options);
   return BuildModel(*src, options);
 }

@@ -46,14 +46,28 @@ struct BuildOptions {
   // this to build only what a rank needs.
   int64_t layer_begin = 0;
   int64_t layer_end = -1;
+  // The job's tokens per row (train.context_length); 0 = unknown. Picks
+  // longrope's short or long factors (UseContextLength).
+  int64_t context_length = 0;
 };
 
-// Checks LoRA options against the model (rank >= 1, known target modules:
-// the model's own linear names, ProjName).
+// Checks LoRA options (rank >= 1, alpha > 0, dropout in [0, 1)).
 absl::Status ValidateLoraOptions(const LoraOptions& lora);
+// Checks target_modules against the model's own linear names (ProjName:
+// qkv_proj and gate_up_proj for Phi-3); the error lists the valid ones.
+absl::Status ValidateLoraTargets(const LoraOptions& lora, const ModelConfig& config);
 
-// The LoRA spec of projection `proj` under `lora` (r = 0 when not targeted).
-lora::LoraSpec LoraSpecFor(const LoraOptions& lora, int proj);
+// The job's target_modules for `config`: every linear of a Llama-style
+// model (q, k, v, o, gate, up, down; the job default) becomes every linear of
+// a model with fused projections (qkv_proj, o_proj, gate_up_proj,
+// down_proj); anything else is returned as given (ValidateLoraTargets
+// checks it).
+std::vector<std::string> ResolveTargetModules(const std::vector<std::string>& targets,
+                                              const ModelConfig& config);
+
+// The LoRA spec of projection `proj` under `lora` (r = 0 when not targeted
+// or absent). `fused`: ModelConfig::fused_projections.
+lora::LoraSpec LoraSpecFor(const LoraOptions& lora, int proj, bool fused);
 
 // A stable seed for (base seed, layer, projection, purpose).
 uint64_t MixSeed(uint64_t seed, int64_t layer, int64_t proj, int64_t purpose);
@@ -92,7 +106,8 @@ absl::StatusOr<LlamaModel> LoadHfModel(const std::string& model_dir,
 // activation), set on `layer`.
 void SetLayerKind(const ModelConfig& config, int64_t i, DecoderLayer* layer);
 
-// Shapes of the seven projections and whether each carries a bias.
+// Shapes of the seven projections and whether each carries a bias (fused
+// projections: kQ and kGate have the fused out-features, absent slots 0 rows).
 std::vector<int64_t> ProjShape(const ModelConfig& config, int proj);
 bool ProjHasBias(const ModelConfig& config, int proj);
 

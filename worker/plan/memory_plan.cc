@@ -107,11 +107,18 @@ struct Linear {
 std::array<Linear, 7> LayerLinears(const model::ModelConfig& m) {
   const int64_t q = m.num_heads * m.head_dim, kv = m.num_kv_heads * m.head_dim;
   const int64_t h = m.hidden_size, i = m.intermediate_size;
+  if (m.fused_projections) {
+    // Phi-3: one qkv_proj and one gate_up_proj (each quantized whole); the
+    // k, v and up slots are empty.
+    return {{{q + 2 * kv, h}, {0, h}, {0, h}, {h, q}, {2 * i, h}, {0, h}, {h, i}}};
+  }
   return {{{q, h}, {kv, h}, {kv, h}, {h, q}, {i, h}, {i, h}, {h, i}}};
 }
 
 constexpr std::array<const char*, 7> kProjNames = {"q_proj",    "k_proj",  "v_proj",   "o_proj",
                                                    "gate_proj", "up_proj", "down_proj"};
+constexpr std::array<const char*, 7> kFusedProjNames = {"qkv_proj",     "", "", "o_proj",
+                                                        "gate_up_proj", "", "down_proj"};
 
 int64_t Nf4Bytes(int64_t n) {
   const int64_t blocks = (n + 63) / 64;
@@ -131,7 +138,9 @@ int64_t LayerFrozenBytes(const model::ModelConfig& m, const std::string& base, i
   // Norms: two a layer, four with Gemma's sandwich norms, plus q/k head norms.
   int64_t bytes = (m.sandwich_norms ? 4 : 2) * m.hidden_size * d;
   if (m.qk_norm) bytes += 2 * m.head_dim * d;
-  for (const Linear& l : LayerLinears(m)) bytes += BaseBytes(base, l.out * l.in, d);
+  for (const Linear& l : LayerLinears(m)) {
+    if (l.out > 0) bytes += BaseBytes(base, l.out * l.in, d);
+  }
   const int64_t q = m.num_heads * m.head_dim, kv = m.num_kv_heads * m.head_dim;
   if (m.qkv_bias) bytes += (q + 2 * kv) * d;
   if (m.o_bias) bytes += m.hidden_size * d;
@@ -231,9 +240,20 @@ int64_t LoraParameterCount(const model::ModelConfig& model, const train::LoraCon
                            bool dora) {
   const std::array<Linear, 7> linears = LayerLinears(model);
   int64_t per_layer = 0;
+  // A fused model trained with the default (every Llama linear) adapts
+  // every fused linear (model::ResolveTargetModules).
+  std::vector<std::string> targets = lora.target_modules;
+  if (model.fused_projections) {
+    std::vector<std::string> all(kProjNames.begin(), kProjNames.end()), given = targets;
+    std::sort(all.begin(), all.end());
+    std::sort(given.begin(), given.end());
+    if (given == all) targets = {"qkv_proj", "o_proj", "gate_up_proj", "down_proj"};
+  }
+  const auto& names = model.fused_projections ? kFusedProjNames : kProjNames;
   for (size_t p = 0; p < linears.size(); ++p) {
-    const bool adapted = std::find(lora.target_modules.begin(), lora.target_modules.end(),
-                                   kProjNames[p]) != lora.target_modules.end();
+    if (linears[p].out == 0) continue;
+    const bool adapted =
+        std::find(targets.begin(), targets.end(), names[p]) != targets.end();
     if (adapted) per_layer += lora.r * (linears[p].in + linears[p].out) + (dora ? linears[p].out : 0);
   }
   return per_layer * model.num_layers;

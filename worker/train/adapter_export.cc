@@ -3,7 +3,10 @@
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
 
+#include <algorithm>
 #include <fstream>
+#include <string>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -12,13 +15,14 @@
 
 namespace rigtune::train {
 
-std::string PeftKey(int64_t layer, int proj, bool lora_b) {
-  return absl::StrCat("base_model.model.model.layers.", layer, ".", model::ProjPath(proj),
+std::string PeftKey(int64_t layer, int proj, bool lora_b, bool fused) {
+  return absl::StrCat("base_model.model.model.layers.", layer, ".", model::ProjPath(proj, fused),
                       lora_b ? ".lora_B.weight" : ".lora_A.weight");
 }
 
-std::string PeftKey(int64_t layer, int proj, lora::AdapterPart part) {
-  return absl::StrCat("base_model.model.model.layers.", layer, ".", model::ProjPath(proj), ".",
+std::string PeftKey(int64_t layer, int proj, lora::AdapterPart part, bool fused) {
+  return absl::StrCat("base_model.model.model.layers.", layer, ".", model::ProjPath(proj, fused),
+                      ".",
                       lora::PeftSuffix(part));
 }
 
@@ -28,7 +32,7 @@ std::map<std::string, at::Tensor> AdapterTensors(const model::LlamaModel& m) {
     for (int p = 0; p < model::kNumProj; ++p) {
       const lora::QLoraLinear& lin = m.layers[i].proj[p];
       for (lora::AdapterPart part : lora::AdapterParts(lin.spec())) {
-        out[PeftKey(i, p, part)] =
+        out[PeftKey(i, p, part, m.config.fused_projections)] =
             lin.adapter(part).detach().to(at::kCPU, at::kFloat).contiguous();
       }
     }
@@ -60,8 +64,30 @@ std::string AdapterConfigJson(const LoraConfig& lora, const std::string& base_mo
 absl::Status SaveAdapter(const std::map<std::string, at::Tensor>& tensors, const LoraConfig& lora,
                          const std::string& base_model, const std::string& dir) {
   bool use_dora = false;
+  // target_modules as the adapter has them: the module names in its keys
+  // ("...layers.0.self_attn.qkv_proj.lora_A.weight" -> qkv_proj), so a job
+  // whose default targets a fused model (Phi-3) names differently writes
+  // the names PEFT will find.
+  std::vector<std::string> modules;
   for (const auto& [key, t] : tensors) {
     use_dora |= absl::EndsWith(key, lora::PeftSuffix(lora::AdapterPart::kMagnitude));
+    const size_t end = key.find(".lora_");
+    if (end == std::string::npos) continue;
+    const size_t begin = key.rfind('.', end - 1);
+    const std::string name = key.substr(begin + 1, end - begin - 1);
+    if (std::find(modules.begin(), modules.end(), name) == modules.end()) modules.push_back(name);
+  }
+  LoraConfig written = lora;
+  if (!modules.empty()) {
+    // Keep the job's order where it names them.
+    std::vector<std::string> ordered;
+    for (const std::string& t : lora.target_modules) {
+      if (std::find(modules.begin(), modules.end(), t) != modules.end()) ordered.push_back(t);
+    }
+    for (const std::string& m : modules) {
+      if (std::find(ordered.begin(), ordered.end(), m) == ordered.end()) ordered.push_back(m);
+    }
+    written.target_modules = ordered;
   }
   if (auto s = model::CreateDirectories(dir); !s.ok()) return s;
   if (auto s = model::WriteSafetensors(dir + "/adapter_model.safetensors", tensors,
@@ -70,7 +96,7 @@ absl::Status SaveAdapter(const std::map<std::string, at::Tensor>& tensors, const
     return s;
   }
   return model::WriteFileAtomically(dir + "/adapter_config.json",
-                                    AdapterConfigJson(lora, base_model, use_dora));
+                                    AdapterConfigJson(written, base_model, use_dora));
 }
 
 absl::Status LoadAdapter(const std::string& dir, model::LlamaModel* m) {
@@ -81,7 +107,7 @@ absl::Status LoadAdapter(const std::string& dir, model::LlamaModel* m) {
     for (int p = 0; p < model::kNumProj; ++p) {
       lora::QLoraLinear& lin = m->layers[i].proj[p];
       for (lora::AdapterPart part : lora::AdapterParts(lin.spec())) {
-        const std::string key = PeftKey(i, p, part);
+        const std::string key = PeftKey(i, p, part, m->config.fused_projections);
         auto t = file->Read(key);
         if (!t.ok()) return t.status();
         at::Tensor& dst = lin.adapter(part);

@@ -16,10 +16,12 @@
 
 namespace rigtune::train {
 
-// "base_model.model.model.layers.{i}.self_attn.q_proj.lora_A.weight"
-std::string PeftKey(int64_t layer, int proj, bool lora_b);
+// "base_model.model.model.layers.{i}.self_attn.q_proj.lora_A.weight";
+// `fused` (ModelConfig::fused_projections) names Phi-3's fused linears
+// ("...self_attn.qkv_proj...", "...mlp.gate_up_proj...").
+std::string PeftKey(int64_t layer, int proj, bool lora_b, bool fused);
 // The same for any adapter part (DoRA's "...q_proj.lora_magnitude_vector").
-std::string PeftKey(int64_t layer, int proj, lora::AdapterPart part);
+std::string PeftKey(int64_t layer, int proj, lora::AdapterPart part, bool fused);
 
 // The adapter tensors by PEFT key (float32, on the CPU).
 std::map<std::string, at::Tensor> AdapterTensors(const model::LlamaModel& model);

@@ -38,7 +38,7 @@ at::Tensor ToCpu(const at::Tensor& t) { return t.detach().to(at::kCPU, at::kFloa
 TensorMap MomentsOf(const model::LlamaModel& m, AdamW& opt) {
   TensorMap out;
   ForEachLora(m, [&](int64_t i, int p, lora::AdapterPart part, size_t k) {
-    const std::string key = PeftKey(i, p, part);
+    const std::string key = PeftKey(i, p, part, m.config.fused_projections);
     out[key + dist::FsdpLayers::kExpAvgSuffix] = ToCpu(opt.exp_avg()[k]);
     out[key + dist::FsdpLayers::kExpAvgSqSuffix] = ToCpu(opt.exp_avg_sq()[k]);
   });
@@ -62,7 +62,7 @@ absl::Status LoadIntoModel(const TrainingCheckpoint& c, model::LlamaModel& m, Ad
   absl::Status status;
   ForEachLora(m, [&](int64_t i, int p, lora::AdapterPart part, size_t k) {
     if (!status.ok()) return;
-    const std::string key = PeftKey(i, p, part);
+    const std::string key = PeftKey(i, p, part, m.config.fused_projections);
     status = CopyInto(c.adapter, key, m.layers[i].proj[p].adapter(part));
     if (status.ok()) {
       status = CopyInto(c.optimizer, key + dist::FsdpLayers::kExpAvgSuffix, opt.exp_avg()[k]);

@@ -37,9 +37,11 @@ std::vector<NamedTensor> NamedLayerTensors(const model::LlamaModel& m, int64_t i
   add("post_feedforward_layernorm.weight", layer.post_feedforward_layernorm);
   add("self_attn.q_norm.weight", layer.q_norm);
   add("self_attn.k_norm.weight", layer.k_norm);
+  const bool fused = m.config.fused_projections;
   for (int p = 0; p < model::kNumProj; ++p) {
+    if (!model::ProjPresent(p, fused)) continue;  // Phi-3: k, v and up live in the fused slots
     const lora::QLoraLinear& lin = layer.proj[p];
-    const std::string path = model::ProjPath(p);
+    const std::string path = model::ProjPath(p, fused);
     if (lin.weight().is_dense()) out.push_back({base + path + ".weight", lin.weight().dense()});
     if (lin.bias().defined()) out.push_back({base + path + ".bias", lin.bias()});
   }
@@ -62,17 +64,19 @@ namespace {
 
 // FAILED_PRECONDITION unless every linear of layer i is dense and bare.
 absl::Status CheckTrainable(const model::LlamaModel& m, int64_t i) {
+  const bool fused = m.config.fused_projections;
   for (int p = 0; p < model::kNumProj; ++p) {
+    if (!model::ProjPresent(p, fused)) continue;
     const lora::QLoraLinear& lin = m.layers[i].proj[p];
     if (!lin.weight().is_dense()) {
       return absl::FailedPreconditionError(absl::StrCat(
-          "layer ", i, " ", model::ProjPath(p), " is stored as ",
+          "layer ", i, " ", model::ProjPath(p, fused), " is stored as ",
           quant::BaseFormatName(lin.weight().format()),
           "; training a weight itself needs it dense (train.method full needs train.base bf16)"));
     }
     if (lin.has_adapter()) {
       return absl::FailedPreconditionError(absl::StrCat(
-          "layer ", i, " ", model::ProjPath(p),
+          "layer ", i, " ", model::ProjPath(p, fused),
           " carries a LoRA adapter; build the model without adapters (LoraOptions::enabled)"));
     }
   }

@@ -108,7 +108,7 @@ absl::Status Validate(const JobConfig& c) {
   for (const std::string& t : c.lora.target_modules) {
     RT_RETURN_IF_ERROR(OneOf("lora.target_modules", t,
                              {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
-                              "down_proj"}));
+                              "down_proj", "qkv_proj", "gate_up_proj"}));
   }
   if (!(c.optim.lr > 0)) return Err("optim.lr", absl::StrCat("must be > 0, got ", c.optim.lr));
   if (c.optim.weight_decay < 0) return Err("optim.weight_decay", "must be >= 0");

@@ -116,9 +116,10 @@ absl::Status Setup(const JobConfig& config, const RunCallbacks& callbacks, Run& 
   auto base = quant::ParseBaseFormat(config.train.base);
   if (!base.ok()) return base.status();
   build.base = *base;
-  build.lora = model::LoraOptions{config.lora.r, config.lora.alpha, config.lora.dropout,
-                                  config.lora.use_rslora, config.lora.target_modules,
-                                  config.train.method == "dora"};
+  build.lora = model::LoraOptions{
+      config.lora.r, config.lora.alpha, config.lora.dropout, config.lora.use_rslora,
+      model::ResolveTargetModules(config.lora.target_modules, *run.model_config),
+      config.train.method == "dora"};
   const bool full = config.train.method == "full";
   const bool expand = config.train.method == "llama_pro";
   if (full || expand) {
@@ -135,6 +136,7 @@ absl::Status Setup(const JobConfig& config, const RunCallbacks& callbacks, Run& 
                                 " (the lora section is ignored)"));
   }
   build.seed = config.train.seed;
+  build.context_length = config.train.context_length;
   Log(callbacks, absl::StrCat("rank ", run.env.rank, "/", run.env.world_size, ": loading ",
                               config.model, " on ", run.device.str()));
   run.phase = "loading the model";

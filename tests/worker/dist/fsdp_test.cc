@@ -68,6 +68,19 @@ TEST_F(FsdpTest, GemmaLayersShardedMatchOneRank) {
   ExpectSameTraining(one, Launch("two", {.model = model, .world = 2, .batch = 2}), 1e-5);
 }
 
+TEST_F(FsdpTest, Phi3FusedLayersShardedMatchOneRank) {
+  // Phi-3's fused qkv_proj and gate_up_proj (one NF4 tensor and one adapter
+  // each, empty k/v/up slots) survive flattening into shards and gathering
+  // back; the job's default targets resolve to the fused names.
+  const std::string model =
+      "random:phi3-mini,layers=2,hidden=64,intermediate=128,heads=4,kv_heads=2,vocab=96";
+  Outcome one = Launch("one", {.model = model, .world = 1, .batch = 4});
+  ASSERT_EQ(one.exit_codes[0], 0) << one.rank0_log;
+  ASSERT_EQ(one.losses.size(), 4u);
+  EXPECT_LT(one.losses.back(), one.losses.front());
+  ExpectSameTraining(one, Launch("two", {.model = model, .world = 2, .batch = 2}), 1e-5);
+}
+
 // The "rank 0 holds ... (N bytes, ...)" figure of a rank's log.
 int64_t FrozenShardBytes(const std::string& log) {
   std::smatch m;

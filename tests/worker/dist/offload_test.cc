@@ -89,5 +89,31 @@ TEST_F(OffloadTest, ResumeWithHostOptimizerContinuesExactly) {
   ExpectSameTraining(whole, resumed, 1e-6);
 }
 
+TEST_F(OffloadTest, Phi3FusedLayersStreamAndResumeExactly) {
+  // Phi-3's fused qkv_proj / gate_up_proj through weight streaming and the
+  // host optimizer, and through a checkpoint of the single-process model
+  // (adapter and moments under the fused PEFT names) and its resume.
+  const std::string phi3 =
+      "random:phi3-mini,layers=2,hidden=64,intermediate=128,heads=4,kv_heads=2,vocab=96";
+  Outcome plain = Launch("plain", {.model = phi3, .world = 1, .batch = 4});
+  ASSERT_EQ(plain.exit_codes[0], 0) << plain.rank0_log;
+  ASSERT_EQ(plain.losses.size(), 4u);
+  ExpectSameTraining(plain,
+                     Launch("both", {.model = phi3, .world = 1, .batch = 4, .cpu_offload = true,
+                                     .offload_optimizer = true}),
+                     1e-6);
+  LaunchOptions first{.model = phi3, .world = 1, .batch = 4};
+  first.stop_after = 2;
+  Outcome paused = Launch("paused", first);
+  ASSERT_EQ(paused.exit_codes[0], 0) << paused.rank0_log;
+  LaunchOptions second{.model = phi3, .world = 1, .batch = 4};
+  second.resume_from = paused.dir + "/checkpoints/step-2";
+  Outcome resumed = Launch("resumed", second);
+  ASSERT_EQ(resumed.exit_codes[0], 0) << resumed.rank0_log;
+  ASSERT_EQ(resumed.losses.size(), 2u);
+  plain.losses.erase(plain.losses.begin(), plain.losses.begin() + 2);
+  ExpectSameTraining(plain, resumed, 1e-6);
+}
+
 }  // namespace
 }  // namespace rigtune::testing

@@ -258,6 +258,137 @@ TEST(ModelConfigTest, UnsupportedFeaturesNameTheField) {
   }
 }
 
+// n longrope factors as a JSON list.
+std::string Factors(int n, double first) {
+  std::string out = "[";
+  for (int i = 0; i < n; ++i) out += (i ? ", " : "") + std::to_string(first + 0.01 * i);
+  return out + "]";
+}
+
+// Phi-3.5-mini-instruct's shape and rope fields.
+std::string Phi35Mini(const std::string& extra = "") {
+  return R"({"architectures": ["Phi3ForCausalLM"], "model_type": "phi3", "vocab_size": 32064,
+      "hidden_size": 3072, "intermediate_size": 8192, "num_hidden_layers": 32,
+      "num_attention_heads": 32, "num_key_value_heads": 32, "hidden_act": "silu",
+      "max_position_embeddings": 131072, "original_max_position_embeddings": 4096,
+      "rms_norm_eps": 1e-05, "rope_theta": 10000.0, "sliding_window": 262144,
+      "tie_word_embeddings": false, "resid_pdrop": 0.0, "embd_pdrop": 0.0,
+      "attention_dropout": 0.0, "rope_scaling": {"type": "longrope", "short_factor": )" +
+         Factors(48, 1.0) + R"(, "long_factor": )" + Factors(48, 1.1) + "}" + extra + "}";
+}
+
+TEST(ModelConfigTest, ParsesPhi35MiniWithLongRope) {
+  auto c = ParseModelConfig(Phi35Mini(), "x");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE(c->fused_projections);
+  EXPECT_EQ(c->head_dim, 96);
+  EXPECT_EQ(c->RotaryDim(), 96);
+  EXPECT_EQ(c->rope.type, "longrope");
+  EXPECT_EQ(c->rope.original_max_position_embeddings, 4096);
+  // transformers: factor = 131072 / 4096, attention factor
+  // sqrt(1 + ln(factor) / ln(4096)).
+  EXPECT_DOUBLE_EQ(c->rope.factor, 32.0);
+  EXPECT_DOUBLE_EQ(c->rope.attention_factor,
+                   std::sqrt(1.0 + std::log(32.0) / std::log(4096.0)));
+  ASSERT_EQ(c->rope.short_factor.size(), 48u);
+  EXPECT_DOUBLE_EQ(c->rope.long_factor[1], 1.11);
+  EXPECT_EQ(c->sliding_window, 262144);  // Mistral-style: every layer
+  EXPECT_EQ(c->sliding_layers, std::vector<bool>(32, true));
+  EXPECT_FALSE(c->tie_word_embeddings);
+  EXPECT_NEAR(static_cast<double>(c->NumParameters()), 3.82e9, 0.01e9);
+  // The job's context picks the factors: short up to the pre-training length.
+  ModelConfig job = *c;
+  UseContextLength(&job, 4096);
+  EXPECT_FALSE(job.rope.use_long_factor);
+  UseContextLength(&job, 4097);
+  EXPECT_TRUE(job.rope.use_long_factor);
+}
+
+// What transformers 5 writes for a Phi-3 config: the pre-training length
+// both beside and inside rope_parameters.
+TEST(ModelConfigTest, Phi3Transformers5RopeParametersPickLongFactorsByContext) {
+  auto c = ParseModelConfig(R"({"architectures": ["Phi3ForCausalLM"], "model_type": "phi3",
+      "vocab_size": 160, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+      "num_attention_heads": 4, "max_position_embeddings": 256,
+      "original_max_position_embeddings": 16, "rope_parameters": {
+        "long_factor": [2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 5.5],
+        "original_max_position_embeddings": 16, "partial_rotary_factor": 1.0,
+        "rope_theta": 10000.0, "rope_type": "longrope",
+        "short_factor": [1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 1.7]}})",
+                            "x");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->rope.type, "longrope");
+  EXPECT_EQ(c->rope.original_max_position_embeddings, 16);
+  EXPECT_DOUBLE_EQ(c->rope.attention_factor, std::sqrt(2.0));  // factor 256 / 16
+  EXPECT_EQ(c->RotaryDim(), 16);
+  UseContextLength(&*c, 24);
+  EXPECT_TRUE(c->rope.use_long_factor);
+  UseContextLength(&*c, 16);
+  EXPECT_FALSE(c->rope.use_long_factor);
+}
+
+TEST(ModelConfigTest, ParsesPhi4MiniPartialRotaryAndTiedEmbeddings) {
+  auto c = ParseModelConfig(R"({"architectures": ["Phi3ForCausalLM"], "vocab_size": 200064,
+      "hidden_size": 3072, "intermediate_size": 8192, "num_hidden_layers": 32,
+      "num_attention_heads": 24, "num_key_value_heads": 8, "partial_rotary_factor": 0.75,
+      "max_position_embeddings": 131072, "original_max_position_embeddings": 4096,
+      "tie_word_embeddings": true, "sliding_window": 262144,
+      "rope_scaling": {"type": "longrope", "short_factor": )" +
+                                Factors(48, 1.0) + R"(, "long_factor": )" + Factors(48, 1.1) +
+                                "}}",
+                            "x");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->head_dim, 128);
+  EXPECT_EQ(c->RotaryDim(), 96);  // 3/4 of each head rotates
+  EXPECT_TRUE(c->tie_word_embeddings);
+  EXPECT_NEAR(static_cast<double>(c->NumParameters()), 3.84e9, 0.01e9);
+}
+
+TEST(ModelConfigTest, Phi3UnsupportedFieldsAreNamed) {
+  const std::pair<std::string, std::string> cases[] = {
+      {Phi35Mini(R"(, "resid_pdrop": 0.1)"), "resid_pdrop"},
+      {Phi35Mini(R"(, "partial_rotary_factor": 1.5)"), "partial_rotary_factor"},
+      {Phi35Mini(R"(, "hidden_act": "gelu_new")"), "hidden_act"},
+  };
+  for (const auto& [json, field] : cases) {
+    auto c = ParseModelConfig(json, "m/config.json");
+    ASSERT_FALSE(c.ok()) << field;
+    EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument) << field;
+    EXPECT_THAT(c.status().message(), HasSubstr("m/config.json: " + field)) << field;
+  }
+  const std::string base = R"({"architectures": ["Phi3ForCausalLM"], "vocab_size": 10,
+      "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+      "num_attention_heads": 2, "max_position_embeddings": 64, )";
+  const std::pair<std::string, std::string> rope_cases[] = {
+      // 8-wide heads: 4 factors each
+      {R"("original_max_position_embeddings": 16, "rope_scaling": {"type": "longrope",
+          "short_factor": [1, 1, 1], "long_factor": [1, 1, 1, 1]}})",
+       "rope_scaling.short_factor"},
+      {R"("rope_scaling": {"type": "longrope", "short_factor": [1, 1, 1, 1],
+          "long_factor": [1, 1, 1, 1]}})",
+       "original_max_position_embeddings"},
+      {R"("rope_scaling": {"type": "longrope", "short_factor": [1, 1, 1, 1]}})",
+       "rope_scaling.long_factor"},
+      {R"("rope_scaling": {"type": "yarn", "factor": 2.0}})", "rope_scaling.rope_type"},
+  };
+  for (const auto& [fields, field] : rope_cases) {
+    auto c = ParseModelConfig(base + fields, "m/config.json");
+    ASSERT_FALSE(c.ok()) << fields;
+    EXPECT_THAT(c.status().message(), HasSubstr("m/config.json: " + field)) << fields;
+  }
+}
+
+TEST(RandomModelConfigTest, Phi3MiniPresetMatchesItsConfigJson) {
+  auto preset = RandomModelConfig("random:phi3-mini");
+  auto file = ParseModelConfig(Phi35Mini(), "x");
+  ASSERT_TRUE(preset.ok()) << preset.status();
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_TRUE(preset->fused_projections);
+  EXPECT_EQ(preset->architecture, "Phi3ForCausalLM");
+  EXPECT_EQ(preset->head_dim, 96);
+  EXPECT_EQ(preset->NumParameters(), file->NumParameters());
+}
+
 TEST(RandomModelConfigTest, FamilyPresets) {
   auto qwen3 = RandomModelConfig("random:qwen3-8b");
   ASSERT_TRUE(qwen3.ok()) << qwen3.status();
