@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "kernels/float_format.cuh"
+#include "kernels/pack16.cuh"
 #include "kernels/rms_norm.h"
 
 namespace rigtune::kernels {
@@ -86,26 +87,6 @@ __global__ void BackwardKernel(const T* dy, int64_t ld_dy, const T* x, int64_t l
 // thread sums its packs' elements in order, then the block reduction: the
 // float32 sum is ordered differently from the one-element kernels, well
 // within the CPU twin's tolerance.
-template <typename T>
-constexpr int kVec = 16 / sizeof(T);
-
-template <typename T>
-struct alignas(16) Pack {
-  T v[kVec<T>];
-};
-
-template <typename T>
-__device__ Pack<T> LoadPack(const T* p) {
-  Pack<T> out;
-  *reinterpret_cast<uint4*>(&out) = *reinterpret_cast<const uint4*>(p);
-  return out;
-}
-
-template <typename T>
-__device__ void StorePack(T* p, const Pack<T>& v) {
-  *reinterpret_cast<uint4*>(p) = *reinterpret_cast<const uint4*>(&v);
-}
-
 template <typename T>
 __global__ void ForwardKernelVec(const T* x, int64_t ld_x, const T* w, int64_t rows, int64_t cols,
                                  float eps, T* y, int64_t ld_y, float* rstd) {

@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "kernels/float_format.cuh"
+#include "kernels/pack16.cuh"
 #include "kernels/rope.h"
 
 namespace rigtune::kernels {
@@ -55,26 +56,6 @@ __global__ void RopeKernel(T* x, int64_t ld_x, const T* cos, const T* sin, int64
 // packs and every row aligned, each thread rotates one pack of pairs (8 for
 // bf16/fp16, 4 for float32), loading x's two halves and the tables 16 bytes
 // at a time instead of one element per load.
-template <typename T>
-constexpr int kVec = 16 / sizeof(T);
-
-template <typename T>
-struct alignas(16) Pack {
-  T v[kVec<T>];
-};
-
-template <typename T>
-__device__ Pack<T> LoadPack(const T* p) {
-  Pack<T> out;
-  *reinterpret_cast<uint4*>(&out) = *reinterpret_cast<const uint4*>(p);
-  return out;
-}
-
-template <typename T>
-__device__ void StorePack(T* p, const Pack<T>& v) {
-  *reinterpret_cast<uint4*>(p) = *reinterpret_cast<const uint4*>(&v);
-}
-
 template <typename T>
 __global__ void RopeKernelVec(T* x, int64_t ld_x, const T* cos, const T* sin, int64_t tokens,
                               int64_t heads, int64_t head_dim, bool backward) {

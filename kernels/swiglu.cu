@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "kernels/float_format.cuh"
+#include "kernels/pack16.cuh"
 #include "kernels/swiglu.h"
 
 namespace rigtune::kernels {
@@ -66,26 +67,6 @@ __global__ void BackwardKernel(const T* dout, int64_t ld_out, const T* gate, int
 // traffic (at 7B, 4 × 2048 tokens: ~60 GB per step over its forward,
 // recompute and backward), so when every row start is 16-byte aligned each
 // thread moves 16 bytes (8 bf16/fp16 or 4 float32 elements) per access.
-template <typename T>
-constexpr int kVec = 16 / sizeof(T);
-
-template <typename T>
-struct alignas(16) Pack {
-  T v[kVec<T>];
-};
-
-template <typename T>
-__device__ Pack<T> LoadPack(const T* p) {
-  Pack<T> out;
-  *reinterpret_cast<uint4*>(&out) = *reinterpret_cast<const uint4*>(p);
-  return out;
-}
-
-template <typename T>
-__device__ void StorePack(T* p, const Pack<T>& v) {
-  *reinterpret_cast<uint4*>(p) = *reinterpret_cast<const uint4*>(&v);
-}
-
 template <typename T>
 __global__ void ForwardKernelVec(const T* gate, int64_t ld_gate, const T* up, int64_t ld_up,
                                  int64_t rows, int64_t cols, T* out, int64_t ld_out) {
