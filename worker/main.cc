@@ -35,7 +35,6 @@
 
 #include "absl/status/statusor.h"
 #include "worker/coord/coordinator_link.h"
-#include "worker/train/device_memory.h"
 #include "worker/train/job_config.h"
 #include "worker/train/merge.h"
 #include "worker/train/run_job.h"
@@ -157,7 +156,6 @@ int Merge(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  rigtune::train::PreferExpandableSegments();
   if (argc > 1 && std::strcmp(argv[1], "merge") == 0) return Merge(argc, argv);
   Args args;
   if (absl::Status parsed = ParseArgs(argc, argv, args); !parsed.ok()) {

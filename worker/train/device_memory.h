@@ -27,7 +27,8 @@ struct MemoryStats {
 // segments the freed ones stay cached beside the new ones, and under a cap
 // the reserve reaches the cap while a third of it is idle (Llama-3.1-8B at
 // 98,304 tokens: 17.45 GiB allocated, 21.99 GiB reserved under 22). Call it
-// first in main(): the allocator reads its settings once, on first use.
+// before the first CUDA allocation (RunJob does): the allocator reads its
+// settings once, on first use.
 void PreferExpandableSegments();
 
 // Caps the caching allocator at `gib` GiB (0 = no cap). Fails when the cap

@@ -107,6 +107,8 @@ absl::Status Setup(const JobConfig& config, const RunCallbacks& callbacks, Run& 
   auto device = PickDevice(config.train, run.env);
   if (!device.ok()) return device.status();
   run.device = *device;
+  // Before the first CUDA allocation of the process (see device_memory.h).
+  PreferExpandableSegments();
   if (auto s = ApplyMemoryCap(run.device, config.dist.max_gpu_memory_gib); !s.ok()) return s;
   if (auto s = LogMemoryPlan(config, callbacks, run); !s.ok()) return s;
 
