@@ -54,10 +54,15 @@ int Plan(const PlanOptions& options, bool json) {
   } else {
     const std::string ranks =
         gpus > 1 ? absl::StrCat(gpus, " GPUs, ", job->dist.sharding) : std::string("1 GPU");
-    std::printf("%s: batch %lld x %lld tokens, lora r=%lld, %s%s%s%s\n%s", job->model.c_str(),
+    // What trains: the adapter's rank, or the method when weights train.
+    const std::string& method = job->train.method;
+    const std::string trains =
+        method == "full" || method == "llama_pro"
+            ? absl::StrCat(job->train.base, " ", method)
+            : absl::StrCat(job->train.base, " ", method, " r=", job->lora.r);
+    std::printf("%s: batch %lld x %lld tokens, %s, %s%s%s%s\n%s", job->model.c_str(),
                 static_cast<long long>(job->train.batch_size),
-                static_cast<long long>(job->train.context_length),
-                static_cast<long long>(job->lora.r), ranks.c_str(),
+                static_cast<long long>(job->train.context_length), trains.c_str(), ranks.c_str(),
                 job->dist.cpu_offload ? ", cpu_offload" : "",
                 job->dist.activation_offload ? ", activation_offload" : "",
                 job->dist.offload_optimizer ? ", offload_optimizer" : "",
