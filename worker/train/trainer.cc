@@ -105,6 +105,32 @@ model::AttentionInputs Trainer::Attention(const TrainBatch& batch) const {
                                     batch.max_seqlen);
 }
 
+Trainer::LabelledRows Trainer::FindLabelledRows(const at::Tensor& labels) {
+  // Only positions with a target reach the LM head: logits of the rest would
+  // be computed and thrown away. Row r of the [B × (T-1)] targets predicts
+  // from row r + r / (T-1) of the [B × T] hidden states; reading (and in
+  // training writing) those rows in place spares a [B × T, hidden] buffer
+  // (and for B > 1 a copy of the hidden states): 0.67 GB each at 81,920
+  // tokens of 8B.
+  const int64_t t = labels.size(1);
+  LabelledRows out;
+  out.targets = labels.narrow(1, 1, t - 1).reshape({-1});
+  out.rows = out.targets.ne(kIgnoreIndex).nonzero().squeeze(1);
+  out.sources = out.rows + at::div(out.rows, t - 1, "floor");
+  return out;
+}
+
+void Trainer::ForEachHeadChunk(
+    const LabelledRows& labelled,
+    const std::function<void(const at::Tensor& sources, const at::Tensor& targets)>& fn) const {
+  const int64_t n = labelled.rows.numel(), chunk = HeadChunk();
+  for (int64_t start = 0; start < n; start += chunk) {
+    const int64_t len = std::min(chunk, n - start);
+    fn(labelled.sources.narrow(0, start, len),
+       labelled.targets.index_select(0, labelled.rows.narrow(0, start, len)));
+  }
+}
+
 std::pair<double, at::Tensor> Trainer::HeadLossAndGrad(const at::Tensor& hidden,
                                                        const at::Tensor& labels,
                                                        double denominator) {
@@ -117,38 +143,27 @@ std::pair<double, at::Tensor> Trainer::HeadLossAndGrad(const at::Tensor& hidden,
     c10::AutoGradMode grad(true);
     normed = model::Norm(model_->config, x, head.norm);
   }
-  // Only positions with a target reach the LM head: logits of the rest would
-  // be computed and thrown away. Row r of the [B × (T-1)] targets predicts
-  // from row r + r / (T-1) of the [B × T] hidden states; reading and writing
-  // those rows in place spares a [B × T, hidden] gradient buffer (and for
-  // B > 1 a copy of the hidden states): 0.67 GB each at 81,920 tokens of 8B.
-  at::Tensor targets = labels.narrow(1, 1, t - 1).reshape({-1});
-  at::Tensor rows = targets.ne(kIgnoreIndex).nonzero().squeeze(1);
-  at::Tensor sources = rows + at::div(rows, t - 1, "floor");
+  const LabelledRows labelled = FindLabelledRows(labels);
   at::Tensor flat = normed.detach().view({b * t, h});
   at::Tensor normed_grad = at::zeros_like(normed);
   at::Tensor flat_grad = normed_grad.view({b * t, h});
-  const int64_t chunk = HeadChunk();
-  double loss_sum = 0;
-  for (int64_t start = 0; start < rows.numel(); start += chunk) {
-    const int64_t len = std::min(chunk, rows.numel() - start);
-    at::Tensor idx = sources.narrow(0, start, len);
+  at::Tensor loss_sum = at::zeros({}, flat.options().dtype(at::kDouble));
+  ForEachHeadChunk(labelled, [&](const at::Tensor& idx, const at::Tensor& targets) {
     at::Tensor xs = flat.index_select(0, idx).requires_grad_(true);
     c10::AutoGradMode grad(true);
     at::Tensor logits = model::HeadLogits(model_->config, xs, head.lm_head);
     at::Tensor loss =
-        at::cross_entropy_loss(logits, targets.index_select(0, rows.narrow(0, start, len)), {},
-                               at::Reduction::Sum, kIgnoreIndex);
-    loss_sum += loss.item<double>();
+        at::cross_entropy_loss(logits, targets, {}, at::Reduction::Sum, kIgnoreIndex);
+    loss_sum += loss.detach();
     (loss / denominator).backward();
     flat_grad.index_add_(0, idx, xs.grad());
-  }
+  });
   {
     c10::AutoGradMode grad(true);
     normed.backward(normed_grad);
   }
   layers_->ReleaseHead();
-  return {loss_sum, x.grad()};
+  return {loss_sum.item<double>(), x.grad()};
 }
 
 int64_t Trainer::HeadChunk() const {
@@ -343,23 +358,17 @@ at::Tensor Trainer::ForwardNoGrad(const TrainBatch& batch) {
 std::pair<double, int64_t> Trainer::LossSum(const TrainBatch& batch) {
   at::Tensor h = ForwardNoGrad(batch);
   c10::NoGradGuard no_grad;
-  const int64_t t = h.size(1), hidden = h.size(2);
   const HeadWeights head = layers_->AcquireHead();
   at::Tensor normed = model::Norm(model_->config, h, head.norm);
-  at::Tensor targets = batch.labels.narrow(1, 1, t - 1).reshape({-1});
-  at::Tensor rows = targets.ne(kIgnoreIndex).nonzero().squeeze(1);
-  at::Tensor flat = normed.narrow(1, 0, t - 1).reshape({-1, hidden});
-  const int64_t chunk = HeadChunk();
-  double loss_sum = 0;
-  for (int64_t start = 0; start < rows.numel(); start += chunk) {
-    at::Tensor idx = rows.narrow(0, start, std::min(chunk, rows.numel() - start));
+  at::Tensor flat = normed.reshape({h.size(0) * h.size(1), h.size(2)});
+  const LabelledRows labelled = FindLabelledRows(batch.labels);
+  at::Tensor loss_sum = at::zeros({}, flat.options().dtype(at::kDouble));
+  ForEachHeadChunk(labelled, [&](const at::Tensor& idx, const at::Tensor& targets) {
     at::Tensor logits = model::HeadLogits(model_->config, flat.index_select(0, idx), head.lm_head);
-    loss_sum += at::cross_entropy_loss(logits, targets.index_select(0, idx), {},
-                                       at::Reduction::Sum, kIgnoreIndex)
-                    .item<double>();
-  }
+    loss_sum += at::cross_entropy_loss(logits, targets, {}, at::Reduction::Sum, kIgnoreIndex);
+  });
   layers_->ReleaseHead();
-  return {loss_sum, rows.numel()};
+  return {loss_sum.item<double>(), labelled.rows.numel()};
 }
 
 at::Tensor Trainer::Logits(const TrainBatch& batch) {

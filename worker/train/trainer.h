@@ -163,6 +163,20 @@ class Trainer {
   // Every decoder layer without grad or dropout: the last layer's output.
   at::Tensor ForwardNoGrad(const TrainBatch& batch);
   int64_t HeadChunk() const;  // LM head rows per chunk
+  // The positions of a [B, T] label batch that carry a target: `targets`
+  // [B × (T-1)] (the label predicted at each position), `rows` the indices
+  // into it that are not ignored, `sources` the matching rows of the
+  // flattened [B × T] hidden states.
+  struct LabelledRows {
+    at::Tensor targets, rows, sources;
+  };
+  static LabelledRows FindLabelledRows(const at::Tensor& labels);
+  // Calls `fn` for each chunk of at most HeadChunk() labelled rows, with
+  // their hidden-state rows and their targets (training and evaluation
+  // share it).
+  void ForEachHeadChunk(
+      const LabelledRows& labelled,
+      const std::function<void(const at::Tensor& sources, const at::Tensor& targets)>& fn) const;
   // Rows per MLP chunk for a micro-batch of `tokens`, 0 = untiled.
   int64_t MlpChunk(int64_t tokens) const;
   // The MLP half of `layer` over `h` ([B, T, hidden], the attention half's
