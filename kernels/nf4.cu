@@ -11,6 +11,7 @@
 
 #include "kernels/float_format.cuh"
 #include "kernels/nf4.h"
+#include "kernels/pack16.cuh"
 
 namespace rigtune::kernels {
 namespace {
@@ -273,8 +274,6 @@ __global__ void DequantizeElementsKernel(const uint8_t* packed, const float* abs
     StoreElement(out, fmt, i, __fmul_rn(c_nf4_code[code], amax));
   }
 }
-
-bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 template <bool kNested, FloatFormat kFmt>
 void LaunchVec(const uint8_t* packed, const float* absmax, const NestedArgs& nested, int64_t chunks,

@@ -7,6 +7,10 @@
 
 #include <cuda_runtime.h>
 
+#include <cstdint>
+#include <initializer_list>
+#include <utility>
+
 namespace rigtune::kernels {
 
 template <typename T>
@@ -27,6 +31,19 @@ __device__ inline Pack<T> LoadPack(const T* p) {
 template <typename T>
 __device__ inline void StorePack(T* p, const Pack<T>& v) {
   *reinterpret_cast<uint4*>(p) = *reinterpret_cast<const uint4*>(&v);
+}
+
+inline bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+// Whether every operand (pointer, leading dimension in elements) has its
+// rows start on a 16-byte boundary and `cols` splits into whole packs.
+template <typename T>
+bool Vectorizable(int64_t cols, std::initializer_list<std::pair<const void*, int64_t>> operands) {
+  if (cols % kVec<T> != 0) return false;
+  for (const auto& [ptr, ld] : operands) {
+    if (!Aligned16(ptr) || ld % kVec<T> != 0) return false;
+  }
+  return true;
 }
 
 }  // namespace rigtune::kernels

@@ -153,17 +153,6 @@ __global__ void BackwardKernelVec(const T* dy, int64_t ld_dy, const T* x, int64_
   }
 }
 
-// Whether every operand's rows start 16-byte aligned and the columns split
-// into whole packs.
-template <typename T>
-bool Vectorizable(int64_t cols, std::initializer_list<std::pair<const void*, int64_t>> operands) {
-  if (cols % kVec<T> != 0) return false;
-  for (const auto& [ptr, ld] : operands) {
-    if (reinterpret_cast<uintptr_t>(ptr) % 16 != 0 || ld % kVec<T> != 0) return false;
-  }
-  return true;
-}
-
 int Grid(int64_t rows) { return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(rows, kMaxGridRows))); }
 
 template <typename T>

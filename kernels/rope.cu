@@ -82,10 +82,6 @@ __global__ void RopeKernelVec(T* x, int64_t ld_x, const T* cos, const T* sin, in
   }
 }
 
-bool Aligned16(const void* p) {
-  return reinterpret_cast<uintptr_t>(p) % 16 == 0;
-}
-
 template <typename T>
 cudaError_t Launch(void* x, int64_t ld_x, const void* cos, const void* sin, int64_t tokens,
                    int64_t heads, int64_t head_dim, bool backward, cudaStream_t stream) {

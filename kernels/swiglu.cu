@@ -101,17 +101,6 @@ __global__ void BackwardKernelVec(const T* dout, int64_t ld_out, const T* gate, 
   }
 }
 
-// Whether every row of every operand starts on a 16-byte boundary and the
-// columns split into whole packs.
-template <typename T>
-bool Vectorizable(int64_t cols, std::initializer_list<std::pair<const void*, int64_t>> operands) {
-  if (cols % kVec<T> != 0) return false;
-  for (const auto& [ptr, ld] : operands) {
-    if (reinterpret_cast<uintptr_t>(ptr) % 16 != 0 || ld % kVec<T> != 0) return false;
-  }
-  return true;
-}
-
 dim3 Grid(int64_t rows, int64_t cols) {
   return dim3(static_cast<unsigned>((cols + kThreads - 1) / kThreads),
               static_cast<unsigned>(std::min<int64_t>(rows, 65535)));
