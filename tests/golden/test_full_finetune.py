@@ -55,6 +55,30 @@ def run_full(tmp_path, model_dir, batches, checkpointing=True, steps=STEPS, save
     return load_file(tmp_path / "out.safetensors")
 
 
+def check_against_adamw(got, ref, params, batches, steps):
+    """The engine's first-step loss and gradients, its per-step losses and its
+    final weights against `steps` of torch AdamW (clipping at 1.0) over
+    `params` of the transformers model `ref`; returns the reference losses."""
+    loss0 = accumulate(ref, batches, 0)
+    assert abs(got["loss"].item() - loss0) / abs(loss0) < 1e-4
+    for n, p in params.items():
+        assert rel(got["grad." + n], p.grad) < 1e-4, (n, rel(got["grad." + n], p.grad))
+    ref.zero_grad(set_to_none=True)
+    opt = torch.optim.AdamW(list(params.values()), lr=LR, betas=(0.9, 0.95), eps=1e-8,
+                            weight_decay=0.01, foreach=False)
+    losses = []
+    for s in range(steps):
+        losses.append(accumulate(ref, batches, s))
+        torch.nn.utils.clip_grad_norm_(list(params.values()), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    for s, (a, b) in enumerate(zip(got["losses"].tolist(), losses)):
+        assert abs(a - b) / abs(b) < 1e-4, (s, a, b)
+    for n, p in params.items():
+        assert rel(got["final." + n], p.detach()) < 1e-4, (n, rel(got["final." + n], p.detach()))
+    return losses
+
+
 @pytest.mark.parametrize("name,checkpointing", [("llama_gqa_llama3rope", True),
                                                 ("llama_gqa_llama3rope", False),
                                                 ("llama_tied_linear", True),
@@ -74,25 +98,8 @@ def test_full_finetune_matches_torch_adamw(tmp_path, name, checkpointing):
     params = dict(ref.named_parameters())  # a tied head appears once
     engine_grads = {k[len("grad."):] for k in got if k.startswith("grad.")}
     assert engine_grads == set(params), engine_grads ^ set(params)
-    loss0 = accumulate(ref, batches, 0)
-    assert abs(got["loss"].item() - loss0) / abs(loss0) < 1e-4
-    for n, p in params.items():
-        assert rel(got["grad." + n], p.grad) < 1e-4, (n, rel(got["grad." + n], p.grad))
-    ref.zero_grad(set_to_none=True)
-
-    opt = torch.optim.AdamW(list(params.values()), lr=LR, betas=(0.9, 0.95), eps=1e-8,
-                            weight_decay=0.01, foreach=False)
-    losses = []
-    for s in range(STEPS):
-        losses.append(accumulate(ref, batches, s))
-        torch.nn.utils.clip_grad_norm_(list(params.values()), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-    for s, (a, b) in enumerate(zip(got["losses"].tolist(), losses)):
-        assert abs(a - b) / abs(b) < 1e-4, (s, a, b)
+    losses = check_against_adamw(got, ref, params, batches, STEPS)
     assert losses[-1] < losses[0]
-    for n, p in params.items():
-        assert rel(got["final." + n], p.detach()) < 1e-4, (n, rel(got["final." + n], p.detach()))
 
 
 def test_full_finetune_output_loads_in_transformers(tmp_path):
@@ -189,23 +196,7 @@ def test_llama_pro_trains_only_the_copies_and_loads_in_transformers(tmp_path):
     ref.train()
     params = {n: p for n, p in ref.named_parameters() if p.requires_grad}
     assert {"grad." + n for n in params} == {k for k in got if k.startswith("grad.")}
-    loss0 = accumulate(ref, batches, 0)
-    assert abs(got["loss"].item() - loss0) / abs(loss0) < 1e-4
-    for n, p in params.items():
-        assert rel(got["grad." + n], p.grad) < 1e-4, (n, rel(got["grad." + n], p.grad))
-    ref.zero_grad(set_to_none=True)
-    opt = torch.optim.AdamW(list(params.values()), lr=LR, betas=(0.9, 0.95), eps=1e-8,
-                            weight_decay=0.01, foreach=False)
-    losses = []
-    for s in range(steps):
-        losses.append(accumulate(ref, batches, s))
-        torch.nn.utils.clip_grad_norm_(list(params.values()), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-    for s, (a, b) in enumerate(zip(got["losses"].tolist(), losses)):
-        assert abs(a - b) / abs(b) < 1e-4, (s, a, b)
-    for n, p in params.items():
-        assert rel(got["final." + n], p.detach()) < 1e-4, n
+    check_against_adamw(got, ref, params, batches, steps)
 
     # The folder: three layers; the original ones exactly the base's (bf16),
     # the copy the trained weights (bf16), now away from its zero start.
