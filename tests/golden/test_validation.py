@@ -82,6 +82,12 @@ def reference_loss(model_dir, adapter_dir, lines):
     """Mean token loss over `lines`: text format = BOS + text + EOS, every
     token after the first is a target."""
     model = PeftModel.from_pretrained(load_nf4_base(model_dir), adapter_dir).eval()
+    return model_loss_and_tokens(model, model_dir, lines)
+
+
+def model_loss_and_tokens(model, model_dir, lines):
+    """The mean token loss of `model` over `lines` (as reference_loss says)
+    and the number of target tokens."""
     tok = Tokenizer.from_file(os.path.join(model_dir, "tokenizer.json"))
     loss_sum, tokens = 0.0, 0
     with torch.no_grad():
@@ -126,16 +132,7 @@ def test_validation_loss_matches_transformers(tmp_path):
 
 def model_loss(model, model_dir, lines):
     """reference_loss for a plain transformers model."""
-    tok = Tokenizer.from_file(os.path.join(model_dir, "tokenizer.json"))
-    loss_sum, tokens = 0.0, 0
-    with torch.no_grad():
-        for text in lines:
-            ids = torch.tensor([[BOS] + tok.encode(text, add_special_tokens=False).ids + [EOS]])
-            logits = model(input_ids=ids).logits[0, :-1].double()
-            loss_sum += torch.nn.functional.cross_entropy(logits, ids[0, 1:],
-                                                          reduction="sum").item()
-            tokens += ids.shape[1] - 1
-    return loss_sum / tokens
+    return model_loss_and_tokens(model, model_dir, lines)[0]
 
 
 @pytest.mark.parametrize("method,base,expand_every,layers", [("full", "bf16", None, 2),
