@@ -51,7 +51,6 @@ bool Flag(int argc, char** argv, const char* name) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  rigtune::train::PreferExpandableSegments();  // RunJob does too; here before any CUDA use
   if (Flag(argc, argv, "--help")) {
     std::cout << "usage: train_bench --model random:<shape> [--batch N] [--seq N] [--steps N] "
                  "[--r N] [--no-checkpointing] [--dtype bf16|fp32] [--device cuda|cpu] "
