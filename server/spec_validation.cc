@@ -161,6 +161,8 @@ absl::Status ValidateHyperparameters(const rigtune::v1::JobSpec& spec) {
       OneOf("spec.train.method", train.has_method(), train.method(),
             {"lora", "dora", "full", "llama_pro"}),
       OneOf("spec.train.dtype", train.has_dtype(), train.dtype(), {"bf16", "fp16", "fp32"}),
+      OneOf("spec.train.recompute", train.has_recompute(), train.recompute(),
+            {"full", "keep_mlp", "auto"}),
       OneOf("spec.train.device", train.has_device(), train.device(), {"auto", "cpu", "cuda"}),
       OneOf("spec.dist.sharding", dist.has_sharding(), dist.sharding(),
             {"full_shard", "shard_grad_op", "no_shard", "hybrid"}),

@@ -4,7 +4,7 @@
 //               [--no-checkpointing] [--dtype bf16] [--device cuda]
 //               [--sharding full_shard] [--cpu-offload] [--activation-offload]
 //               [--offload-optimizer] [--max-gpu-memory-gib 22] [--backend auto|nccl|gloo]
-//               [--profile]
+//               [--recompute full|keep_mlp|auto] [--profile]
 //
 // RunJob refuses a configuration the memory planner says cannot fit its
 // card (the plan is logged first); RIGTUNE_IGNORE_MEMORY_PLAN=1 runs it anyway.
@@ -15,6 +15,7 @@
 // the final checkpoint and adapter export. Prints one markdown table row (under FSDP, one
 // per rank, its ranks column reading "2 (rank 1)"):
 //   | model | ranks | batch x seq | ckpt | offload | tok/s/GPU | step s | peak alloc GiB | peak reserved GiB | load s | peak host RSS GiB |
+// (ckpt: "on", or "on, keep_mlp" / "on, auto" with that --recompute.)
 // (load s: from start to the end of the first step, less that step: model
 // loading or quantization, and data setup.)
 // --profile adds, after the row, a table of where the measured steps' time
@@ -57,11 +58,14 @@ int main(int argc, char** argv) {
                  "[--sharding S] [--cpu-offload] [--activation-offload] [--offload-optimizer] "
                  "[--max-gpu-memory-gib G] [--backend auto|nccl|gloo] [--mlp-chunk-tokens N] "
                  "[--base nf4|bf16|hqq4] [--method lora|dora|full|llama_pro] [--expand-every K] "
-                 "[--profile]\n"
+                 "[--recompute full|keep_mlp|auto] [--profile]\n"
                  "  --mlp-chunk-tokens N  rows of the row-tiled MLP (0: automatic)\n"
                  "  --base, --method  train.base and train.method (the model column then\n"
                  "             names them, e.g. random:llama2-7b bf16/dora)\n"
                  "  --expand-every K  train.expand_every (llama_pro)\n"
+                 "  --recompute P  train.recompute (default full here, auto in a job file):\n"
+                 "             keep_mlp keeps the MLP's gate/up products from the forward and\n"
+                 "             skips the MLP's GEMMs in the recompute (the ckpt column names it)\n"
                  "  --profile  also print the time per phase of the measured steps (GPU time from\n"
                  "             CUDA events: dequantize, base GEMMs, LoRA, attention, norms/RoPE/\n"
                  "             SwiGLU/residual, loss, optimizer; recompute envelopes)\n";
@@ -81,6 +85,8 @@ int main(int argc, char** argv) {
   c.train.base = Arg(argc, argv, "--base", "nf4");
   c.train.method = Arg(argc, argv, "--method", "lora");
   c.train.expand_every = std::atoll(Arg(argc, argv, "--expand-every", "0"));
+  // Full recompute unless asked: rows stay comparable with earlier ones.
+  c.train.recompute = Arg(argc, argv, "--recompute", "full");
   c.lora.alpha = 16;
   c.optim.schedule = "constant";
   c.optim.lr = 1e-4;
@@ -108,16 +114,21 @@ int main(int argc, char** argv) {
     const std::string model = c.train.base == "nf4" && c.train.method == "lora"
                                   ? c.model
                                   : absl::StrCat(c.model, " ", c.train.base, "/", c.train.method);
+    std::string ckpt = c.train.activation_checkpointing ? "on" : "off";
+    if (c.train.activation_checkpointing && c.train.recompute != "full") {
+      ckpt += ", " + c.train.recompute;
+    }
     std::cout << absl::StrFormat(
         "| %s | %s | %d x %d | %s | %s | %.0f | %.3f | %.2f | %.2f | %.1f | %.2f |\n", model,
-        ranks, c.train.batch_size, c.train.context_length,
-        c.train.activation_checkpointing ? "on" : "off", offload,
+        ranks, c.train.batch_size, c.train.context_length, ckpt, offload,
         tokens / seconds / world, seconds / measured,  // m.tokens counts every rank
         peak / double(1 << 30), reserved / double(1 << 30), load_seconds,
         rigtune::train::PeakHostRssBytes() / double(1 << 30));
     if (profile) {
-      std::cout << absl::StrFormat("\nTime per phase, %s, %d x %d, mean of %d steps:\n\n",
-                                   c.model, c.train.batch_size, c.train.context_length, measured)
+      std::cout << absl::StrFormat("\nTime per phase, %s, %d x %d, ckpt %s, offload %s, mean of "
+                                   "%d steps:\n\n",
+                                   c.model, c.train.batch_size, c.train.context_length, ckpt,
+                                   offload, measured)
                 << profiler.Table(1000.0 * seconds / measured, measured) << "\n";
     }
     std::cout.flush();

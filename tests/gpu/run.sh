@@ -119,7 +119,15 @@ for stage in "${stages[@]}"; do
     profile)  # where the 7B step's time goes, phase by phase (CUDA events)
       "$BUILD/tests/bench/train_bench" --model random:llama2-7b --batch 4 --seq 2048 --steps 4 \
         --profile >"$OUT/profile.md" 2>"$OUT/profile.log"
-      note "llama2-7b step profile (exit $?):"; cat "$OUT/profile.md" ;;
+      note "llama2-7b step profile (exit $?):"; cat "$OUT/profile.md"
+      # With offloaded layer inputs: full recompute against keep_mlp (the
+      # gate/up products kept from the forward, no MLP GEMMs in the recompute).
+      for rc in full keep_mlp; do
+        "$BUILD/tests/bench/train_bench" --model random:llama2-7b --batch 4 --seq 2048 --steps 6 \
+          --activation-offload --recompute $rc --profile >"$OUT/profile-$rc.md" \
+          2>"$OUT/profile-$rc.log"
+        note "llama2-7b, activation offload, recompute $rc (exit $?):"; cat "$OUT/profile-$rc.md"
+      done ;;
     fsdp)  # Llama-2-70B over two ranks; on a one-GPU machine both share it over Gloo
       backend=auto
       [ "$gpus" -lt 2 ] && backend=gloo

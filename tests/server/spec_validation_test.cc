@@ -105,6 +105,16 @@ TEST(SpecValidationTest, MlpChunkTokensIsCheckedAgainstDropout) {
   ExpectFieldError(spec, {}, "spec.train.mlp_chunk_tokens");
 }
 
+TEST(SpecValidationTest, RecomputeIsOneOfItsPolicies) {
+  auto spec = TinySpec();
+  for (const char* policy : {"full", "keep_mlp", "auto"}) {
+    spec.mutable_train()->set_recompute(policy);
+    EXPECT_TRUE(ValidateJobSpec(spec, {}).ok()) << policy;
+  }
+  spec.mutable_train()->set_recompute("keep");
+  ExpectFieldError(spec, {}, "spec.train.recompute");
+}
+
 TEST(SpecValidationTest, PathsMustStayInsideTheirRoots) {
   auto root = std::filesystem::path(::testing::TempDir()) / "roots";
   std::filesystem::create_directories(root / "data");

@@ -24,10 +24,25 @@ namespace rigtune::lora {
 // (training with dropout > 0 keeps per-linear masks, so it does not group),
 // and no DoRA (each output block is rescaled by its own weight's row norms).
 bool CanGroup(const std::vector<const QLoraLinear*>& linears, bool training);
+// CanGroup's conditions for a list that may hold a single linear (Phi-3's
+// fused gate_up_proj): whether the linears' product can go through
+// GroupedForward and KeptGroupedForward.
+bool CanRunAsOneProduct(const std::vector<const QLoraLinear*>& linears, bool training);
 
 // The concatenated outputs [..., Σ out_i] for x [..., in]. Requires CanGroup.
 at::Tensor GroupedForward(const std::vector<const QLoraLinear*>& linears, const at::Tensor& x,
                           DequantWorkspace& workspace);
+
+// GroupedForward's node without its forward work: returns `kept` (the value
+// GroupedForward gave for this x and these weights and adapters, computed
+// earlier without grad) and runs neither the base product nor the adapters'
+// B product, but backpropagates exactly as GroupedForward's node does
+// (grad_x through the dequantized weights and the adapters, dA, dB). Only
+// the thin x·Aᵀ that dB needs is computed. Requires CanRunAsOneProduct;
+// throws std::invalid_argument when `kept` is not [..., Σ out_i] in x's
+// dtype and device. See Note [Keeping the gate/up product] in llama.cc.
+at::Tensor KeptGroupedForward(const std::vector<const QLoraLinear*>& linears, const at::Tensor& x,
+                              const at::Tensor& kept, DequantWorkspace& workspace);
 
 }  // namespace rigtune::lora
 

@@ -35,11 +35,35 @@ at::Tensor Dequant(const quant::FrozenWeight& weight, DequantWorkspace& workspac
   return w;
 }
 
+// Note [A product whose value is never read]
+// -------------------------------------------
+// In the checkpointed step's recompute, a layer's output is never used as a
+// value: the layer's backward only sends the output gradient, which the
+// trainer already holds, back through the graph. What the backward of
+// y = x·Wᵀ + s·(x·Aᵀ)·Bᵀ reads is W (dequantized again), x, A, B and the thin
+// x·Aᵀ, never y. So when nothing reads y (the last linear of the MLP, whose
+// output only joins the residual sum, unless a sandwich norm normalizes it
+// first: Gemma), its forward may skip the base GEMM and the B product and
+// return a stand-in of y's shape (a broadcast zero, no memory), keeping the
+// node's backward unchanged. The caller decides when that holds
+// (see Note [Keeping the gate/up product] in llama.cc): the node cannot
+// know who reads its output.
+
+// A broadcast zero of y's shape for x [..., in] and `out` features.
+at::Tensor ValuelessOutput(const at::Tensor& x, int64_t out) {
+  std::vector<int64_t> sizes = x.sizes().vec();
+  sizes.back() = out;
+  return at::zeros({}, x.options()).expand(sizes);
+}
+
 struct Nf4MatmulFunction : public torch::autograd::Function<Nf4MatmulFunction> {
+  // `value` false: Note [A product whose value is never read].
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
-                            const quant::FrozenWeight* weight, DequantWorkspace* workspace) {
+                            const quant::FrozenWeight* weight, DequantWorkspace* workspace,
+                            bool value) {
     ctx->saved_data["weight"] = reinterpret_cast<int64_t>(weight);
     ctx->saved_data["workspace"] = reinterpret_cast<int64_t>(workspace);
+    if (!value) return ValuelessOutput(x, weight->shape()[0]);
     return Multiply(x, *weight, *workspace);
   }
 
@@ -50,7 +74,7 @@ struct Nf4MatmulFunction : public torch::autograd::Function<Nf4MatmulFunction> {
     const at::Tensor& g = grad_out[0];
     at::Tensor w = Dequant(*weight, *workspace, g.scalar_type(), g.device());
     profile::ScopedPhase phase(profile::Phase::kBaseGemm, g);
-    return {at::matmul(g, w), at::Tensor(), at::Tensor()};
+    return {at::matmul(g, w), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 
   static at::Tensor Multiply(const at::Tensor& x, const quant::FrozenWeight& weight,
@@ -75,14 +99,16 @@ struct QLoraFunction : public torch::autograd::Function<QLoraFunction> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
                             const at::Tensor& h, const at::Tensor& lora_a, const at::Tensor& lora_b,
                             const quant::FrozenWeight* weight, DequantWorkspace* workspace,
-                            double scale) {
+                            double scale, bool value) {
     const at::ScalarType dtype = x.scalar_type();
-    at::Tensor y = Nf4MatmulFunction::Multiply(x, *weight, *workspace);
+    // `value` false: Note [A product whose value is never read].
+    at::Tensor y = value ? Nf4MatmulFunction::Multiply(x, *weight, *workspace)
+                         : ValuelessOutput(x, weight->shape()[0]);
     profile::ScopedPhase phase(profile::Phase::kLora, x);
     const at::Tensor a = lora_a.to(dtype), b = lora_b.to(dtype);
     const at::Tensor h2 = h.reshape({-1, h.size(-1)});
     const at::Tensor xa = at::mm(h2, a.t());
-    y.view({-1, y.size(-1)}).addmm_(xa, b.t(), 1.0, scale);
+    if (value) y.view({-1, y.size(-1)}).addmm_(xa, b.t(), 1.0, scale);
     ctx->save_for_backward({h2, xa, a, b});
     ctx->saved_data["weight"] = reinterpret_cast<int64_t>(weight);
     ctx->saved_data["workspace"] = reinterpret_cast<int64_t>(workspace);
@@ -118,7 +144,7 @@ struct QLoraFunction : public torch::autograd::Function<QLoraFunction> {
     } else {
       grad_h = at::mm(gb, a).mul_(scale).view(grad_x.sizes());
     }
-    return {grad_x, grad_h, grad_a, grad_b, at::Tensor(), at::Tensor(), at::Tensor()};
+    return {grad_x, grad_h, grad_a, grad_b, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -157,7 +183,7 @@ at::Tensor BaseWeightIn(const quant::FrozenWeight& weight, DequantWorkspace& wor
 at::Tensor QLoraProduct(const at::Tensor& x, const at::Tensor& h, const at::Tensor& lora_a,
                         const at::Tensor& lora_b, const quant::FrozenWeight& weight,
                         DequantWorkspace& workspace, double scale) {
-  return QLoraFunction::apply(x, h, lora_a, lora_b, &weight, &workspace, scale);
+  return QLoraFunction::apply(x, h, lora_a, lora_b, &weight, &workspace, scale, true);
 }
 
 at::Tensor& QLoraLinear::adapter(AdapterPart part) {
@@ -181,7 +207,7 @@ int64_t DequantWorkspace::bytes() const { return buffer_.defined() ? buffer_.num
 
 at::Tensor Nf4Matmul(const at::Tensor& x, const quant::FrozenWeight& weight,
                      DequantWorkspace& workspace) {
-  return Nf4MatmulFunction::apply(x, &weight, &workspace);
+  return Nf4MatmulFunction::apply(x, &weight, &workspace, true);
 }
 
 QLoraLinear::QLoraLinear(quant::FrozenWeight weight, at::Tensor bias, const LoraSpec& spec,
@@ -235,8 +261,23 @@ at::Tensor QLoraLinear::Forward(const at::Tensor& x, DequantWorkspace& workspace
   at::Tensor y =
       is_dora()
           ? DoraProduct(x, h, lora_a_, lora_b_, magnitude_, weight_, workspace, spec_.scale)
-          : QLoraFunction::apply(x, h, lora_a_, lora_b_, &weight_, &workspace, spec_.scale);
+          : QLoraFunction::apply(x, h, lora_a_, lora_b_, &weight_, &workspace, spec_.scale, true);
   return bias_.defined() ? y + bias_ : y;
+}
+
+bool QLoraLinear::CanSkipValue(bool training) const {
+  return !bias_.defined() && !weight_trains() && !is_dora() &&
+         !(training && has_adapter() && spec_.dropout > 0);
+}
+
+at::Tensor QLoraLinear::GradientOnlyForward(const at::Tensor& x,
+                                            DequantWorkspace& workspace) const {
+  if (!CanSkipValue(/*training=*/true)) {
+    throw std::invalid_argument(
+        "QLoraLinear::GradientOnlyForward: needs a frozen weight without bias, DoRA or dropout");
+  }
+  if (!has_adapter()) return Nf4MatmulFunction::apply(x, &weight_, &workspace, false);
+  return QLoraFunction::apply(x, x, lora_a_, lora_b_, &weight_, &workspace, spec_.scale, false);
 }
 
 }  // namespace rigtune::lora

@@ -86,6 +86,17 @@ class QLoraLinear {
   at::Tensor Forward(const at::Tensor& x, DequantWorkspace& workspace, bool training,
                      uint64_t dropout_seed) const;
 
+  // Whether GradientOnlyForward applies: a frozen weight, no bias, no
+  // DoRA and (when `training`) no dropout.
+  bool CanSkipValue(bool training) const;
+  // Forward's autograd node for training without its value: backward gives
+  // the same gradients (x, A, B) as Forward(x, ..., training = true, ...)'s,
+  // but the output is a stand-in of the right shape (zeros) and neither the
+  // base GEMM nor the B product runs. For outputs that nothing reads; see
+  // Note [A product whose value is never read] in qlora_linear.cc. Throws
+  // std::invalid_argument unless CanSkipValue(true).
+  at::Tensor GradientOnlyForward(const at::Tensor& x, DequantWorkspace& workspace) const;
+
   int64_t in_features() const { return weight_.shape()[1]; }
   int64_t out_features() const { return weight_.shape()[0]; }
   bool has_adapter() const { return lora_a_.defined(); }

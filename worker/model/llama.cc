@@ -289,15 +289,32 @@ at::Tensor GatedActivation(Activation act, const at::Tensor& gate, const at::Ten
   return at::gelu(gate, "tanh") * up;
 }
 
+// The linears whose one product is the gate/up product: Phi-3's
+// gate_up_proj alone, or gate_proj and up_proj.
+std::vector<const lora::QLoraLinear*> GateUpLinears(const DecoderLayer& layer, bool fused) {
+  if (fused) return {&layer.proj[kGate]};
+  return {&layer.proj[kGate], &layer.proj[kUp]};
+}
+
+// What the checkpointed step asks of Mlp beyond its value (Note [Keeping
+// the gate/up product]).
+struct MlpKeep {
+  at::Tensor* out = nullptr;   // receives the gate/up product (no-grad forward)
+  at::Tensor kept;             // the product to rebuild from (recompute)
+  bool output_unread = false;  // with `kept`: nothing reads down_proj's value
+};
+
 at::Tensor Mlp(const DecoderLayer& layer, const at::Tensor& x, lora::DequantWorkspace& ws,
-               bool training, uint64_t seed, bool fused_gate_up) {
-  const std::vector<const lora::QLoraLinear*> gate_up = {&layer.proj[kGate], &layer.proj[kUp]};
+               bool training, uint64_t seed, bool fused_gate_up, const MlpKeep& keep = {}) {
+  const std::vector<const lora::QLoraLinear*> gate_up = GateUpLinears(layer, fused_gate_up);
   at::Tensor act;
-  if (fused_gate_up || lora::CanGroup(gate_up, training)) {
+  if (keep.kept.defined() || fused_gate_up || lora::CanGroup(gate_up, training)) {
     // One product for gate and up: Phi-3's gate_up_proj (rows [gate; up]),
-    // or the two linears grouped.
-    at::Tensor fused = fused_gate_up ? layer.proj[kGate].Forward(x, ws, training, seed + kGate)
-                                     : lora::GroupedForward(gate_up, x, ws);
+    // or the two linears grouped; or that product kept from the forward.
+    at::Tensor fused = keep.kept.defined() ? lora::KeptGroupedForward(gate_up, x, keep.kept, ws)
+                       : fused_gate_up ? layer.proj[kGate].Forward(x, ws, training, seed + kGate)
+                                       : lora::GroupedForward(gate_up, x, ws);
+    if (keep.out != nullptr) *keep.out = fused;
     if (layer.activation == Activation::kSilu) {
       act = FusedSwiglu(fused);
     } else {
@@ -309,6 +326,9 @@ at::Tensor Mlp(const DecoderLayer& layer, const at::Tensor& x, lora::DequantWork
     act = GatedActivation(layer.activation,
                           layer.proj[kGate].Forward(x, ws, training, seed + kGate),
                           layer.proj[kUp].Forward(x, ws, training, seed + kUp));
+  }
+  if (keep.kept.defined() && keep.output_unread && layer.proj[kDown].CanSkipValue(training)) {
+    return layer.proj[kDown].GradientOnlyForward(act, ws);
   }
   return layer.proj[kDown].Forward(act, ws, training, seed + kDown);
 }
@@ -330,14 +350,76 @@ at::Tensor AttentionHalf(const DecoderLayer& layer, const ModelConfig& config,
   return Residual(hidden, attn_out);
 }
 
-at::Tensor MlpHalf(const DecoderLayer& layer, const ModelConfig& config, const at::Tensor& hidden,
-                   lora::DequantWorkspace& workspace, bool training, uint64_t dropout_seed) {
+namespace {
+
+at::Tensor MlpHalfWith(const DecoderLayer& layer, const ModelConfig& config,
+                       const at::Tensor& hidden, lora::DequantWorkspace& workspace, bool training,
+                       uint64_t dropout_seed, const MlpKeep& keep) {
   const at::Tensor& pre_norm =
       config.sandwich_norms ? layer.pre_feedforward_layernorm : layer.post_attention_layernorm;
   at::Tensor mlp_out = Mlp(layer, Norm(config, hidden, pre_norm), workspace, training,
-                           dropout_seed + kNumProj, config.fused_projections);
+                           dropout_seed + kNumProj, config.fused_projections, keep);
   if (config.sandwich_norms) mlp_out = Norm(config, mlp_out, layer.post_feedforward_layernorm);
   return Residual(hidden, mlp_out);
+}
+
+}  // namespace
+
+at::Tensor MlpHalf(const DecoderLayer& layer, const ModelConfig& config, const at::Tensor& hidden,
+                   lora::DequantWorkspace& workspace, bool training, uint64_t dropout_seed,
+                   at::Tensor* gate_up) {
+  MlpKeep keep;
+  keep.out = gate_up;
+  return MlpHalfWith(layer, config, hidden, workspace, training, dropout_seed, keep);
+}
+
+// Note [Keeping the gate/up product]
+// ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+// With activation checkpointing every base GEMM runs three times a step:
+// forward, recompute, input gradient. The MLP's are two thirds of the
+// recompute (Llama-2-7B: 3 × 4096 × 11008 against 4 × 4096² per token), and
+// the recompute rebuilds nothing the no-grad forward did not already hold:
+// the gate/up product [tokens, 2 × intermediate] (base + LoRA) is the one
+// large value the MLP's backward reads. With train.recompute keep_mlp the
+// no-grad forward keeps it (MlpHalf's `gate_up`) in the activation stash next
+// to the layer input, and the recompute rebuilds the MLP half without its
+// GEMMs (MlpHalfFromKept):
+//
+// - the normed input is recomputed (cheap; the gate/up backward needs it);
+// - the gate/up node is lora::KeptGroupedForward: it returns the kept
+//   product and backpropagates as the grouped node does (grad_x through the
+//   dequantized weights and the adapters, dA, dB). The thin x·Aᵀ its dB
+//   needs is recomputed, not kept: tokens × in × Σr multiply-adds (2% of the
+//   gate/up GEMM at r = 64, bandwidth-bound on x) against a second stashed
+//   tensor, its copies and events for 1/170 of the product's bytes;
+// - the activation runs on the kept product (its backward needs act's
+//   inputs, which are the product);
+// - down_proj's value is never read when the MLP output only joins the
+//   residual sum: the recompute's layer output is only backpropagated
+//   through, never used. There down_proj is GradientOnlyForward (Note [A
+//   product whose value is never read] in qlora_linear.cc). Gemma's sandwich
+//   norm reads it (its backward needs its input), and so do a bias, DoRA
+//   (whose rescaling reads the product) and dropout: those run the real
+//   forward.
+//
+// Only layers whose gate/up run as one product (grouped, or Phi-3's fused
+// gate_up_proj) keep it: with dropout or DoRA on gate/up (which do not
+// group) the layer recomputes in full. The gradients equal the full
+// recompute's to rounding (trainer_test). The MlpHalfFromKept output's value
+// is therefore not the layer's output when down_proj's is skipped: only its
+// graph is.
+
+bool MlpKeepsGateUp(const DecoderLayer& layer, const ModelConfig& config, bool training) {
+  return lora::CanRunAsOneProduct(GateUpLinears(layer, config.fused_projections), training);
+}
+
+at::Tensor MlpHalfFromKept(const DecoderLayer& layer, const ModelConfig& config,
+                           const at::Tensor& hidden, const at::Tensor& gate_up,
+                           lora::DequantWorkspace& workspace, uint64_t dropout_seed) {
+  MlpKeep keep;
+  keep.kept = gate_up;
+  keep.output_unread = !config.sandwich_norms;
+  return MlpHalfWith(layer, config, hidden, workspace, /*training=*/true, dropout_seed, keep);
 }
 
 bool MlpRowsIndependentOfTiling(const DecoderLayer& layer, bool training) {

@@ -126,8 +126,30 @@ at::Tensor DecoderLayerForward(const DecoderLayer& layer, const ModelConfig& con
 at::Tensor AttentionHalf(const DecoderLayer& layer, const ModelConfig& config,
                          const at::Tensor& hidden, const AttentionInputs& attn,
                          lora::DequantWorkspace& workspace, bool training, uint64_t dropout_seed);
+// With `gate_up` non-null, *gate_up receives the MLP's gate/up product
+// [..., 2 × intermediate] when the layer computes it as one product (see
+// MlpKeepsGateUp), and is left alone otherwise.
 at::Tensor MlpHalf(const DecoderLayer& layer, const ModelConfig& config, const at::Tensor& hidden,
-                   lora::DequantWorkspace& workspace, bool training, uint64_t dropout_seed);
+                   lora::DequantWorkspace& workspace, bool training, uint64_t dropout_seed,
+                   at::Tensor* gate_up = nullptr);
+
+// Whether the layer's gate and up projections run as one product (grouped,
+// or Phi-3's fused gate_up_proj) that a checkpointed step can keep from its
+// no-grad forward and rebuild the MLP from: no bias, DoRA, dropout (when
+// `training`) or trained base weight on gate/up. See Note [Keeping the
+// gate/up product] in llama.cc.
+bool MlpKeepsGateUp(const DecoderLayer& layer, const ModelConfig& config, bool training);
+
+// MlpHalf(hidden) rebuilt for training from `gate_up`, the product MlpHalf
+// returned in *gate_up for this hidden (no grad) and this micro-step's
+// seed, without the MLP's GEMMs: backpropagating the result gives the
+// gradients MlpHalf's graph gives, to rounding. The result's value is not
+// MlpHalf's unless config.sandwich_norms (a stand-in of its shape
+// otherwise): backpropagate through it, never read it. Requires
+// MlpKeepsGateUp(layer, config, true).
+at::Tensor MlpHalfFromKept(const DecoderLayer& layer, const ModelConfig& config,
+                           const at::Tensor& hidden, const at::Tensor& gate_up,
+                           lora::DequantWorkspace& workspace, uint64_t dropout_seed);
 
 // Whether MlpHalf over row slices gives exactly the rows of MlpHalf over the
 // whole: false when training with LoRA dropout on an MLP projection, whose

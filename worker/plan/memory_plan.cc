@@ -87,6 +87,19 @@ namespace {
 //   with 2.01 GiB of the cap unallocated (1.57 GiB unusable, 31% of the
 //   inputs).
 //
+// - Kept gate/up products (train.recompute keep_mlp, Note [Keeping the
+//   gate/up product] in llama.cc), P = N × 2I × d each. On the device
+//   without activation offload: L × P. With it: the one prefetched during
+//   a layer's backward next to the one its MLP backward reads (which
+//   replaces the product the full recompute would allocate: already in the
+//   working set), and in the forward the products of
+//   kOffloadLayersInFlight layers still being copied to the host next to
+//   the computing layer's product and activation, N × (3I + 2H) × d; the
+//   plan counts P plus whatever the forward needs beyond the backward's
+//   working set. The host holds L of them pinned, each rounded up to a
+//   power of two by the pinned allocator (L × 512 MiB for Llama-2-7B). train.recompute auto keeps
+//   them only where the plan still fits (PlanMemory falls back to full).
+//
 // Host: ~1 GiB for the process itself (measured 0.97 GiB), the pinned
 // frozen shards and layer inputs when offloaded, the adapter's float32
 // state with dist.offload_optimizer (16 bytes per parameter), and while
@@ -195,6 +208,21 @@ int64_t TiledLayerGraph(const model::ModelConfig& m, int64_t tokens, int64_t chu
          std::max(chunk * mlp_row, tokens * attention_backward);
 }
 
+// Whether every layer's gate/up product of `job` can run as one product
+// (model::MlpKeepsGateUp): no trained base weight, no DoRA, no MLP bias,
+// and no dropout on gate/up.
+bool GateUpRunsAsOneProduct(const model::ModelConfig& m, const train::JobConfig& job) {
+  if (job.train.method == "full" || job.train.method == "dora" || m.mlp_bias) return false;
+  if (job.lora.dropout <= 0) return true;
+  for (const char* p : {"gate_proj", "up_proj", "gate_up_proj"}) {
+    if (std::find(job.lora.target_modules.begin(), job.lora.target_modules.end(), p) !=
+        job.lora.target_modules.end()) {
+      return false;
+    }
+  }
+  return true;
+}
+
 int64_t Percent(int64_t bytes, double fraction) {
   return static_cast<int64_t>(static_cast<double>(bytes) * fraction);
 }
@@ -202,13 +230,39 @@ int64_t Percent(int64_t bytes, double fraction) {
 }  // namespace
 
 int64_t DeviceBytes::Total() const {
-  return frozen_weights + adapter + optimizer + gradients + layer_inputs + working_set +
-         workspace + slack;
+  return frozen_weights + adapter + optimizer + gradients + layer_inputs + kept_products +
+         working_set + workspace + slack;
 }
 
 int64_t HostBytes::Total() const {
   // The layer being built while loading is gone before the first step.
-  return process + frozen_weights + std::max(loading, optimizer + layer_inputs);
+  return process + frozen_weights + std::max(loading, optimizer + layer_inputs + kept_products);
+}
+
+Recompute ParseRecompute(const std::string& name) {
+  if (name == "full") return Recompute::kFull;
+  if (name == "keep_mlp") return Recompute::kKeepMlp;
+  return Recompute::kAuto;
+}
+
+bool KeepsMlpProducts(Recompute policy, bool activation_offload, int64_t mlp_chunk_tokens,
+                      int64_t host_bytes_needed, int64_t host_memory_bytes) {
+  if (policy == Recompute::kFull || mlp_chunk_tokens > 0) return false;
+  if (policy == Recompute::kKeepMlp) return true;
+  if (!activation_offload) return false;
+  return host_memory_bytes <= 0 ||
+         static_cast<double>(host_bytes_needed) <=
+             kKeepMlpHostFraction * static_cast<double>(host_memory_bytes);
+}
+
+int64_t GateUpProductBytes(int64_t tokens, int64_t intermediate_size, int64_t dtype_bytes) {
+  return tokens * 2 * intermediate_size * dtype_bytes;
+}
+
+int64_t PinnedHostBytes(int64_t bytes) {
+  int64_t block = 1;
+  while (block < bytes) block <<= 1;
+  return bytes <= 0 ? 0 : block;
 }
 
 PlanDevice DeviceForJob(const train::JobConfig& job, double card_gib, int world_size) {
@@ -344,6 +398,25 @@ MemoryPlan PlanMemory(const model::ModelConfig& original, const train::JobConfig
       tokens * m.hidden_size * (3 * d + 8) + chunk * m.vocab_size * kLogitBytes + head_gather;
   const int64_t input = tokens * m.hidden_size * d;
   const bool inputs_on_host = checkpointing && job.dist.activation_offload;
+  // Kept gate/up products (Note [Memory plan]).
+  // The host then pins them beside the inputs, the process and whatever
+  // else this rank keeps there (frozen shards, optimizer state).
+  const int64_t product = GateUpProductBytes(tokens, m.intermediate_size, d);
+  const int64_t host_needed = layers * (PinnedHostBytes(product) + PinnedHostBytes(input)) +
+                              kProcessHostBytes + (offload ? frozen_total / shards : 0) +
+                              (host_optimizer ? 16 * params / shards : 0);
+  plan.keeps_mlp_products =
+      checkpointing && GateUpRunsAsOneProduct(m, job) &&
+      KeepsMlpProducts(ParseRecompute(job.train.recompute), inputs_on_host, mlp_chunk,
+                       host_needed, device.host_memory_bytes);
+  if (plan.keeps_mlp_products && inputs_on_host) {
+    const int64_t forward = kOffloadLayersInFlight * product +
+                            tokens * (3 * m.intermediate_size + 2 * m.hidden_size) * d;
+    dev.kept_products = product + std::max<int64_t>(0, forward - (graph + product));
+    plan.host.kept_products = layers * PinnedHostBytes(product);
+  } else if (plan.keeps_mlp_products) {
+    dev.kept_products = layers * product;
+  }
   int64_t inputs = 0, working = 0;
   if (checkpointing) {
     inputs = inputs_on_host ? input : layers * input;
@@ -429,6 +502,15 @@ MemoryPlan PlanMemory(const model::ModelConfig& original, const train::JobConfig
   plan.capacity_bytes = device.capacity_bytes;
   plan.capacity_source = device.capacity_source;
   plan.world_size = static_cast<int>(world);
+  // train.recompute auto never costs a job its fit: where the kept products
+  // would not fit the card, the step recomputes in full (run_job follows the
+  // plan's choice).
+  if (plan.keeps_mlp_products && !plan.fits() &&
+      ParseRecompute(job.train.recompute) == Recompute::kAuto) {
+    train::JobConfig full = job;
+    full.train.recompute = "full";
+    return PlanMemory(original, full, device);
+  }
   return plan;
 }
 

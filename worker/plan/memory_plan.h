@@ -33,6 +33,9 @@ struct PlanDevice {
   // "--gpu-memory-gib 24 less 2 GiB for the CUDA context").
   std::string capacity_source;
   int world_size = 1;  // ranks, one per GPU
+  // The host's memory for this rank (its RAM over the ranks that share it),
+  // for train.recompute auto; 0 = unknown (kept products assumed to fit).
+  int64_t host_memory_bytes = 0;
 };
 
 // The capacity for a job: its dist.max_gpu_memory_gib cap when set (the
@@ -49,6 +52,9 @@ struct DeviceBytes {
   int64_t optimizer = 0;        // AdamW moments (0 with dist.offload_optimizer)
   int64_t gradients = 0;        // float32 LoRA gradients alive at the peak
   int64_t layer_inputs = 0;     // checkpointed layer inputs kept for backward
+  // Kept MLP gate/up products (train.recompute keep_mlp): every layer's, or
+  // with activation offload the prefetched one (and those in flight to host).
+  int64_t kept_products = 0;
   int64_t working_set = 0;      // one layer's recompute graph, or the chunked loss
   int64_t workspace = 0;        // the shared dequantize buffer
   int64_t slack = 0;            // allocator fragmentation
@@ -61,6 +67,7 @@ struct HostBytes {
   int64_t frozen_weights = 0;  // pinned frozen shards (dist.cpu_offload)
   int64_t optimizer = 0;       // masters, gradients and moments (dist.offload_optimizer)
   int64_t layer_inputs = 0;    // pinned layer inputs (dist.activation_offload)
+  int64_t kept_products = 0;   // pinned MLP gate/up products (train.recompute keep_mlp)
   int64_t loading = 0;         // the layer being built while loading
   int64_t Total() const;       // loading and the step do not overlap
 };
@@ -74,6 +81,7 @@ struct MemoryPlan {
   // Adapter parameters of the whole model (train.method full: all of them).
   int64_t trainable_parameters = 0;
   int64_t mlp_chunk_tokens = 0;      // rows per MLP chunk in the step, 0 = untiled
+  bool keeps_mlp_products = false;   // train.recompute resolved to keep_mlp
   bool fits() const { return capacity_bytes <= 0 || device.Total() <= capacity_bytes; }
 };
 
@@ -93,6 +101,41 @@ inline constexpr int64_t kMlpTileAboveBytes = kGiB;
 inline constexpr int64_t kMlpChunkBytes = int64_t{256} << 20;
 int64_t MlpChunkTokens(int64_t tokens, int64_t intermediate_size, int64_t dtype_bytes,
                        int64_t requested);
+
+// train.recompute: what the checkpointed step's recompute rebuilds. kFull
+// recomputes every layer from its input; kKeepMlp keeps each layer's MLP
+// gate/up product from the no-grad forward and rebuilds the MLP without its
+// GEMMs (Note [Keeping the gate/up product] in worker/model/llama.cc); kAuto
+// picks kKeepMlp where KeepsMlpProducts says so.
+enum class Recompute { kFull, kKeepMlp, kAuto };
+// "full", "keep_mlp", "auto" (the job file's names); anything else is kAuto.
+Recompute ParseRecompute(const std::string& name);
+
+// Offloaded layers whose device-to-host copies may be outstanding at once
+// (see ActivationStash): their tensors stay on the device until copied.
+inline constexpr int64_t kOffloadLayersInFlight = 2;
+// kAuto keeps the products in pinned host memory only while they and the
+// offloaded layer inputs take at most this fraction of the host's memory
+// (per rank sharing it).
+inline constexpr double kKeepMlpHostFraction = 0.5;
+
+// Whether a checkpointed step keeps the gate/up products under `policy`
+// (PlanMemory further drops kAuto's products where the plan would not fit):
+// never with a row-tiled MLP (`mlp_chunk_tokens` > 0: at that length the
+// products would be huge; the tiled recompute stays); kKeepMlp otherwise
+// always (on the device without activation offload); kAuto only with
+// activation offload and when `host_bytes_needed` (the rank's host memory
+// with the products pinned) fits kKeepMlpHostFraction of `host_memory_bytes`
+// (0 = unknown: assumed to fit). Whether a layer's gate/up run as one product is the
+// trainer's per-layer test (model::MlpKeepsGateUp).
+bool KeepsMlpProducts(Recompute policy, bool activation_offload, int64_t mlp_chunk_tokens,
+                      int64_t host_bytes_needed, int64_t host_memory_bytes);
+// Bytes of one layer's gate/up product: tokens × 2 × intermediate × d.
+int64_t GateUpProductBytes(int64_t tokens, int64_t intermediate_size, int64_t dtype_bytes);
+// Host memory a pinned tensor of `bytes` takes: LibTorch's pinned host
+// allocator rounds each block up to a power of two (a 344 MiB product of
+// Llama-2-7B at 4 × 2048 takes 512 MiB).
+int64_t PinnedHostBytes(int64_t bytes);
 
 // Trainable parameters of `model` with `lora`: r × (in + out) per adapted
 // linear, plus `out` for DoRA's magnitude vector (`dora`: train.method dora).

@@ -23,6 +23,7 @@ constexpr Part<DeviceBytes> kDeviceParts[] = {
     {"optimizer", "optimizer", &DeviceBytes::optimizer},
     {"gradients", "gradients", &DeviceBytes::gradients},
     {"layer inputs", "layer_inputs", &DeviceBytes::layer_inputs},
+    {"kept products", "kept_products", &DeviceBytes::kept_products},
     {"working set", "working_set", &DeviceBytes::working_set},
     {"workspace", "workspace", &DeviceBytes::workspace},
     {"slack", "slack", &DeviceBytes::slack},
@@ -32,8 +33,12 @@ constexpr Part<HostBytes> kHostParts[] = {
     {"frozen weights", "frozen_weights", &HostBytes::frozen_weights},
     {"optimizer", "optimizer", &HostBytes::optimizer},
     {"layer inputs", "layer_inputs", &HostBytes::layer_inputs},
+    {"kept products", "kept_products", &HostBytes::kept_products},
     {"loading", "loading", &HostBytes::loading},
 };
+
+// Parts shown only when the job has them (train.recompute keep_mlp).
+bool Optional(const Part<DeviceBytes>& p) { return p.bytes == &DeviceBytes::kept_products; }
 
 std::string HostBreakdown(const HostBytes& host) {
   std::vector<std::string> parts;
@@ -55,6 +60,7 @@ double Gib(int64_t bytes) { return static_cast<double>(bytes) / static_cast<doub
 std::string DeviceBreakdown(const DeviceBytes& device) {
   std::vector<std::string> parts;
   for (const auto& p : kDeviceParts) {
+    if (Optional(p) && device.*p.bytes == 0) continue;
     parts.push_back(absl::StrFormat("%s %.2f", p.label, Gib(device.*p.bytes)));
   }
   return absl::StrCat(absl::StrJoin(parts, " + "), " GiB");
@@ -69,6 +75,7 @@ std::string PlanLine(const MemoryPlan& plan) {
   if (plan.mlp_chunk_tokens > 0) {
     absl::StrAppendFormat(&line, "; MLP in chunks of %d tokens", plan.mlp_chunk_tokens);
   }
+  if (plan.keeps_mlp_products) absl::StrAppend(&line, "; recompute keeps the MLP gate/up products");
   return line;
 }
 
@@ -77,6 +84,7 @@ std::string PlanText(const MemoryPlan& plan, const std::vector<FitOption>& optio
                                      plan.world_size, plan.world_size == 1 ? "" : "s",
                                      plan.trainable_parameters / 1e6);
   for (const auto& p : kDeviceParts) {
+    if (Optional(p) && plan.device.*p.bytes == 0) continue;
     absl::StrAppendFormat(&text, "  %-16s %8.2f GiB\n", p.label, Gib(plan.device.*p.bytes));
   }
   absl::StrAppendFormat(&text, "  %-16s %8.2f GiB   %s\n", "total", Gib(plan.device.Total()),
@@ -86,6 +94,11 @@ std::string PlanText(const MemoryPlan& plan, const std::vector<FitOption>& optio
   if (plan.mlp_chunk_tokens > 0) {
     absl::StrAppendFormat(&text, "MLP row-tiled: %d tokens per chunk (train.mlp_chunk_tokens)\n",
                           plan.mlp_chunk_tokens);
+  }
+  if (plan.keeps_mlp_products) {
+    absl::StrAppend(&text,
+                    "recompute: keep_mlp (the MLP's gate/up products kept from the forward, "
+                    "train.recompute)\n");
   }
   if (plan.fits()) {
     absl::StrAppend(&text, plan.capacity_bytes > 0 ? "fits\n"
@@ -120,6 +133,7 @@ nlohmann::json PlanJson(const MemoryPlan& plan, const std::vector<FitOption>& op
           {"world_size", plan.world_size},
           {"trainable_parameters", plan.trainable_parameters},
           {"mlp_chunk_tokens", plan.mlp_chunk_tokens},
+          {"keeps_mlp_products", plan.keeps_mlp_products},
           {"would_fit", std::move(fits)}};
 }
 

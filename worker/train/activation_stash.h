@@ -1,16 +1,23 @@
-// ActivationStash: the checkpointed input of every decoder layer, kept
-// between the no-grad forward pass and that layer's recompute.
+// ActivationStash: what the checkpointed step keeps of every decoder layer
+// between the no-grad forward pass and that layer's recompute: its input,
+// and with train.recompute keep_mlp its MLP's gate/up product (Note [Keeping
+// the gate/up product] in llama.cc). Each kept tensor has a slot; a layer
+// may fill any of them.
 //
 // Without offload a stashed tensor simply stays where it is. With offload (a
 // CUDA tensor, TrainerOptions::activation_offload) it moves to pinned host
 // memory on a side copy stream, so the device-to-host copy overlaps the next
-// layers' compute, and Take(i) prefetches layer i − 1's input back up on that
-// stream while layer i's backward runs. See Note [Offload on a copy stream].
+// layers' compute, and Take(i, slot) prefetches layer i − 1's tensor of that
+// slot back up on that stream while layer i's backward runs. At most
+// plan::kOffloadLayersInFlight layers' copies are outstanding at a time: a
+// Put waits (on the host) for older ones, so a copy slower than the compute
+// holds the device memory of a bounded number of layers. See
+// Note [Offload on a copy stream].
 //
 // Example (the trainer's checkpointed step):
-//   ActivationStash stash(num_layers, /*offload=*/true);
-//   for (i = 0..n-1) { stash.Put(i, h); h = layer_i(h); }
-//   for (i = n-1..0) { at::Tensor x = stash.Take(i, device); ... backward ... }
+//   ActivationStash stash(num_layers, kNumSlots, /*offload=*/true);
+//   for (i = 0..n-1) { stash.Put(i, kInput, h); h = layer_i(h); }
+//   for (i = n-1..0) { at::Tensor x = stash.Take(i, kInput, device); ... backward ... }
 #ifndef RIGTUNE_WORKER_TRAIN_ACTIVATION_STASH_H_
 #define RIGTUNE_WORKER_TRAIN_ACTIVATION_STASH_H_
 
@@ -24,22 +31,29 @@ namespace rigtune::train {
 
 class ActivationStash {
  public:
-  ActivationStash(int64_t num_layers, bool offload);
+  ActivationStash(int64_t num_layers, int num_slots, bool offload);
   ~ActivationStash();
 
-  // Keeps `t` (layer i's input, produced on the current stream).
-  void Put(int64_t i, const at::Tensor& t);
-  // Layer i's input on `device`, ready for use on the current stream, and
-  // forgotten here; starts bringing layer i − 1's input up. Layers are taken
-  // from the last to the first.
-  at::Tensor Take(int64_t i, at::Device device);
+  // Keeps `t` (produced on the current stream) as layer i's tensor in `slot`.
+  void Put(int64_t i, int slot, const at::Tensor& t);
+  // Whether layer i's `slot` holds a tensor (Put and not yet taken).
+  bool Has(int64_t i, int slot) const;
+  // Layer i's tensor in `slot` on `device`, ready for use on the current
+  // stream, and forgotten here; starts bringing layer i − 1's tensor of the
+  // same slot up. Layers are taken from the last to the first.
+  at::Tensor Take(int64_t i, int slot, at::Device device);
 
  private:
-  struct CopyStream;  // CUDA side stream and per-layer events (CUDA builds)
-  void Prefetch(int64_t i, at::Device device);
+  struct CopyStream;  // CUDA side stream and per-entry events (CUDA builds)
+  void Prefetch(int64_t i, int slot, at::Device device);
+  // Waits until the copies of layers up to i have finished (no-op on CPU).
+  void WaitForCopiesThrough(int64_t i);
+  size_t Index(int64_t i, int slot) const { return static_cast<size_t>(i) * num_slots_ + slot; }
 
+  int64_t num_layers_;
+  int num_slots_;
   bool offload_;
-  std::vector<at::Tensor> stash_;    // device tensor, or pinned host copy
+  std::vector<at::Tensor> stash_;    // per (layer, slot): device tensor, or pinned host copy
   std::vector<at::Tensor> fetched_;  // device copies brought up ahead of Take
   std::unique_ptr<CopyStream> copy_;
 };

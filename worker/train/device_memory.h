@@ -42,6 +42,8 @@ void SynchronizeDevice(const c10::Device& device);
 
 // This process's peak resident host memory (VmHWM), in bytes; 0 if unknown.
 int64_t PeakHostRssBytes();
+// The host's physical memory in bytes; 0 if unknown.
+int64_t HostMemoryBytes();
 
 }  // namespace rigtune::train
 

@@ -186,6 +186,24 @@ absl::Status Validate(const JobConfig& c) {
                "a row-tiled MLP needs lora.dropout = 0 (dropout masks are drawn per projection "
                "input); leave it at 0 (automatic: untiled with dropout) or set lora.dropout to 0");
   }
+  RT_RETURN_IF_ERROR(OneOf("train.recompute", c.train.recompute, {"full", "keep_mlp", "auto"}));
+  if (c.train.recompute == "keep_mlp") {
+    if (!c.train.activation_checkpointing) {
+      return Err("train.recompute",
+                 "keep_mlp needs train.activation_checkpointing (no recompute without it)");
+    }
+    if (c.train.mlp_chunk_tokens > 0) {
+      return Err("train.recompute",
+                 "keep_mlp does not apply to a row-tiled MLP (train.mlp_chunk_tokens > 0 "
+                 "recomputes it chunk by chunk); leave train.recompute at auto or full");
+    }
+    if (c.train.method == "full" || c.train.method == "dora") {
+      return Err("train.recompute",
+                 absl::StrCat("keep_mlp needs gate/up projections that run as one product; "
+                              "train.method ",
+                              c.train.method, " does not (use auto or full)"));
+    }
+  }
   if (c.train.early_stopping_patience < 0) {
     return Err("train.early_stopping_patience", "must be >= 0");
   }
@@ -260,6 +278,7 @@ absl::StatusOr<JobConfig> ParseJobConfig(const std::string& text) {
     RT_RETURN_IF_ERROR(s.Get("device", &c.train.device));
     RT_RETURN_IF_ERROR(s.Get("eval_every_steps", &c.train.eval_every_steps));
     RT_RETURN_IF_ERROR(s.Get("mlp_chunk_tokens", &c.train.mlp_chunk_tokens));
+    RT_RETURN_IF_ERROR(s.Get("recompute", &c.train.recompute));
     return s.Get("early_stopping_patience", &c.train.early_stopping_patience);
   }));
   RT_RETURN_IF_ERROR(ReadSection(r, "dist", [&](ObjectReader& s) {
@@ -326,7 +345,8 @@ std::string JobConfigToJson(const JobConfig& c) {
         {"dtype", c.train.dtype}, {"device", c.train.device},
         {"eval_every_steps", c.train.eval_every_steps},
         {"early_stopping_patience", c.train.early_stopping_patience},
-        {"mlp_chunk_tokens", c.train.mlp_chunk_tokens}}},
+        {"mlp_chunk_tokens", c.train.mlp_chunk_tokens},
+        {"recompute", c.train.recompute}}},
       {"dist",
        {{"sharding", c.dist.sharding}, {"cpu_offload", c.dist.cpu_offload},
         {"activation_offload", c.dist.activation_offload},

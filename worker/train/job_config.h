@@ -88,6 +88,13 @@ struct TrainConfig {
   // plan::MlpChunkTokens); > 0 tiles whenever a micro-batch has more tokens.
   // Needs lora.dropout = 0 when > 0.
   int64_t mlp_chunk_tokens = 0;
+  // What the checkpointed step's recompute rebuilds: full (every layer from
+  // its input) | keep_mlp (the no-grad forward keeps each layer's MLP gate/up
+  // product, in pinned host memory with dist.activation_offload, and the
+  // recompute skips the MLP's GEMMs) | auto (keep_mlp with activation
+  // offload when the products fit half the host's memory and the MLP is not
+  // row-tiled; full otherwise). See plan::KeepsMlpProducts.
+  std::string recompute = "auto";
 };
 
 struct DistConfig {

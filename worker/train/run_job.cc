@@ -91,6 +91,8 @@ absl::Status LogMemoryPlan(const JobConfig& config, const RunCallbacks& callback
   run.device_plan = plan::DeviceForJob(
       config, static_cast<double>(DeviceTotalBytes(run.device)) / plan::kGiB,
       run.env.world_size);
+  run.device_plan.host_memory_bytes =
+      HostMemoryBytes() / std::max<int64_t>(1, run.env.local_world_size);
   const plan::MemoryPlan memory = plan::PlanMemory(*run.model_config, config, run.device_plan);
   Log(callbacks, absl::StrCat("rank ", run.env.rank, ": ", plan::PlanLine(memory)));
   if (memory.fits() || !run.device.is_cuda() || IgnoreMemoryPlan()) return absl::OkStatus();
@@ -262,6 +264,16 @@ absl::StatusOr<RunResult> Train(const JobConfig& config, const RunCallbacks& cal
                              config.optim.weight_decay};
   topts.seed = config.train.seed;
   topts.mlp_chunk_tokens = config.train.mlp_chunk_tokens;
+  // auto follows the memory plan's choice (kept products only where they
+  // fit the card and the host's memory; plan::KeepsMlpProducts).
+  topts.recompute = plan::ParseRecompute(config.train.recompute);
+  if (topts.recompute == plan::Recompute::kAuto && run.model_config) {
+    topts.recompute =
+        plan::PlanMemory(*run.model_config, config, run.device_plan).keeps_mlp_products
+            ? plan::Recompute::kKeepMlp
+            : plan::Recompute::kFull;
+  }
+  topts.host_memory_bytes = run.device_plan.host_memory_bytes;
   LayerSource* layers = run.fsdp ? static_cast<LayerSource*>(run.fsdp.get()) : run.full.get();
   Trainer trainer(&run.model, topts, layers);
 

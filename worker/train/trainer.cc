@@ -203,6 +203,17 @@ int64_t Trainer::MlpChunk(int64_t tokens) const {
                               options_.mlp_chunk_tokens);
 }
 
+bool Trainer::KeepsMlp(int64_t tokens, int64_t chunk) const {
+  const model::ModelConfig& cfg = model_->config;
+  const int64_t d = static_cast<int64_t>(c10::elementSize(model_->dtype));
+  const int64_t host_bytes =
+      cfg.num_layers *
+      (plan::PinnedHostBytes(plan::GateUpProductBytes(tokens, cfg.intermediate_size, d)) +
+       plan::PinnedHostBytes(tokens * cfg.hidden_size * d));
+  return plan::KeepsMlpProducts(options_.recompute, options_.activation_offload, chunk, host_bytes,
+                                options_.host_memory_bytes);
+}
+
 void Trainer::TiledMlpForward(const model::DecoderLayer& layer, at::Tensor& h, int64_t chunk,
                               bool training, uint64_t seed) {
   at::Tensor rows = h.view({-1, h.size(-1)});
@@ -237,16 +248,25 @@ double Trainer::MicroStep(const TrainBatch& batch, double denominator, uint64_t 
   at::Tensor h = Embed(batch.input_ids);
   if (options_.activation_checkpointing) {
     const int64_t chunk = MlpChunk(h.size(0) * h.size(1));
-    ActivationStash inputs(n, options_.activation_offload);
+    // What the stash keeps of a layer: its input, and with keep_mlp its
+    // MLP's gate/up product (Note [Keeping the gate/up product]).
+    enum Slot : int { kInput = 0, kGateUp, kNumSlots };
+    const bool keep_mlp = KeepsMlp(h.size(0) * h.size(1), chunk);
+    ActivationStash stash(n, keep_mlp ? kNumSlots : 1, options_.activation_offload);
     {
       c10::NoGradGuard no_grad;
       profile::ScopedPhase forward(profile::Phase::kNoGradForward, h);
       for (int64_t i = 0; i < n; ++i) {
-        inputs.Put(i, h);
+        stash.Put(i, kInput, h);
         const model::DecoderLayer& layer = layers_->Acquire(i, false);
         if (chunk > 0 && model::MlpRowsIndependentOfTiling(layer, true)) {
           h = model::AttentionHalf(layer, cfg, h, attn, workspace_, true, seed_of(i));
           TiledMlpForward(layer, h, chunk, true, seed_of(i));
+        } else if (keep_mlp && model::MlpKeepsGateUp(layer, cfg, true)) {
+          at::Tensor gate_up;
+          h = model::AttentionHalf(layer, cfg, h, attn, workspace_, true, seed_of(i));
+          h = model::MlpHalf(layer, cfg, h, workspace_, true, seed_of(i), &gate_up);
+          stash.Put(i, kGateUp, gate_up);
         } else {
           h = model::DecoderLayerForward(layer, cfg, h, attn, workspace_, true, seed_of(i));
         }
@@ -260,7 +280,7 @@ double Trainer::MicroStep(const TrainBatch& batch, double denominator, uint64_t 
     const int64_t first = std::min(n - 1, std::max<int64_t>(0, layers_->FirstTrainedLayer()));
     for (int64_t i = n - 1; i >= first; --i) {
       const model::DecoderLayer& layer = layers_->Acquire(i, true);
-      at::Tensor x = inputs.Take(i, grad.device()).detach();
+      at::Tensor x = stash.Take(i, kInput, grad.device()).detach();
       const bool needs_input_grad = i > first || layers_->TrainsEmbedding();
       if (needs_input_grad) x.requires_grad_(true);
       {
@@ -271,6 +291,13 @@ double Trainer::MicroStep(const TrainBatch& batch, double denominator, uint64_t 
           // (Nothing to do when neither the first layer's input nor an
           // attention adapter needs a gradient.)
           if (a.requires_grad()) a.backward(grad);
+        } else if (keep_mlp && stash.Has(i, kGateUp)) {
+          // The attention half as in full; the MLP half rebuilt from the
+          // kept product without its GEMMs.
+          at::Tensor a = model::AttentionHalf(layer, cfg, x, attn, workspace_, true, seed_of(i));
+          at::Tensor y = model::MlpHalfFromKept(
+              layer, cfg, a, stash.Take(i, kGateUp, grad.device()), workspace_, seed_of(i));
+          if (y.requires_grad()) y.backward(grad);
         } else {
           at::Tensor y =
               model::DecoderLayerForward(layer, cfg, x, attn, workspace_, true, seed_of(i));

@@ -25,6 +25,7 @@
 
 #include "worker/lora/qlora_linear.h"
 #include "worker/model/llama.h"
+#include "worker/plan/memory_plan.h"
 #include "worker/train/optimizer.h"
 
 namespace rigtune::train {
@@ -57,6 +58,14 @@ struct TrainerOptions {
   // Note [Row-tiled MLP] in trainer.cc). 0 = automatic: untiled unless the
   // micro-batch's MLP intermediates are large (plan::MlpChunkTokens).
   int64_t mlp_chunk_tokens = 0;
+  // What the checkpointed step's recompute rebuilds (train.recompute): with
+  // keep_mlp the no-grad forward keeps every grouped layer's MLP gate/up
+  // product and the recompute skips the MLP's GEMMs (Note [Keeping the
+  // gate/up product] in llama.cc); auto decides per micro-batch with
+  // plan::KeepsMlpProducts.
+  plan::Recompute recompute = plan::Recompute::kAuto;
+  // This rank's share of the host's memory, for recompute auto; 0 = unknown.
+  int64_t host_memory_bytes = 0;
 };
 
 struct StepStats {
@@ -179,6 +188,9 @@ class Trainer {
       const std::function<void(const at::Tensor& sources, const at::Tensor& targets)>& fn) const;
   // Rows per MLP chunk for a micro-batch of `tokens`, 0 = untiled.
   int64_t MlpChunk(int64_t tokens) const;
+  // Whether a micro-batch of `tokens` (MLP chunks of `chunk` rows) keeps the
+  // layers' gate/up products (options_.recompute resolved).
+  bool KeepsMlp(int64_t tokens, int64_t chunk) const;
   // The MLP half of `layer` over `h` ([B, T, hidden], the attention half's
   // output), chunk by chunk, in place; no grad.
   void TiledMlpForward(const model::DecoderLayer& layer, at::Tensor& h, int64_t chunk,

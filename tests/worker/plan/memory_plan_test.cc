@@ -44,6 +44,7 @@ TEST_P(MemoryPlanTest, MatchesTheHandComputedParts) {
   job.dist.activation_offload = row.activation_offload;
   job.dist.offload_optimizer = row.offload_optimizer;
   job.dist.max_gpu_memory_gib = row.cap_gib;
+  job.train.recompute = "full";  // the measured runs recomputed in full
   const MemoryPlan plan = PlanMemory(*model, job, DeviceForJob(job, 0, row.world));
   constexpr double kTol = 0.001;
   EXPECT_NEAR(plan.device.frozen_weights / double(kGiB), row.frozen, kTol);
@@ -154,6 +155,73 @@ TEST(MemoryPlanTest, TiledWorkingSet) {
   const MemoryPlan dropout = PlanMemory(*model, job, PlanDevice{});
   EXPECT_EQ(dropout.mlp_chunk_tokens, 0);
   EXPECT_GT(dropout.device.working_set, 2 * plan.device.working_set);
+}
+
+// train.recompute keep_mlp, Llama-2-7B at 4 x 2048 in bf16: one gate/up
+// product is 8,192 x 2 x 11,008 x 2 = 360,710,144 bytes (0.336 GiB). With
+// offloaded inputs the device adds one (the prefetched one): the forward's
+// two in flight + the computing layer's product and activation, 2 x P +
+// 8,192 x (3 x 11,008 + 2 x 4,096) x 2 = 1,396,703,232, stay below the
+// backward's working set (2,130,706,432) + P. The host pins 32 of them,
+// each in a 512 MiB pinned block (16 GiB). On the device without offload:
+// all 32.
+TEST(MemoryPlanTest, KeptProductsOfLlama2_7b) {
+  auto model = model::RandomModelConfig("llama2-7b");
+  ASSERT_TRUE(model.ok());
+  train::JobConfig job;
+  job.train.batch_size = 4;
+  job.train.context_length = 2048;
+  job.dist.activation_offload = true;
+  job.train.recompute = "full";
+  const MemoryPlan full = PlanMemory(*model, job, PlanDevice{});
+  EXPECT_FALSE(full.keeps_mlp_products);
+  EXPECT_EQ(full.device.kept_products, 0);
+  EXPECT_EQ(full.host.kept_products, 0);
+  job.train.recompute = "keep_mlp";
+  const MemoryPlan keep = PlanMemory(*model, job, PlanDevice{});
+  EXPECT_TRUE(keep.keeps_mlp_products);
+  EXPECT_EQ(keep.device.kept_products, 360710144);
+  EXPECT_EQ(keep.host.kept_products, 32LL * 536870912);
+  EXPECT_EQ(PinnedHostBytes(360710144), 536870912);
+  EXPECT_EQ(PinnedHostBytes(64 << 20), 64 << 20);
+  EXPECT_EQ(keep.device.working_set, full.device.working_set);
+  // 3% slack on top of the product.
+  EXPECT_NEAR(static_cast<double>(keep.device.Total() - full.device.Total()),
+              360710144 * 1.03, 2.0);
+  EXPECT_NE(PlanLine(keep).find("kept products 0.34"), std::string::npos) << PlanLine(keep);
+  EXPECT_EQ(PlanLine(full).find("kept products"), std::string::npos);
+  EXPECT_TRUE(PlanJson(keep, {})["keeps_mlp_products"].get<bool>());
+  // auto: the same with offload and room on the host (32 x (512 + 64 MiB
+  // pinned) + 1 GiB for the process = 19 GiB, at most half of it), full
+  // otherwise.
+  job.train.recompute = "auto";
+  PlanDevice host64;
+  host64.host_memory_bytes = 64 * kGiB;
+  EXPECT_EQ(PlanMemory(*model, job, host64).device.kept_products, 360710144);
+  PlanDevice host38;
+  host38.host_memory_bytes = 38 * kGiB;
+  EXPECT_TRUE(PlanMemory(*model, job, host38).keeps_mlp_products);
+  PlanDevice host37;
+  host37.host_memory_bytes = 37 * kGiB;
+  EXPECT_FALSE(PlanMemory(*model, job, host37).keeps_mlp_products);
+  // ... and only where the products still fit the card: at a cap just
+  // under the kept plan's total auto recomputes in full instead.
+  PlanDevice tight = host64;
+  tight.capacity_bytes = keep.device.Total() - 1;
+  const MemoryPlan fallback = PlanMemory(*model, job, tight);
+  EXPECT_FALSE(fallback.keeps_mlp_products);
+  EXPECT_TRUE(fallback.fits());
+  // Without offload: keep_mlp keeps all 32 on the device; auto does not keep.
+  job.dist.activation_offload = false;
+  EXPECT_FALSE(PlanMemory(*model, job, host64).keeps_mlp_products);
+  job.train.recompute = "keep_mlp";
+  const MemoryPlan on_device = PlanMemory(*model, job, PlanDevice{});
+  EXPECT_EQ(on_device.device.kept_products, 32LL * 360710144);
+  EXPECT_EQ(on_device.host.kept_products, 0);
+  // Layers whose gate/up do not run as one product keep nothing.
+  job.dist.activation_offload = true;
+  job.lora.dropout = 0.1;
+  EXPECT_FALSE(PlanMemory(*model, job, PlanDevice{}).keeps_mlp_products);
 }
 
 TEST(MemoryPlanTest, MlpChunkTokensTilesOnlyLongMicroBatches) {

@@ -86,7 +86,31 @@ INSTANTIATE_TEST_SUITE_P(
                       BadCase{R"(, "train": {"mlp_chunk_tokens": 4096}, "lora": {"dropout": 0.1})",
                               "train.mlp_chunk_tokens"},
                       BadCase{R"(, "train": {"base": "int8"})", "train.base"},
-                      BadCase{R"(, "train": {"method": "full"})", "train.method"}));
+                      BadCase{R"(, "train": {"method": "full"})", "train.method"},
+                      BadCase{R"(, "train": {"recompute": "mlp"})", "train.recompute"},
+                      BadCase{R"(, "train": {"recompute": true})", "train.recompute"},
+                      BadCase{R"(, "train": {"recompute": "keep_mlp",
+                                  "activation_checkpointing": false})",
+                              "train.recompute"},
+                      BadCase{R"(, "train": {"recompute": "keep_mlp", "mlp_chunk_tokens": 4096})",
+                              "train.recompute"},
+                      BadCase{R"(, "train": {"recompute": "keep_mlp", "method": "dora"})",
+                              "train.recompute"}));
+
+TEST(JobConfigTest, RecomputeRoundTripsAndDefaultsToAuto) {
+  auto c = ParseJobConfig(Job(R"(, "train": {"recompute": "keep_mlp"})"));
+  ASSERT_TRUE(c.ok()) << c.status();
+  auto again = ParseJobConfig(JobConfigToJson(*c));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->train.recompute, "keep_mlp");
+  // A job file without the key (every older one) gets auto.
+  EXPECT_EQ(ParseJobConfig(Job(""))->train.recompute, "auto");
+  EXPECT_TRUE(ParseJobConfig(Job(R"(, "train": {"recompute": "full"})")).ok());
+  // auto and full go with anything; dropout only keeps those layers in full.
+  EXPECT_TRUE(ParseJobConfig(Job(R"(, "train": {"recompute": "keep_mlp"},
+                                    "lora": {"dropout": 0.1})")).ok());
+  EXPECT_TRUE(ParseJobConfig(Job(R"(, "train": {"recompute": "auto", "method": "dora"})")).ok());
+}
 
 TEST(JobConfigTest, MlpChunkTokensRoundTripsAndDefaultsToAutomatic) {
   auto c = ParseJobConfig(Job(R"(, "train": {"mlp_chunk_tokens": 4096})"));

@@ -261,5 +261,215 @@ TEST(TrainerTest, LayerHalvesComposeToTheLayerAndTheMlpTilesByRows) {
   EXPECT_TRUE(at::allclose(slice, whole.reshape({-1, 32}).narrow(0, 5, 6), 1e-6, 1e-6));
 }
 
+// train.recompute keep_mlp (Note [Keeping the gate/up product]) against the
+// full recompute, in fp32, across the family's MLP variants.
+struct KeepCase {
+  const char* name;
+  const char* spec;          // random: model
+  double dropout = 0.0;      // lora.dropout
+  bool dora = false;         // train.method dora
+  bool mlp_bias = false;     // biases on gate/up/down (they then do not group)
+  bool keeps = true;         // whether the layers keep their gate/up product
+};
+
+void PrintTo(const KeepCase& c, std::ostream* os) { *os << c.name; }
+
+model::LlamaModel KeepModel(const KeepCase& c, uint64_t seed) {
+  model::BuildOptions opts;
+  opts.dtype = at::kFloat;
+  opts.seed = seed;
+  opts.lora.r = 4;
+  opts.lora.alpha = 8;
+  opts.lora.dropout = c.dropout;
+  opts.lora.dora = c.dora;
+  auto config = model::RandomModelConfig(c.spec);
+  EXPECT_TRUE(config.ok()) << config.status();
+  config->mlp_bias = c.mlp_bias;
+  auto m = model::BuildRandomModel(*config, opts);
+  EXPECT_TRUE(m.ok()) << m.status();
+  c10::NoGradGuard no_grad;
+  at::manual_seed(seed);
+  for (at::Tensor& p : m->LoraParameters()) p.normal_(0, 0.1);
+  return *std::move(m);
+}
+
+class KeepMlpTest : public ::testing::TestWithParam<KeepCase> {};
+
+TEST_P(KeepMlpTest, LayersKeepTheProductExactlyWhenGateUpRunAsOneProduct) {
+  model::LlamaModel m = KeepModel(GetParam(), 3);
+  for (const model::DecoderLayer& layer : m.layers) {
+    EXPECT_EQ(model::MlpKeepsGateUp(layer, m.config, true), GetParam().keeps);
+  }
+}
+
+// One layer's MLP half: rebuilt from the kept product it gives the input
+// gradient and the LoRA gradients of the recomputed MlpHalf (to fp32
+// rounding), and its value is MlpHalf's only where a sandwich norm reads
+// down_proj's output (elsewhere down_proj's GEMM is skipped).
+TEST_P(KeepMlpTest, MlpHalfFromKeptBackpropagatesAsMlpHalf) {
+  const KeepCase& c = GetParam();
+  if (!c.keeps) GTEST_SKIP() << "the layer does not keep its product";
+  model::LlamaModel m = KeepModel(c, 4);
+  const model::DecoderLayer& layer = m.layers[1];
+  lora::DequantWorkspace ws;
+  at::manual_seed(8);
+  const at::Tensor a = at::randn({2, 7, m.config.hidden_size});
+  const at::Tensor g = at::randn({2, 7, m.config.hidden_size});
+  auto run = [&](bool keep) {
+    for (const at::Tensor& p : m.LoraParameters()) p.mutable_grad() = at::Tensor();
+    at::Tensor x = a.clone().requires_grad_(true);
+    at::Tensor y;
+    if (keep) {
+      at::Tensor gate_up;
+      {
+        c10::NoGradGuard no_grad;
+        model::MlpHalf(layer, m.config, a, ws, true, 21, &gate_up);
+      }
+      EXPECT_TRUE(gate_up.defined());
+      EXPECT_EQ(gate_up.size(-1), 2 * m.config.intermediate_size);
+      y = model::MlpHalfFromKept(layer, m.config, x, gate_up, ws, 21);
+    } else {
+      y = model::MlpHalf(layer, m.config, x, ws, true, 21);
+    }
+    const at::Tensor value = y.detach().clone();
+    y.backward(g);
+    std::vector<at::Tensor> grads = {x.grad()};
+    for (const at::Tensor& p : m.LoraParameters()) {
+      if (p.grad().defined()) grads.push_back(p.grad().clone());
+    }
+    return std::make_pair(value, grads);
+  };
+  auto [full_value, full_grads] = run(false);
+  auto [kept_value, kept_grads] = run(true);
+  ASSERT_EQ(kept_grads.size(), full_grads.size());
+  // x, then A and B of gate, up (or the fused gate_up) and down.
+  EXPECT_EQ(full_grads.size(), m.config.fused_projections ? 5u : 7u);
+  ExpectClose(kept_grads, full_grads, 1e-6);
+  if (m.config.sandwich_norms) {
+    EXPECT_TRUE(at::allclose(kept_value, full_value, 1e-6, 1e-6));
+  } else {
+    // The stand-in: the residual plus a zero branch, not the layer's output.
+    EXPECT_TRUE(at::equal(kept_value, a));
+    EXPECT_FALSE(at::allclose(kept_value, full_value));
+  }
+}
+
+TEST_P(KeepMlpTest, TheKeptProductIsWhatTheBackwardReads) {
+  // A different product changes the gradients: the rebuilt MLP reads the
+  // kept values rather than recomputing them.
+  const KeepCase& c = GetParam();
+  if (!c.keeps) GTEST_SKIP() << "the layer does not keep its product";
+  model::LlamaModel m = KeepModel(c, 5);
+  const model::DecoderLayer& layer = m.layers[0];
+  lora::DequantWorkspace ws;
+  at::manual_seed(9);
+  const at::Tensor a = at::randn({1, 5, m.config.hidden_size});
+  at::Tensor gate_up;
+  {
+    c10::NoGradGuard no_grad;
+    model::MlpHalf(layer, m.config, a, ws, true, 3, &gate_up);
+  }
+  auto input_grad = [&](const at::Tensor& kept) {
+    at::Tensor x = a.clone().requires_grad_(true);
+    model::MlpHalfFromKept(layer, m.config, x, kept, ws, 3).sum().backward();
+    return x.grad();
+  };
+  EXPECT_FALSE(at::allclose(input_grad(gate_up), input_grad(gate_up * 1.5)));
+}
+
+TEST_P(KeepMlpTest, StepMatchesTheFullRecompute) {
+  const KeepCase& c = GetParam();
+  for (bool offload : {false, true}) {
+    model::LlamaModel m1 = KeepModel(c, 6), m2 = KeepModel(c, 6);
+    TrainerOptions keep, full;
+    keep.recompute = plan::Recompute::kKeepMlp;
+    keep.activation_offload = offload;  // on the CPU: the stash keeps them in place
+    full.recompute = plan::Recompute::kFull;
+    Trainer t1(&m1, keep), t2(&m2, full);
+    TrainBatch b = Batch(2, 9, 15);
+    // Two micro-batches: the stash is rebuilt for each.
+    TrainBatch b2 = Batch(1, 11, 16);
+    StepStats s1 = t1.ForwardBackward({b, b2}), s2 = t2.ForwardBackward({b, b2});
+    EXPECT_EQ(s1.loss, s2.loss) << "offload " << offload;  // the same forward
+    ExpectClose(Grads(m1), Grads(m2), 1e-6);
+  }
+}
+
+TEST_P(KeepMlpTest, StepsTrainTheSameTrajectory) {
+  const KeepCase& c = GetParam();
+  model::LlamaModel m1 = KeepModel(c, 7), m2 = KeepModel(c, 7);
+  TrainerOptions keep, full;
+  keep.recompute = plan::Recompute::kKeepMlp;
+  full.recompute = plan::Recompute::kFull;
+  Trainer t1(&m1, keep), t2(&m2, full);
+  for (int step = 0; step < 3; ++step) {
+    const std::vector<TrainBatch> micro = {Batch(2, 8, 40 + step)};
+    const double l1 = t1.Step(micro, 1e-2).loss, l2 = t2.Step(micro, 1e-2).loss;
+    EXPECT_LT(RelativeDiff(l1, l2), 1e-6) << "step " << step;
+  }
+  ExpectClose(m1.LoraParameters(), m2.LoraParameters(), 1e-6);
+}
+
+constexpr const char* kSizes = "layers=2,hidden=32,intermediate=64,heads=4,kv_heads=2,vocab=50";
+
+INSTANTIATE_TEST_SUITE_P(
+    Family, KeepMlpTest,
+    ::testing::Values(
+        KeepCase{"llama", "layers=2,hidden=32,intermediate=64,heads=4,kv_heads=2,vocab=50"},
+        // q/k/v biases: attention does not group, gate/up still do.
+        KeepCase{"qwen2", "qwen2.5-7b,layers=2,hidden=32,intermediate=64,heads=4,kv_heads=2,"
+                          "vocab=50"},
+        // Sandwich norms read down_proj's output: its real forward runs.
+        KeepCase{"gemma3", "gemma3-1b,layers=2,hidden=32,intermediate=64,heads=4,kv_heads=2,"
+                           "vocab=50,head_dim=8"},
+        KeepCase{"gemma2", "gemma2-9b,layers=2,hidden=32,intermediate=64,heads=4,kv_heads=2,"
+                           "vocab=50,head_dim=8"},
+        // One fused gate_up_proj.
+        KeepCase{"phi3", "phi3-mini,layers=2,hidden=32,intermediate=64,heads=4,kv_heads=4,"
+                         "vocab=50"},
+        // Neither groups: the full recompute runs, with the same result.
+        KeepCase{"dora", kSizes, 0.0, /*dora=*/true, false, /*keeps=*/false},
+        KeepCase{"dropout", kSizes, 0.3, false, false, /*keeps=*/false},
+        KeepCase{"mlp_bias", kSizes, 0.0, false, /*mlp_bias=*/true, /*keeps=*/false}),
+    [](const ::testing::TestParamInfo<KeepCase>& info) { return std::string(info.param.name); });
+
+TEST(KeepMlpPolicyTest, AutoKeepsOnlyWithOffloadAnUntiledMlpAndHostRoom) {
+  using plan::Recompute;
+  EXPECT_FALSE(plan::KeepsMlpProducts(Recompute::kFull, true, 0, 1, 100));
+  EXPECT_TRUE(plan::KeepsMlpProducts(Recompute::kKeepMlp, false, 0, 1, 100));
+  EXPECT_FALSE(plan::KeepsMlpProducts(Recompute::kKeepMlp, true, 4608, 1, 100));  // tiled
+  EXPECT_TRUE(plan::KeepsMlpProducts(Recompute::kAuto, true, 0, 50, 100));
+  EXPECT_FALSE(plan::KeepsMlpProducts(Recompute::kAuto, true, 0, 51, 100));   // half the host
+  EXPECT_TRUE(plan::KeepsMlpProducts(Recompute::kAuto, true, 0, 51, 0));      // unknown host
+  EXPECT_FALSE(plan::KeepsMlpProducts(Recompute::kAuto, false, 0, 1, 100));  // no offload
+  EXPECT_FALSE(plan::KeepsMlpProducts(Recompute::kAuto, true, 4608, 1, 100));
+}
+
+TEST(KeepMlpPolicyTest, AutoWithOffloadMatchesTheFullRecompute) {
+  // auto resolves to keep_mlp with activation offload: same step as full.
+  model::LlamaModel m1 = TinyModel(2), m2 = TinyModel(2);
+  TrainerOptions autoo, full;
+  autoo.activation_offload = true;
+  full.recompute = plan::Recompute::kFull;
+  Trainer t1(&m1, autoo), t2(&m2, full);
+  TrainBatch b = Batch(2, 10, 17);
+  EXPECT_EQ(t1.ForwardBackward({b}).loss, t2.ForwardBackward({b}).loss);
+  ExpectClose(Grads(m1), Grads(m2), 1e-6);
+}
+
+TEST(KeepMlpPolicyTest, ARowTiledMlpKeepsTheTiledRecompute) {
+  // keep_mlp with a tiled MLP: the tiled recompute runs (as for full).
+  model::LlamaModel m1 = TinyModel(3), m2 = TinyModel(3);
+  TrainerOptions keep, full;
+  keep.recompute = plan::Recompute::kKeepMlp;
+  keep.mlp_chunk_tokens = full.mlp_chunk_tokens = 5;
+  full.recompute = plan::Recompute::kFull;
+  Trainer t1(&m1, keep), t2(&m2, full);
+  TrainBatch b = Batch(2, 9, 18);
+  EXPECT_EQ(t1.ForwardBackward({b}).loss, t2.ForwardBackward({b}).loss);
+  std::vector<at::Tensor> g1 = Grads(m1), g2 = Grads(m2);
+  for (size_t i = 0; i < g1.size(); ++i) EXPECT_TRUE(at::equal(g1[i], g2[i])) << "param " << i;
+}
+
 }  // namespace
 }  // namespace rigtune::train
