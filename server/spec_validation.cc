@@ -86,11 +86,6 @@ absl::Status ValidateHyperparameters(const rigtune::v1::JobSpec& spec) {
       return Bad("spec.lora", "not used by spec.train.method full (every weight trains); "
                               "remove the lora section");
     }
-    if (spec.has_gpus() && spec.gpus() > 1) {
-      return Bad("spec.gpus", absl::StrCat("spec.train.method full trains on one GPU; got ",
-                                           spec.gpus(), " (use lora or dora to shard over "
-                                           "several)"));
-    }
     if (dist.cpu_offload() || dist.offload_optimizer()) {
       return Bad(dist.cpu_offload() ? "spec.dist.cpu_offload" : "spec.dist.offload_optimizer",
                  "spec.train.method full keeps its weights and optimizer state on the GPU; "
@@ -107,10 +102,6 @@ absl::Status ValidateHyperparameters(const rigtune::v1::JobSpec& spec) {
     if (spec.has_lora()) {
       return Bad("spec.lora", "not used by spec.train.method llama_pro (the new blocks train "
                               "fully); remove the lora section");
-    }
-    if (spec.has_gpus() && spec.gpus() > 1) {
-      return Bad("spec.gpus", absl::StrCat("spec.train.method llama_pro trains on one GPU; got ",
-                                           spec.gpus()));
     }
     if (dist.cpu_offload() || dist.offload_optimizer()) {
       return Bad(dist.cpu_offload() ? "spec.dist.cpu_offload" : "spec.dist.offload_optimizer",

@@ -3,14 +3,17 @@
 // two GPUs, and over Gloo (staged through host memory) with both ranks on
 // one GPU. And one GPU streaming its layers from host memory (cpu_offload,
 // offload_optimizer: copy stream, events, host AdamW) trains what it trains
-// with everything on the device.
+// with everything on the device. Full fine-tuning (train.method full)
+// sharded over two ranks sharing a GPU trains what one rank trains.
 #include <ATen/Context.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <string>
 #include <tuple>
 
 #include "tests/worker/dist/fsdp_launcher.h"
+#include "worker/train/checkpoint.h"
 
 namespace rigtune::testing {
 namespace {
@@ -68,6 +71,35 @@ class FsdpOneGpuTest : public FsdpGpuTest {
 // talking over Gloo through host memory.
 TEST_F(FsdpOneGpuTest, TwoRanksSharingAGpuOverGlooMatchOneRank) {
   ExpectTwoRanksMatchOneRank("gloo");
+}
+
+// train.method full in bf16: every weight's gradient is reduce-scattered
+// in float32 and every rank updates its shard of the float32 masters; the
+// losses and the final masters (read from the last checkpoint) agree with
+// one rank to the bf16 tolerances above.
+TEST_F(FsdpOneGpuTest, FullTwoRanksSharingAGpuOverGlooMatchOneRank) {
+  const LaunchOptions one_rank{.world = 1, .batch = 4, .device = "cuda", .dtype = "bf16",
+                               .base = "bf16", .method = "full"};
+  Outcome one = Launch("full_one", one_rank);
+  ASSERT_EQ(one.exit_codes[0], 0) << one.rank0_log;
+  LaunchOptions two = one_rank;
+  two.world = 2;
+  two.batch = 2;
+  two.backend = "gloo";
+  Outcome sharded = Launch("full_two", two);
+  for (int c : sharded.exit_codes) ASSERT_EQ(c, 0) << sharded.rank0_log;
+  ASSERT_EQ(one.losses.size(), sharded.losses.size());
+  for (size_t i = 0; i < one.losses.size(); ++i) {
+    EXPECT_NEAR(sharded.losses[i], one.losses[i], kLossTol * std::abs(one.losses[i])) << i;
+  }
+  auto a = train::ReadCheckpoint(one.dir + "/checkpoints/step-4");
+  auto b = train::ReadCheckpoint(sharded.dir + "/checkpoints/step-4");
+  ASSERT_TRUE(a.ok() && b.ok()) << a.status() << b.status();
+  ASSERT_EQ(a->adapter.size(), b->adapter.size());
+  for (const auto& [name, t] : a->adapter) {
+    const double rel = ((b->adapter.at(name) - t).norm() / t.norm()).item<double>();
+    EXPECT_LT(rel, kWeightTol) << name;
+  }
 }
 
 // Same shapes, same kernels: only the order of the gradient norm's sum and

@@ -27,7 +27,7 @@ TEST(SpecValidationTest, MinimalRandomModelSpecPasses) {
   EXPECT_TRUE(ValidateJobSpec(TinySpec(), {}).ok());
 }
 
-TEST(SpecValidationTest, FullFineTuningNeedsABf16BaseOneGpuAndNoLora) {
+TEST(SpecValidationTest, FullFineTuningNeedsABf16BaseAndNoLora) {
   SpecLimits limits{2, {}};
   auto spec = TinySpec();
   spec.mutable_train()->set_method("full");
@@ -40,9 +40,9 @@ TEST(SpecValidationTest, FullFineTuningNeedsABf16BaseOneGpuAndNoLora) {
   auto with_lora = spec;
   with_lora.mutable_lora()->set_r(8);
   ExpectFieldError(with_lora, limits, "spec.lora");
-  auto two_gpus = spec;
+  auto two_gpus = spec;  // sharded over the GPUs like an adapter
   two_gpus.set_gpus(2);
-  ExpectFieldError(two_gpus, limits, "spec.gpus");
+  EXPECT_TRUE(ValidateJobSpec(two_gpus, limits).ok()) << ValidateJobSpec(two_gpus, limits);
   auto offload = spec;
   offload.mutable_dist()->set_offload_optimizer(true);
   ExpectFieldError(offload, limits, "spec.dist.offload_optimizer");
@@ -56,6 +56,8 @@ TEST(SpecValidationTest, LlamaProNeedsExpandEvery) {
   spec.mutable_train()->set_expand_every(2);
   EXPECT_TRUE(ValidateJobSpec(spec, limits).ok()) << ValidateJobSpec(spec, limits);
   spec.mutable_train()->set_base("hqq4");  // any base: the old blocks stay frozen in it
+  EXPECT_TRUE(ValidateJobSpec(spec, limits).ok()) << ValidateJobSpec(spec, limits);
+  spec.set_gpus(2);
   EXPECT_TRUE(ValidateJobSpec(spec, limits).ok()) << ValidateJobSpec(spec, limits);
   auto stray = TinySpec();
   stray.mutable_train()->set_expand_every(2);

@@ -25,7 +25,14 @@ absl::StatusOr<std::unique_ptr<FsdpLayers>> FsdpLayers::Create(model::ModelSourc
                                                                model::LlamaModel& shell,
                                                                const model::BuildOptions& build,
                                                                Communicator* comm,
-                                                               const FsdpOptions& options) {
+                                                               const FsdpOptions& options,
+                                                               const TrainedWeights& trained) {
+  if (trained.any() && (options.cpu_offload || options.offload_optimizer)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        options.cpu_offload ? "dist.cpu_offload" : "dist.offload_optimizer",
+        ": streaming from host memory serves adapters only; weights that train themselves "
+        "(train.method full or llama_pro) stay on the device; turn offloading off"));
+  }
   const DistEnv env = comm ? comm->env() : DistEnv{};
   const bool hybrid = options.sharding == "hybrid" && env.num_nodes() > 1;
   const int64_t shards = options.sharding == "no_shard" ? 1
@@ -70,13 +77,23 @@ absl::StatusOr<std::unique_ptr<FsdpLayers>> FsdpLayers::Create(model::ModelSourc
   if (world > 1) {
     if (auto s = comm->Broadcast(nested, 0); !s.ok()) return s;
   }
-  const LayerLayout base =
-      LayerLayout::ForConfig(config, Specs(build.lora, config.fused_projections), build.dtype,
-                             nested.item<int>() != 0, shards, build.base);
+  const auto specs = Specs(build.lora, config.fused_projections);
+  const LayerLayout base = LayerLayout::ForConfig(config, specs, build.dtype,
+                                                  nested.item<int>() != 0, shards, build.base);
+  // A layer that trains its weights is dense in the compute dtype.
+  const LayerLayout dense = LayerLayout::ForConfig(config, specs, build.dtype, false, shards,
+                                                   quant::BaseFormat::kBf16);
+  f->adapters_ = false;
+  for (const LinearLayout& lin : base.linears) f->adapters_ = f->adapters_ || lin.spec.r > 0;
+  std::vector<bool> trains(n, false);
+  for (int64_t i : trained.layers) {
+    if (i < 0 || i >= n) return absl::InvalidArgumentError(absl::StrCat("no decoder layer ", i));
+    trains[i] = true;
+  }
 
   for (int64_t i = 0; i < n; ++i) {
     const int64_t owner = i % world;
-    LayerLayout layout = base;
+    LayerLayout layout = trains[i] ? dense : base;
     layout.sliding = config.IsSlidingLayer(i);
     at::Tensor frozen, trainable;
     at::Tensor offsets = at::zeros({model::kNumProj}, dev.dtype(at::kFloat));
@@ -120,6 +137,7 @@ absl::StatusOr<std::unique_ptr<FsdpLayers>> FsdpLayers::Create(model::ModelSourc
     }
     f->layouts_.push_back(std::move(layout));
   }
+  if (auto s = f->MakeTrainedUnits(trained); !s.ok()) return s;
   return f;
 }
 
@@ -159,25 +177,45 @@ std::vector<at::Tensor> FsdpLayers::WaitEdge(Edge e) {
   StartEdgeGather(e);
   EdgeUnit& unit = edges_[e];
   if (auto s = unit.pending.Wait(); !s.ok()) Fail(s);
-  return unit.layout.Views(unit.full);
+  if (unit.views.empty()) {
+    unit.views = unit.layout.Views(unit.full);
+    if (TrainsUnit(EdgeUnitId(e))) {
+      for (at::Tensor& v : unit.views) v.requires_grad_(true);
+    }
+  }
+  return unit.views;
 }
 
-at::Tensor FsdpLayers::AcquireEmbedding() {
+at::Tensor FsdpLayers::AcquireEmbedding(bool backward) {
   at::Tensor table = WaitEdge(kEmbedding)[0];
-  StartGather(0);  // layer 0's gather overlaps the lookup
+  // Layer 0's gather overlaps the lookup (after a backward the next use of
+  // layer 0 follows the update, so nothing is gathered ahead).
+  if (!backward) StartGather(0);
   return table;
 }
 
-void FsdpLayers::ReleaseEmbedding() { edges_[kEmbedding].full = at::Tensor(); }
+void FsdpLayers::ReleaseEmbedding(bool backward) {
+  EdgeUnit& unit = edges_[kEmbedding];
+  if (backward && TrainsUnit(EdgeUnitId(kEmbedding))) ReduceEdge(kEmbedding);
+  unit.full = at::Tensor();
+  unit.views.clear();
+}
 
 train::HeadWeights FsdpLayers::AcquireHead() {
   std::vector<at::Tensor> head = WaitEdge(kHead);
   return {head[0], tied_ ? WaitEdge(kEmbedding)[0] : head[1]};
 }
 
-void FsdpLayers::ReleaseHead() {
-  edges_[kHead].full = at::Tensor();
-  if (tied_) edges_[kEmbedding].full = at::Tensor();
+void FsdpLayers::ReleaseHead(bool backward) {
+  if (backward && TrainsUnit(EdgeUnitId(kHead))) {
+    ReduceEdge(kHead);
+    if (tied_) ReduceEdge(kEmbedding);  // the LM head's gradient is the table's
+  }
+  for (Edge e : {kHead, kEmbedding}) {
+    if (e == kEmbedding && !tied_) continue;
+    edges_[e].full = at::Tensor();
+    edges_[e].views.clear();
+  }
 }
 
 void FsdpLayers::Fail(const absl::Status& status) const {
@@ -198,15 +236,18 @@ void FsdpLayers::StartGather(int64_t i) {
   at::Tensor frozen_shard = OnDevice(frozen_shards_[i]);
   // The float32 masters are updated in place by AdamW; the gathered copy is
   // what the layer computes with, so a rank's own slice is copied too.
+  // Without adapters (trained weights) there is nothing trainable to gather.
   if (shards_ == 1) {
     g->frozen = frozen_shard;
-    g->trainable = lora_shards_[i].detach().clone();
+    if (adapters_) g->trainable = lora_shards_[i].detach().clone();
   } else {
     auto opts = at::TensorOptions().device(device_);
     g->frozen = at::empty({layout.frozen_bytes}, opts.dtype(at::kByte));
-    g->trainable = at::empty({layout.trainable_floats}, opts.dtype(at::kFloat));
     g->frozen_pending = shard_comm()->AllGather(g->frozen, frozen_shard);
-    g->trainable_pending = shard_comm()->AllGather(g->trainable, lora_shards_[i].detach());
+    if (adapters_) {
+      g->trainable = at::empty({layout.trainable_floats}, opts.dtype(at::kFloat));
+      g->trainable_pending = shard_comm()->AllGather(g->trainable, lora_shards_[i].detach());
+    }
   }
   gathered_[i] = std::move(g);
 }
@@ -214,7 +255,10 @@ void FsdpLayers::StartGather(int64_t i) {
 const model::DecoderLayer& FsdpLayers::Acquire(int64_t i, bool backward) {
   StartGather(i);
   const int64_t next = backward ? i - 1 : i + 1;
-  if (next >= 0 && next < static_cast<int64_t>(layouts_.size())) StartGather(next);
+  // The backward walk ends at FirstTrainedLayer(): nothing below it is
+  // gathered for it.
+  const int64_t lowest = backward ? first_trained_layer_ : 0;
+  if (next >= lowest && next < static_cast<int64_t>(layouts_.size())) StartGather(next);
   if (!backward && next == static_cast<int64_t>(layouts_.size())) {
     StartEdgeGather(kHead);  // the loss comes next
     if (tied_) StartEdgeGather(kEmbedding);
@@ -224,7 +268,7 @@ const model::DecoderLayer& FsdpLayers::Acquire(int64_t i, bool backward) {
     if (auto s = g.frozen_pending.Wait(); !s.ok()) Fail(s);
     if (auto s = g.trainable_pending.Wait(); !s.ok()) Fail(s);
     copies_.WaitOnCurrent(g.ready);
-    auto layer = layouts_[i].Unflatten(g.frozen, g.trainable);
+    auto layer = layouts_[i].Unflatten(g.frozen, g.trainable, TrainsUnit(i));
     if (!layer.ok()) Fail(layer.status());
     g.layer = std::make_unique<model::DecoderLayer>(*std::move(layer));
   }
@@ -244,33 +288,42 @@ void FsdpLayers::Release(int64_t i, bool backward) {
     return;
   }
   c10::NoGradGuard no_grad;
-  at::Tensor grads = layouts_[i].FlattenGradients(*it->second->layer);
-  at::Tensor mine = grads;
-  if (shards_ == 1) {
-    if (world() > 1) {
-      if (auto s = comm_->AllReduceSum(grads); !s.ok()) Fail(s);
-    }
-  } else {
-    mine = at::empty({grads.numel() / shards_}, grads.options());
-    if (auto s = shard_comm()->ReduceScatterSum(mine, grads).Wait(); !s.ok()) Fail(s);
-    if (replica_group_) {
-      if (auto s = replica_group_->AllReduceSum(mine); !s.ok()) Fail(s);
+  const model::DecoderLayer& layer = *it->second->layer;
+  if (adapters_) {
+    at::Tensor mine = ReduceGradient(layouts_[i].FlattenGradients(layer));
+    if (options_.offload_optimizer) {
+      StageGradients(i, mine);
+    } else {
+      grad_shards_[i].add_(mine);
     }
   }
-  if (options_.offload_optimizer) {
-    StageGradients(i, mine);
-  } else {
-    grad_shards_[i].add_(mine);
+  if (TrainsUnit(i)) {
+    Trained(i).grad.add_(ReduceGradient(layouts_[i].FlattenWeightGradients(layer)));
   }
   if (streamed()) free_slots_.push_back(std::move(it->second->slot));
   gathered_.erase(it);
 }
 
-absl::StatusOr<at::Tensor> FsdpLayers::GatherFlat(int64_t i, const at::Tensor& shard) {
+at::Tensor FsdpLayers::ReduceGradient(const at::Tensor& full) {
+  if (shards_ == 1) {
+    if (world() > 1) {
+      if (auto s = comm_->AllReduceSum(full); !s.ok()) Fail(s);
+    }
+    return full;
+  }
+  at::Tensor mine = at::empty({full.numel() / shards_}, full.options());
+  if (auto s = shard_comm()->ReduceScatterSum(mine, full).Wait(); !s.ok()) Fail(s);
+  if (replica_group_) {
+    if (auto s = replica_group_->AllReduceSum(mine); !s.ok()) Fail(s);
+  }
+  return mine;
+}
+
+absl::StatusOr<at::Tensor> FsdpLayers::GatherFull(const at::Tensor& shard) {
   if (shards_ == 1) return shard.detach().to(at::kCPU);
   // With offload_optimizer the state is in host memory; NCCL gathers on the device.
   at::Tensor mine = shard.detach().to(device_);
-  at::Tensor full = at::empty({layouts_[i].trainable_floats}, mine.options());
+  at::Tensor full = at::empty({mine.numel() * shards_}, mine.options());
   if (auto s = shard_comm()->AllGather(full, mine).Wait(); !s.ok()) return s;
   return full.to(at::kCPU);
 }
@@ -295,7 +348,7 @@ absl::StatusOr<std::map<std::string, at::Tensor>> FsdpLayers::GatherAdapterTenso
   WaitForUpdate();
   std::map<std::string, at::Tensor> out;
   for (int64_t i = 0; i < static_cast<int64_t>(layouts_.size()); ++i) {
-    auto full = GatherFlat(i, lora_shards_[i]);
+    auto full = GatherFull(lora_shards_[i]);
     if (!full.ok()) return full.status();
     AddByKey(i, *full, "", out);
   }
@@ -304,6 +357,7 @@ absl::StatusOr<std::map<std::string, at::Tensor>> FsdpLayers::GatherAdapterTenso
 
 absl::StatusOr<std::map<std::string, at::Tensor>> FsdpLayers::GatherTrainableState(
     const std::vector<at::Tensor>& exp_avg, const std::vector<at::Tensor>& exp_avg_sq) {
+  if (!adapters_) return GatherWeightState(exp_avg, exp_avg_sq);
   c10::NoGradGuard no_grad;
   WaitForUpdate();
   const size_t n = layouts_.size();
@@ -318,7 +372,7 @@ absl::StatusOr<std::map<std::string, at::Tensor>> FsdpLayers::GatherTrainableSta
     const std::array<std::pair<const at::Tensor*, const char*>, 3> parts = {
         {{&lora_shards_[i], ""}, {&exp_avg[i], kExpAvgSuffix}, {&exp_avg_sq[i], kExpAvgSqSuffix}}};
     for (const auto& [shard, suffix] : parts) {
-      auto full = GatherFlat(layer, *shard);
+      auto full = GatherFull(*shard);
       if (!full.ok()) return full.status();
       AddByKey(layer, *full, suffix, out);
     }
@@ -329,6 +383,7 @@ absl::StatusOr<std::map<std::string, at::Tensor>> FsdpLayers::GatherTrainableSta
 absl::Status FsdpLayers::LoadTrainableState(const std::map<std::string, at::Tensor>& state,
                                             std::vector<at::Tensor>& exp_avg,
                                             std::vector<at::Tensor>& exp_avg_sq) {
+  if (!adapters_) return LoadWeightState(state, exp_avg, exp_avg_sq);
   c10::NoGradGuard no_grad;
   WaitForUpdate();
   const size_t n = layouts_.size();

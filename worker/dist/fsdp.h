@@ -1,4 +1,8 @@
 // FsdpLayers: fully sharded data parallel for QLoRA, as a LayerSource.
+// With TrainedWeights it shards full fine-tuning (train.method full) and
+// block expansion (llama_pro) instead: the units whose weights train keep
+// 1/world of their compute-dtype weights, float32 masters, gradients and
+// AdamW moments (Note [Sharded weights] in fsdp_weights.cc).
 //
 // Each decoder layer is one FSDP unit. Every rank keeps 1/world of the
 // layer's frozen bytes (NF4 codes with their quant constants, norms, biases)
@@ -39,6 +43,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -46,6 +51,7 @@
 #include "worker/dist/copy_stream.h"
 #include "worker/dist/layer_layout.h"
 #include "worker/model/model_builder.h"
+#include "worker/train/full_finetune.h"
 #include "worker/train/host_optimizer_step.h"
 #include "worker/train/trainer.h"
 
@@ -57,6 +63,16 @@ struct FsdpOptions {
   bool offload_optimizer = false;  // LoRA masters, moments, grads in host memory
 };
 
+// Which units train their own weights instead of carrying adapters
+// (train.method full: every unit; llama_pro: the inserted blocks). Such a
+// layer is dense in the compute dtype; the other layers stay frozen in the
+// job's base format.
+struct TrainedWeights {
+  bool embedding_and_head = false;  // the token embedding, final norm and LM head
+  std::vector<int64_t> layers;      // ascending
+  bool any() const { return embedding_and_head || !layers.empty(); }
+};
+
 class FsdpLayers : public train::LayerSource {
  public:
   // Builds this rank's shards of every layer of `source`, and of the
@@ -64,20 +80,23 @@ class FsdpLayers : public train::LayerSource {
   // on every rank), which it leaves undefined so that their memory is freed.
   // Collective: every rank must call it. `comm` must outlive the result;
   // null for one process (world size 1, used to stream with cpu_offload).
-  static absl::StatusOr<std::unique_ptr<FsdpLayers>> Create(model::ModelSource& source,
-                                                            model::LlamaModel& shell,
-                                                            const model::BuildOptions& build,
-                                                            Communicator* comm,
-                                                            const FsdpOptions& options);
+  // With `trained` (build.lora disabled), those units train their weights;
+  // INVALID_ARGUMENT for a trained layer that is not dense, or with
+  // cpu_offload / offload_optimizer, which only adapters support.
+  static absl::StatusOr<std::unique_ptr<FsdpLayers>> Create(
+      model::ModelSource& source, model::LlamaModel& shell, const model::BuildOptions& build,
+      Communicator* comm, const FsdpOptions& options, const TrainedWeights& trained = {});
 
-  at::Tensor AcquireEmbedding() override;
-  void ReleaseEmbedding() override;
+  at::Tensor AcquireEmbedding(bool backward) override;
+  void ReleaseEmbedding(bool backward) override;
   train::HeadWeights AcquireHead() override;
-  void ReleaseHead() override;
+  void ReleaseHead(bool backward) override;
+  bool TrainsEmbedding() const override { return TrainsUnit(EdgeUnitId(kEmbedding)); }
+  int64_t FirstTrainedLayer() const override { return first_trained_layer_; }
 
   const model::DecoderLayer& Acquire(int64_t i, bool backward) override;
   void Release(int64_t i, bool backward) override;
-  std::vector<at::Tensor> Parameters() override { return lora_shards_; }
+  std::vector<at::Tensor> Parameters() override;
   std::vector<at::Tensor> Gradients() override;
   void ZeroGradients() override;
   void Update(train::AdamW& optimizer, const std::vector<at::Tensor>& grads, double lr,
@@ -93,6 +112,12 @@ class FsdpLayers : public train::LayerSource {
   // Every layer's full LoRA weights by PEFT key (collective; float32, CPU):
   // for adapter export.
   absl::StatusOr<std::map<std::string, at::Tensor>> GatherAdapterTensors();
+  // Whether units train their weights (Create with TrainedWeights).
+  bool trains_weights() const { return !trained_.empty(); }
+  // The trained units' full tensors in the compute dtype by Hugging Face
+  // name, on the CPU (collective): what the output model folder is written
+  // from. Every rank gets them.
+  absl::StatusOr<std::vector<train::NamedTensor>> GatherTrainedWeights();
 
   // Suffixes of the AdamW moments' keys in the trainable state.
   static constexpr const char* kExpAvgSuffix = ".exp_avg";
@@ -102,7 +127,10 @@ class FsdpLayers : public train::LayerSource {
   // LoRA weight by PEFT key, and its AdamW moments by PEFT key + ".exp_avg" /
   // ".exp_avg_sq". `exp_avg` and `exp_avg_sq` are the moments of the AdamW
   // that updates Parameters() (same order: one flat shard per layer). Being
-  // un-sharded, the result can be loaded by any number of ranks.
+  // un-sharded, the result can be loaded by any number of ranks. With
+  // trained weights: every master by Hugging Face name (as
+  // train::FullModelLayers::MasterState names them) and its moments by that
+  // name + suffix, so that one-process and sharded checkpoints are the same.
   absl::StatusOr<std::map<std::string, at::Tensor>> GatherTrainableState(
       const std::vector<at::Tensor>& exp_avg, const std::vector<at::Tensor>& exp_avg_sq);
 
@@ -144,14 +172,23 @@ class FsdpLayers : public train::LayerSource {
     Mark copied;
   };
 
-  // The embedding or head unit: frozen bytes only.
+  // The embedding or head unit: frozen bytes (or, trained, weights).
   struct EdgeUnit {
     FrozenUnitLayout layout;
     at::Tensor shard;  // uint8, device or pinned host
     at::Tensor full;   // while gathered
+    std::vector<at::Tensor> views;  // of `full`, made once per gather
     Pending pending;
   };
   enum Edge { kEmbedding = 0, kHead = 1 };
+  // A unit whose weights train: float32 master and gradient shards in the
+  // element positions of its compute-dtype shard (the unit's bytes).
+  struct TrainedUnit {
+    int64_t unit;       // UnitId: a layer index, or EdgeUnitId(edge)
+    at::ScalarType dtype;  // the compute dtype
+    at::Tensor master;  // float32; in fp32 the shard itself, viewed
+    at::Tensor grad;    // float32
+  };
 
   FsdpLayers(Communicator* comm, FsdpOptions options, int64_t shards, at::Device device)
       : comm_(comm), options_(std::move(options)), shards_(shards), device_(device),
@@ -174,13 +211,38 @@ class FsdpLayers : public train::LayerSource {
   at::Tensor OnDevice(const at::Tensor& shard) const;
   // This rank's slice of a full frozen buffer, kept (device or pinned host).
   at::Tensor KeepFrozenSlice(const at::Tensor& full, int64_t shard_bytes) const;
-  // Layer i's full flat float32 buffer on the CPU from this rank's `shard`
-  // (collective unless unsharded).
-  absl::StatusOr<at::Tensor> GatherFlat(int64_t i, const at::Tensor& shard);
   // Adds layer i's adapters cut out of `full` to `out`, keyed PEFT key + suffix.
   void AddByKey(int64_t i, const at::Tensor& full, const std::string& suffix,
                 std::map<std::string, at::Tensor>& out) const;
   void Fail(const absl::Status& status) const;
+
+  // Units by id: decoder layers 0..n-1, then the embedding and the head.
+  int64_t EdgeUnitId(Edge e) const { return static_cast<int64_t>(layouts_.size()) + e; }
+  bool TrainsUnit(int64_t unit) const {
+    return unit < static_cast<int64_t>(trained_index_.size()) && trained_index_[unit] >= 0;
+  }
+  TrainedUnit& Trained(int64_t unit) { return trained_[trained_index_[unit]]; }
+  at::Tensor& UnitShard(int64_t unit);
+  // The unit's tensors by Hugging Face name, with their segments.
+  std::vector<std::pair<std::string, Segment>> UnitTensors(int64_t unit) const;
+  // Sets up trained_ for `trained` (after every unit is sharded).
+  absl::Status MakeTrainedUnits(const TrainedWeights& trained);
+  // Sums a unit's full-length gradient `full` over the ranks; returns this
+  // rank's shard of the sum.
+  at::Tensor ReduceGradient(const at::Tensor& full);
+  // Adds the gradients of a trained edge unit's views to its gradient shard.
+  void ReduceEdge(Edge e);
+  // After an update (or a restore): rounds the masters into the
+  // compute-dtype shards and drops gathered copies of trained units.
+  void PublishTrainedWeights();
+  // A unit's full flat buffer on the CPU from this rank's `shard` of it
+  // (collective unless unsharded).
+  absl::StatusOr<at::Tensor> GatherFull(const at::Tensor& shard);
+  absl::StatusOr<std::map<std::string, at::Tensor>> GatherWeightState(
+      const std::vector<at::Tensor>& exp_avg, const std::vector<at::Tensor>& exp_avg_sq);
+  absl::Status LoadWeightState(const std::map<std::string, at::Tensor>& state,
+                               std::vector<at::Tensor>& exp_avg,
+                               std::vector<at::Tensor>& exp_avg_sq);
 
   // The ranks that split one copy of the model: all of them, or (hybrid
   // across nodes) the ranks of this node.
@@ -207,6 +269,10 @@ class FsdpLayers : public train::LayerSource {
   std::map<int64_t, std::unique_ptr<Gathered>> gathered_;
   std::array<EdgeUnit, 2> edges_;
   bool tied_ = false;  // the LM head is the embedding table
+  bool adapters_ = true;  // the layers carry LoRA/DoRA adapters (what trains without trained_)
+  std::vector<TrainedUnit> trained_;    // embedding, layers, head order
+  std::vector<int64_t> trained_index_;  // by unit id: index into trained_, or -1
+  int64_t first_trained_layer_ = 0;
 };
 
 }  // namespace rigtune::dist

@@ -99,11 +99,17 @@ void FsdpLayers::FoldStagedGradients(size_t keep) {
 }
 
 std::vector<at::Tensor> FsdpLayers::Gradients() {
+  if (!adapters_) {
+    std::vector<at::Tensor> grads;
+    for (const TrainedUnit& t : trained_) grads.push_back(t.grad);
+    return grads;
+  }
   FoldStagedGradients(0);
   return grad_shards_;
 }
 
 void FsdpLayers::ZeroGradients() {
+  for (TrainedUnit& t : trained_) t.grad.zero_();
   FoldStagedGradients(0);
   // A host update in flight zeroes each gradient once it has used it.
   if (host_step_.active()) return;
@@ -112,6 +118,11 @@ void FsdpLayers::ZeroGradients() {
 
 void FsdpLayers::Update(train::AdamW& optimizer, const std::vector<at::Tensor>& grads,
                         double lr, double grad_scale) {
+  if (!adapters_) {
+    optimizer.Step(grads, lr, grad_scale);
+    PublishTrainedWeights();
+    return;
+  }
   if (!options_.offload_optimizer) {
     optimizer.Step(grads, lr, grad_scale);
     return;

@@ -36,6 +36,30 @@ at::Tensor View(const at::Tensor& flat, const Segment& s) {
   return flat.narrow(0, s.offset, s.bytes).view(s.dtype).view(s.shape);
 }
 
+// Writes the gradient of `t` (a trained view) into the float32 buffer
+// `flat`, which counts elements of `element` bytes; nothing without one.
+void PutGradient(at::Tensor& flat, const Segment& s, const at::Tensor& t, int64_t element) {
+  if (s.bytes == 0 || !t.defined() || !t.grad().defined()) return;
+  flat.narrow(0, s.offset / element, s.bytes / element).copy_(t.grad().reshape({-1}));
+}
+
+// Calls fn(segment, tensor) for every whole tensor of a dense layer.
+template <typename Fn>
+void ForEachDenseTensor(const LayerLayout& l, const model::DecoderLayer& layer, Fn fn) {
+  for (int p = 0; p < model::kNumProj; ++p) {
+    const LinearLayout& lin = l.linears[p];
+    if (!lin.present) continue;
+    if (layer.proj[p].weight().is_dense()) fn(lin.packed, layer.proj[p].weight().dense());
+    fn(lin.bias, layer.proj[p].bias());
+  }
+  fn(l.input_norm, layer.input_layernorm);
+  fn(l.post_norm, layer.post_attention_layernorm);
+  fn(l.pre_ff_norm, layer.pre_feedforward_layernorm);
+  fn(l.post_ff_norm, layer.post_feedforward_layernorm);
+  fn(l.q_norm, layer.q_norm);
+  fn(l.k_norm, layer.k_norm);
+}
+
 }  // namespace
 
 LayerLayout LayerLayout::ForConfig(const model::ModelConfig& config,
@@ -185,8 +209,45 @@ at::Tensor LayerLayout::FlattenGradients(const model::DecoderLayer& layer) const
   return FlattenAdapters(*this, layer, [](const at::Tensor& t) { return t.grad(); });
 }
 
+std::vector<std::pair<std::string, Segment>> LayerLayout::NamedSegments(int64_t index) const {
+  std::vector<std::pair<std::string, Segment>> out;
+  const std::string base = absl::StrCat("model.layers.", index, ".");
+  auto add = [&](const std::string& name, const Segment& s) {
+    if (s.bytes > 0) out.emplace_back(base + name, s);
+  };
+  for (int p = 0; p < model::kNumProj; ++p) {
+    const LinearLayout& lin = linears[p];
+    if (!lin.present) continue;
+    const std::string path = model::ProjPath(p, fused);
+    add(path + ".weight", lin.packed);
+    add(path + ".bias", lin.bias);
+  }
+  add("input_layernorm.weight", input_norm);
+  add("post_attention_layernorm.weight", post_norm);
+  add("pre_feedforward_layernorm.weight", pre_ff_norm);
+  add("post_feedforward_layernorm.weight", post_ff_norm);
+  add("self_attn.q_norm.weight", q_norm);
+  add("self_attn.k_norm.weight", k_norm);
+  return out;
+}
+
+int64_t LayerLayout::element_size() const {
+  return static_cast<int64_t>(c10::elementSize(input_norm.dtype));
+}
+
+at::Tensor LayerLayout::FlattenWeightGradients(const model::DecoderLayer& layer) const {
+  const int64_t element = element_size();
+  at::Tensor flat = at::zeros({frozen_bytes / element},
+                              layer.input_layernorm.options().dtype(at::kFloat));
+  ForEachDenseTensor(*this, layer, [&](const Segment& s, const at::Tensor& t) {
+    PutGradient(flat, s, t, element);
+  });
+  return flat;
+}
+
 absl::StatusOr<model::DecoderLayer> LayerLayout::Unflatten(const at::Tensor& frozen,
-                                                           const at::Tensor& trainable) const {
+                                                           const at::Tensor& trainable,
+                                                           bool weights_train) const {
   model::DecoderLayer layer;
   for (int p = 0; p < model::kNumProj; ++p) {
     const LinearLayout& lin = linears[p];
@@ -226,6 +287,13 @@ absl::StatusOr<model::DecoderLayer> LayerLayout::Unflatten(const at::Tensor& fro
   layer.k_norm = View(frozen, k_norm);
   layer.sliding = sliding;
   layer.activation = activation;
+  if (weights_train) {
+    // Every tensor is a leaf of its own view: its gradient is read back by
+    // FlattenWeightGradients after the layer's backward.
+    ForEachDenseTensor(*this, layer, [](const Segment&, const at::Tensor& t) {
+      if (t.defined()) t.requires_grad_(true);
+    });
+  }
   return layer;
 }
 
@@ -261,6 +329,17 @@ std::vector<at::Tensor> FrozenUnitLayout::Views(const at::Tensor& flat) const {
   std::vector<at::Tensor> out;
   for (const Segment& s : segments) out.push_back(View(flat, s));
   return out;
+}
+
+int64_t FrozenUnitLayout::element_size() const {
+  return static_cast<int64_t>(c10::elementSize(segments.at(0).dtype));
+}
+
+at::Tensor FrozenUnitLayout::FlattenGradients(const std::vector<at::Tensor>& views) const {
+  const int64_t element = element_size();
+  at::Tensor flat = at::zeros({bytes / element}, views.at(0).options().dtype(at::kFloat));
+  for (size_t k = 0; k < segments.size(); ++k) PutGradient(flat, segments[k], views.at(k), element);
+  return flat;
 }
 
 }  // namespace rigtune::dist

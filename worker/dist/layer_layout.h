@@ -14,6 +14,13 @@
 // Trainable state (a float32 buffer): each adapted projection's adapter
 // parts in order (A, B, and DoRA's magnitude), padded to a multiple of the
 // shard count.
+//
+// A layer whose weights train themselves (train.method full, llama_pro's
+// inserted blocks) has a dense layout (base bf16): every segment holds a
+// whole tensor in the compute dtype at an aligned offset, so the frozen
+// buffer is also a flat array of that dtype, and so is each shard. Its
+// gradients and float32 masters use the same element positions (see
+// Note [Sharded weights] in fsdp.cc).
 #ifndef RIGTUNE_WORKER_DIST_LAYER_LAYOUT_H_
 #define RIGTUNE_WORKER_DIST_LAYER_LAYOUT_H_
 
@@ -21,6 +28,8 @@
 
 #include <array>
 #include <cstdint>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -94,10 +103,24 @@ struct LayerLayout {
   // Gradients of the adapters in the trainable layout (zeros where none).
   at::Tensor FlattenGradients(const model::DecoderLayer& layer) const;
 
+  // A dense layout's tensors by Hugging Face name
+  // ("model.layers.<index>.self_attn.q_proj.weight", ...) with their
+  // segments, in buffer order.
+  std::vector<std::pair<std::string, Segment>> NamedSegments(int64_t index) const;
+  // The element size of a dense layout's buffer viewed as the compute dtype.
+  int64_t element_size() const;
+  // A dense layer's weight gradients (Unflatten with `weights_train`) as one
+  // float32 buffer of frozen_bytes / element_size() elements, each at its
+  // tensor's element position (zeros where none, and in the padding).
+  at::Tensor FlattenWeightGradients(const model::DecoderLayer& layer) const;
+
   // A layer whose tensors are views into `frozen` and `trainable` (full,
-  // gathered buffers that must outlive it); adapters are leaves requiring grad.
+  // gathered buffers that must outlive it); adapters are leaves requiring
+  // grad, and with `weights_train` (a dense layout) so are the weights,
+  // biases and norms.
   absl::StatusOr<model::DecoderLayer> Unflatten(const at::Tensor& frozen,
-                                                const at::Tensor& trainable) const;
+                                                const at::Tensor& trainable,
+                                                bool weights_train = false) const;
 
   // The per-layer scalars that are not in the buffers (nested offsets).
   std::vector<float> NestedOffsets(const model::DecoderLayer& layer) const;
@@ -118,6 +141,11 @@ struct FrozenUnitLayout {
   // full buffer that must outlive the views.
   at::Tensor Flatten(const std::vector<at::Tensor>& tensors) const;
   std::vector<at::Tensor> Views(const at::Tensor& flat) const;
+  // For a unit whose tensors share one dtype and train: the element size of
+  // that dtype, and the gradients of `views` (as Views returns them, made
+  // leaves) as one float32 buffer of bytes / element_size() elements.
+  int64_t element_size() const;
+  at::Tensor FlattenGradients(const std::vector<at::Tensor>& views) const;
 };
 
 }  // namespace rigtune::dist

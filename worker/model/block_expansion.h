@@ -47,6 +47,16 @@ absl::StatusOr<ExpansionPlan> PlanBlockExpansion(int64_t num_layers, int64_t eve
 absl::StatusOr<LlamaModel> BuildExpandedModel(ModelSource& source, ModelSource& dense_source,
                                               const ExpansionPlan& plan);
 
+// The same expanded model as a source of layers (FSDP loads it one layer at
+// a time): config().num_layers is plan.size(), LoadShell() is `source`'s
+// with that many (empty) layers, and LoadLayer(j) is original layer
+// plan.source[j] from `source`, or for a copy the dense layer from
+// `dense_source` with o_proj and down_proj zeroed. Both sources must
+// outlive it. Refuses what BuildExpandedModel refuses.
+absl::StatusOr<std::unique_ptr<ModelSource>> ExpandedModelSource(ModelSource& source,
+                                                                ModelSource& dense_source,
+                                                                const ExpansionPlan& plan);
+
 }  // namespace rigtune::model
 
 #endif  // RIGTUNE_WORKER_MODEL_BLOCK_EXPANSION_H_

@@ -449,43 +449,70 @@ MemoryPlan PlanMemory(const model::ModelConfig& original, const train::JobConfig
   // plan counts for both formats.
   // DoRA's row norms of W + s·B·A are taken in float32 in the same buffer.
   dev.workspace = widest * (dora ? 4 : d);
+  // The compute-dtype parameters of one dense layer (what a trained layer
+  // gathers), and the largest single gradient a unit's backward produces
+  // (a layer, or the embedding / LM head table) before it is reduced.
+  const int64_t dense_layer = LayerFrozenBytes(m, "bf16", 1);
+  const int64_t unit_grad = std::max(dense_layer, m.vocab_size * m.hidden_size);
+  const int64_t gathered = job.dist.sharding == "shard_grad_op" ? layers : 2;
   if (job.train.method == "full") {
-    // Full fine-tuning: every tensor trains on one device (FullModelLayers). The weights in the compute dtype (counted as
-    // frozen_weights: they are what the layers read), float32 masters (none
-    // in fp32: the weights are their own), gradients in the compute dtype
-    // plus their float32 widening for the step (none in fp32), and two
-    // float32 AdamW moments. No LoRA, no dequantize workspace (trained
-    // linears never join grouped products).
+    // Full fine-tuning: every tensor trains. The weights in the compute
+    // dtype (counted as frozen_weights: they are what the layers read),
+    // float32 masters (none in fp32: the weights are their own), gradients
+    // and two float32 AdamW moments. No LoRA, no dequantize workspace
+    // (trained linears never join grouped products).
     const int64_t full = FullParameterCount(m);
     const int64_t masters = d == 4 ? 0 : 4 * full;
     plan.trainable_parameters = full;
-    dev.frozen_weights = d * full;
-    dev.adapter = masters;
-    dev.optimizer = 8 * full;
-    // Gradients accumulate on the weights through the whole step: with
-    // gradient accumulation all of them are alive beside a later
-    // micro-batch's layer inputs and working set, so the plan counts the
-    // three together.
-    dev.gradients = d * full + masters;
+    dev.workspace = 0;
     dev.layer_inputs = inputs;
     dev.working_set = working;
-    dev.workspace = 0;
+    if (fsdp) {
+      // Sharded (FsdpLayers, Note [Sharded weights] in fsdp_weights.cc):
+      // each rank keeps 1/W of the weights, masters, float32 gradients and
+      // moments, plus the gathered layers in flight (the gathered head is
+      // in the working set), and one unit's gradients in the compute dtype
+      // with their float32 flattening while they are reduce-scattered.
+      dev.frozen_weights = d * full / shards + (shards > 1 ? gathered * d * dense_layer : 0);
+      dev.adapter = masters / shards;
+      dev.optimizer = 8 * full / shards;
+      dev.gradients = 4 * full / shards + (d + 4) * unit_grad;
+    } else {
+      // One process (FullModelLayers): gradients accumulate on the weights
+      // through the whole step: with gradient accumulation all of them are
+      // alive beside a later micro-batch's layer inputs and working set, so
+      // the plan counts the three together (in the compute dtype, plus
+      // their float32 widening for the step outside fp32).
+      dev.frozen_weights = d * full;
+      dev.adapter = masters;
+      dev.optimizer = 8 * full;
+      dev.gradients = d * full + masters;
+    }
   } else if (job.train.method == "llama_pro") {
     // Block expansion: the original layers stay frozen in train.base's
     // format (counted above, as are the copies, in that format); the copies
     // are dense in the compute dtype instead and train like full
-    // fine-tuning: masters, gradients (widened for the step), moments.
+    // fine-tuning: masters, gradients, moments; sharded 1/W like the rest
+    // under FSDP.
     const int64_t added = m.num_layers - original.num_layers;
-    const int64_t per_layer = LayerFrozenBytes(m, "bf16", 1);
-    const int64_t trained = added * per_layer;
+    const int64_t trained = added * dense_layer;
     const int64_t masters = d == 4 ? 0 : 4 * trained;
     plan.trainable_parameters = trained;
-    dev.frozen_weights += added * (d * per_layer - layer);
-    dev.adapter = masters;
-    dev.optimizer = 8 * trained;
-    dev.gradients = d * trained + masters;
     dev.layer_inputs = inputs;
     dev.working_set = working;
+    if (fsdp) {
+      dev.frozen_weights += added * (d * dense_layer - layer) / shards +
+                            (shards > 1 ? gathered * std::max<int64_t>(0, d * dense_layer - layer)
+                                        : 0);
+      dev.adapter = masters / shards;
+      dev.optimizer = 8 * trained / shards;
+      dev.gradients = 4 * trained / shards + (d + 4) * dense_layer;
+    } else {
+      dev.frozen_weights += added * (d * dense_layer - layer);
+      dev.adapter = masters;
+      dev.optimizer = 8 * trained;
+      dev.gradients = d * trained + masters;
+    }
   }
   // Layer inputs kept on the device fragment the allocator's segments (see
   // Note [Memory plan]): a third of them is counted as unusable.

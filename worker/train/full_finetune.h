@@ -60,10 +60,10 @@ class FullModelLayers : public LayerSource {
   static absl::StatusOr<std::unique_ptr<FullModelLayers>> CreateForLayers(
       model::LlamaModel* model, const std::vector<int64_t>& layers);
 
-  at::Tensor AcquireEmbedding() override { return model_->embed_tokens; }
-  void ReleaseEmbedding() override {}
+  at::Tensor AcquireEmbedding(bool) override { return model_->embed_tokens; }
+  void ReleaseEmbedding(bool) override {}
   HeadWeights AcquireHead() override { return {model_->norm, model_->lm_head}; }
-  void ReleaseHead() override {}
+  void ReleaseHead(bool) override {}
   const model::DecoderLayer& Acquire(int64_t i, bool) override { return model_->layers[i]; }
   void Release(int64_t, bool) override {}
   bool TrainsEmbedding() const override { return trains_embedding_; }

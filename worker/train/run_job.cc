@@ -129,12 +129,6 @@ absl::Status Setup(const JobConfig& config, const RunCallbacks& callbacks, Run& 
   if (full || expand) {
     // Weights train, not adapters: the lora section means nothing.
     build.lora.enabled = false;
-    if (run.env.world_size > 1) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "train.method ", config.train.method, " trains on one process; this job has ",
-          run.env.world_size,
-          " ranks (train an adapter, train.method lora or dora, to shard over several GPUs)"));
-    }
     Log(callbacks, absl::StrCat("train.method ", config.train.method, ": ",
                                 full ? "every weight trains" : "only the inserted blocks train",
                                 " (the lora section is ignored)"));
@@ -156,34 +150,39 @@ absl::Status Setup(const JobConfig& config, const RunCallbacks& callbacks, Run& 
   // One process builds the whole model on its device, unless weights or
   // optimizer state are offloaded: then FsdpLayers streams layers (without
   // a communicator), and loading moves one layer at a time to host memory.
+  // Several ranks shard the model with FsdpLayers: adapters, or (full,
+  // llama_pro) the weights that train.
   const bool streamed = config.dist.cpu_offload || config.dist.offload_optimizer;
+  std::unique_ptr<model::ModelSource> dense_source;  // llama_pro: the copies' source
   if (expand) {
     // Block expansion: the copies are read again as dense weights.
     auto plan = model::PlanBlockExpansion((*source)->config().num_layers,
                                           config.train.expand_every);
     if (!plan.ok()) return plan.status();
+    run.expansion = *std::move(plan);
     model::BuildOptions dense = build;
     dense.base = quant::BaseFormat::kBf16;
-    auto dense_source = model::ModelSource::Open(config.model, dense);
-    if (!dense_source.ok()) return dense_source.status();
-    auto m = model::BuildExpandedModel(**source, **dense_source, *plan);
-    if (!m.ok()) return m.status();
-    run.model = *std::move(m);
-    auto layers = FullModelLayers::CreateForLayers(&run.model, plan->InsertedLayers());
-    if (!layers.ok()) return layers.status();
-    run.full = *std::move(layers);
-    run.expansion = *std::move(plan);
-    Log(callbacks, absl::StrFormat("llama_pro: %d layers, %d of them inserted copies",
-                                   run.model.config.num_layers,
-                                   run.expansion->InsertedLayers().size()));
-  } else if (run.env.world_size == 1 && !streamed) {
-    auto m = model::BuildModel(**source, build);
-    if (!m.ok()) return m.status();
-    run.model = *std::move(m);
-    if (full) {
-      auto layers = FullModelLayers::Create(&run.model);
+    auto opened = model::ModelSource::Open(config.model, dense);
+    if (!opened.ok()) return opened.status();
+    dense_source = *std::move(opened);
+  }
+  if (run.env.world_size == 1 && !streamed) {
+    if (expand) {
+      auto m = model::BuildExpandedModel(**source, *dense_source, *run.expansion);
+      if (!m.ok()) return m.status();
+      run.model = *std::move(m);
+      auto layers = FullModelLayers::CreateForLayers(&run.model, run.expansion->InsertedLayers());
       if (!layers.ok()) return layers.status();
       run.full = *std::move(layers);
+    } else {
+      auto m = model::BuildModel(**source, build);
+      if (!m.ok()) return m.status();
+      run.model = *std::move(m);
+      if (full) {
+        auto layers = FullModelLayers::Create(&run.model);
+        if (!layers.ok()) return layers.status();
+        run.full = *std::move(layers);
+      }
     }
   } else {
     if (run.env.world_size > 1) {
@@ -192,19 +191,40 @@ absl::Status Setup(const JobConfig& config, const RunCallbacks& callbacks, Run& 
       if (!comm.ok()) return comm.status();
       run.comm = *std::move(comm);
     }
-    auto shell = (*source)->LoadShell();
+    model::ModelSource* layers = source->get();
+    std::unique_ptr<model::ModelSource> expanded;
+    dist::TrainedWeights trained;
+    if (expand) {
+      auto e = model::ExpandedModelSource(**source, *dense_source, *run.expansion);
+      if (!e.ok()) return e.status();
+      expanded = *std::move(e);
+      layers = expanded.get();
+      trained.layers = run.expansion->InsertedLayers();
+    } else if (full) {
+      trained.embedding_and_head = true;
+      for (int64_t i = 0; i < layers->config().num_layers; ++i) trained.layers.push_back(i);
+    }
+    auto shell = layers->LoadShell();
     if (!shell.ok()) return shell.status();
     run.model = *std::move(shell);
     auto fsdp = dist::FsdpLayers::Create(
-        **source, run.model, build, run.comm.get(),
+        *layers, run.model, build, run.comm.get(),
         dist::FsdpOptions{config.dist.sharding, config.dist.cpu_offload,
-                          config.dist.offload_optimizer});
+                          config.dist.offload_optimizer},
+        trained);
     if (!fsdp.ok()) return fsdp.status();
     run.fsdp = *std::move(fsdp);
-    Log(callbacks, absl::StrFormat("rank %d holds %.2f GiB of frozen shards (%d bytes, %s%s)",
+    Log(callbacks, absl::StrFormat("rank %d holds %.2f GiB of %s shards (%d bytes, %s%s)",
                                    run.env.rank, run.fsdp->frozen_shard_bytes() / double(1 << 30),
+                                   full ? "weight" : expand ? "frozen and trained weight"
+                                                           : "frozen",
                                    run.fsdp->frozen_shard_bytes(), config.dist.sharding,
                                    config.dist.cpu_offload ? ", in host memory" : ""));
+  }
+  if (run.expansion) {
+    Log(callbacks, absl::StrFormat("llama_pro: %d layers, %d of them inserted copies",
+                                   run.expansion->size(),
+                                   run.expansion->InsertedLayers().size()));
   }
   const double load_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count();
@@ -399,7 +419,7 @@ absl::StatusOr<RunResult> Train(const JobConfig& config, const RunCallbacks& cal
   // checkpoint, so adapter/ never holds a half-trained adapter. Every rank
   // agreed on the stop above, so all of them skip the collective gather.
   if (result.stopped_early) return result;
-  if (run.full) {
+  if (run.full || (run.fsdp && run.fsdp->trains_weights())) {
     // A whole trained model: a Hugging Face folder beside the checkpoints.
     if (model::IsRandomSource(config.model)) {
       Log(callbacks, "random: models have no config.json; no model folder written");
@@ -407,15 +427,25 @@ absl::StatusOr<RunResult> Train(const JobConfig& config, const RunCallbacks& cal
     }
     run.phase = "writing the model folder";
     result.adapter_path = config.output_dir + "/model";
+    std::vector<NamedTensor> trained;
+    if (run.fsdp) {
+      // Every rank takes part in the gather; rank 0 writes.
+      auto gathered = run.fsdp->GatherTrainedWeights();
+      if (!gathered.ok()) return gathered.status();
+      trained = *std::move(gathered);
+    } else {
+      trained = run.full->tensors();
+    }
+    if (run.env.rank != 0) return result;
     ModelFolderOptions folder;
     folder.base_dir = config.model;
     folder.out_dir = result.adapter_path;
     if (run.expansion) {
       folder.num_hidden_layers = run.expansion->size();
-      auto tensors = ExpandedModelTensors(config.model, *run.expansion, run.full->tensors());
+      auto tensors = ExpandedModelTensors(config.model, *run.expansion, trained);
       if (!tensors.ok()) return tensors.status();
       if (auto s = WriteModelFolder(*tensors, folder); !s.ok()) return s;
-    } else if (auto s = WriteModelFolder(run.full->tensors(), folder); !s.ok()) {
+    } else if (auto s = WriteModelFolder(trained, folder); !s.ok()) {
       return s;
     }
     Log(callbacks, absl::StrCat("model written to ", result.adapter_path));

@@ -14,10 +14,10 @@ namespace {
 class ModelLayers : public LayerSource {
  public:
   explicit ModelLayers(model::LlamaModel* m) : model_(m) {}
-  at::Tensor AcquireEmbedding() override { return model_->embed_tokens; }
-  void ReleaseEmbedding() override {}
+  at::Tensor AcquireEmbedding(bool) override { return model_->embed_tokens; }
+  void ReleaseEmbedding(bool) override {}
   HeadWeights AcquireHead() override { return {model_->norm, model_->lm_head}; }
-  void ReleaseHead() override {}
+  void ReleaseHead(bool) override {}
   const model::DecoderLayer& Acquire(int64_t i, bool) override { return model_->layers[i]; }
   void Release(int64_t, bool) override {}
   std::vector<at::Tensor> Parameters() override { return model_->LoraParameters(); }
@@ -79,15 +79,16 @@ void Trainer::ZeroGrad() { layers_->ZeroGradients(); }
 
 at::Tensor Trainer::Embed(const at::Tensor& input_ids) {
   c10::NoGradGuard no_grad;
-  at::Tensor h = model::EmbedTokens(model_->config, layers_->AcquireEmbedding(), input_ids);
-  layers_->ReleaseEmbedding();
+  at::Tensor h =
+      model::EmbedTokens(model_->config, layers_->AcquireEmbedding(false), input_ids);
+  layers_->ReleaseEmbedding(false);
   return h;
 }
 
 void Trainer::EmbedBackward(const at::Tensor& input_ids, const at::Tensor& grad) {
   c10::AutoGradMode grad_mode(true);
-  model::EmbedTokens(model_->config, layers_->AcquireEmbedding(), input_ids).backward(grad);
-  layers_->ReleaseEmbedding();
+  model::EmbedTokens(model_->config, layers_->AcquireEmbedding(true), input_ids).backward(grad);
+  layers_->ReleaseEmbedding(true);
 }
 
 model::AttentionInputs Trainer::Attention(const TrainBatch& batch) const {
@@ -162,7 +163,7 @@ std::pair<double, at::Tensor> Trainer::HeadLossAndGrad(const at::Tensor& hidden,
     c10::AutoGradMode grad(true);
     normed.backward(normed_grad);
   }
-  layers_->ReleaseHead();
+  layers_->ReleaseHead(true);
   return {loss_sum.item<double>(), x.grad()};
 }
 
@@ -394,7 +395,7 @@ std::pair<double, int64_t> Trainer::LossSum(const TrainBatch& batch) {
     at::Tensor logits = model::HeadLogits(model_->config, flat.index_select(0, idx), head.lm_head);
     loss_sum += at::cross_entropy_loss(logits, targets, {}, at::Reduction::Sum, kIgnoreIndex);
   });
-  layers_->ReleaseHead();
+  layers_->ReleaseHead(false);
   return {loss_sum.item<double>(), labelled.rows.numel()};
 }
 
@@ -404,7 +405,7 @@ at::Tensor Trainer::Logits(const TrainBatch& batch) {
   const HeadWeights head = layers_->AcquireHead();
   h = model::Norm(model_->config, h, head.norm);
   at::Tensor logits = model::HeadLogits(model_->config, h, head.lm_head);
-  layers_->ReleaseHead();
+  layers_->ReleaseHead(false);
   return logits;
 }
 

@@ -92,8 +92,10 @@ class LayerSource {
   virtual ~LayerSource() = default;
   // The token embedding table [vocab, hidden] for one lookup; released
   // right after it (unless TrainsEmbedding(), backward never needs it).
-  virtual at::Tensor AcquireEmbedding() = 0;
-  virtual void ReleaseEmbedding() = 0;
+  // `backward` marks the visit that backpropagates into the table: its
+  // release hands the table's gradient over (FSDP reduce-scatters it).
+  virtual at::Tensor AcquireEmbedding(bool backward) = 0;
+  virtual void ReleaseEmbedding(bool backward) = 0;
   // Whether the embedding table trains (train.method full): then the
   // trainer backpropagates into it after the first layer's backward, with
   // the table acquired once more (requiring grad).
@@ -103,8 +105,10 @@ class LayerSource {
   // block are frozen and need no input gradient).
   virtual int64_t FirstTrainedLayer() const { return 0; }
   // The final norm and LM head, for one micro-batch's loss and its backward.
+  // `backward`: the loss was backpropagated through them (training, not
+  // evaluation), so their gradients, where they train, are final.
   virtual HeadWeights AcquireHead() = 0;
-  virtual void ReleaseHead() = 0;
+  virtual void ReleaseHead(bool backward) = 0;
   // Called before layer i runs; `backward` marks the recompute+backward visit.
   virtual const model::DecoderLayer& Acquire(int64_t i, bool backward) = 0;
   // Called after the visit; in backward, the layer's LoRA gradients are final.

@@ -73,6 +73,7 @@ struct LaunchOptions {
   int grad_accum = 1;
   std::string base = "nf4";     // train.base
   std::string method = "lora";  // train.method
+  int expand_every = 0;         // train.expand_every (llama_pro)
 };
 
 struct Outcome {
@@ -113,6 +114,7 @@ class FsdpLauncher : public ::testing::Test {
                   {"backend", o.backend}}},
         {"checkpoint", {{"every_steps", o.checkpoint_every}}},
         {"resume_from", o.resume_from}};
+    if (o.expand_every > 0) job["train"]["expand_every"] = o.expand_every;
     if (!o.dataset.empty()) {
       job["dataset"] = {{"path", o.dataset}, {"format", "text"}};
       if (o.validation_fraction > 0) job["dataset"]["validation_fraction"] = o.validation_fraction;

@@ -304,6 +304,49 @@ TEST(MemoryPlanTest, LlamaProTrainsOnlyTheCopiesDenseBesideAQuantizedBase) {
   EXPECT_EQ(plan.device.frozen_weights, nf4_32 + 8 * 2 * per_layer);
 }
 
+TEST(MemoryPlanTest, ShardedFullFineTuningDividesTheTrainedStateByTheRanks) {
+  auto model = model::RandomModelConfig("llama3.2-1b");
+  ASSERT_TRUE(model.ok()) << model.status();
+  train::JobConfig job;
+  job.train.base = "bf16";
+  job.train.method = "full";
+  PlanDevice one, two;
+  two.world_size = 2;
+  const int64_t n = FullParameterCount(*model);
+  const int64_t layer = 2048LL * 5120 + 3LL * 2048 * 8192 + 2 * 2048;
+  const int64_t table = 128256LL * 2048;
+  const MemoryPlan alone = PlanMemory(*model, job, one);
+  const MemoryPlan sharded = PlanMemory(*model, job, two);
+  EXPECT_EQ(sharded.trainable_parameters, n);
+  // Half of the bf16 weights, plus the two gathered layers in flight.
+  EXPECT_EQ(sharded.device.frozen_weights, 2 * n / 2 + 2 * 2 * layer);
+  EXPECT_EQ(sharded.device.adapter, 4 * n / 2);    // float32 master shards
+  EXPECT_EQ(sharded.device.optimizer, 8 * n / 2);  // moment shards
+  // float32 gradient shards, plus the largest unit's (the embedding table)
+  // bf16 gradients and their float32 flattening while reduce-scattered.
+  EXPECT_EQ(sharded.device.gradients, 4 * n / 2 + 6 * table);
+  EXPECT_LT(sharded.device.Total(), alone.device.Total());
+  // no_shard replicates everything on each rank.
+  job.dist.sharding = "no_shard";
+  EXPECT_EQ(PlanMemory(*model, job, two).device.optimizer, 8 * n);
+}
+
+TEST(MemoryPlanTest, ShardedLlamaProDividesTheCopiesStateByTheRanks) {
+  auto model = model::RandomModelConfig("llama2-7b");
+  ASSERT_TRUE(model.ok());
+  train::JobConfig job;
+  job.train.method = "llama_pro";
+  job.train.expand_every = 4;  // 32 layers + 8 copies
+  PlanDevice two;
+  two.world_size = 2;
+  const int64_t per_layer = 2 * 4096 + 4LL * 4096 * 4096 + 3LL * 4096 * 11008;
+  const MemoryPlan plan = PlanMemory(*model, job, two);
+  EXPECT_EQ(plan.trainable_parameters, 8 * per_layer);
+  EXPECT_EQ(plan.device.adapter, 4 * 8 * per_layer / 2);
+  EXPECT_EQ(plan.device.optimizer, 8 * 8 * per_layer / 2);
+  EXPECT_EQ(plan.device.gradients, 4 * 8 * per_layer / 2 + 6 * per_layer);
+}
+
 TEST(MemoryPlanTest, BaseFormatsSetTheFrozenBytes) {
   auto model = model::RandomModelConfig("llama2-7b");
   ASSERT_TRUE(model.ok());

@@ -1,0 +1,144 @@
+// train.method full and llama_pro sharded over ranks on the CPU (Gloo):
+// FsdpLayers with trained weights on 2 and 4 ranks trains what one process
+// (FullModelLayers) trains, under every sharding strategy; a job paused on 2
+// ranks resumes exactly; offloading is refused naming its field. The global
+// batch stays the same (1 x 4 = 2 x 2 = 4 x 1 rows); the final float32
+// masters are read from each run's last checkpoint (random: models write no
+// model folder).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <map>
+#include <string>
+
+#include "tests/worker/dist/fsdp_launcher.h"
+#include "worker/train/checkpoint.h"
+
+namespace rigtune::testing {
+namespace {
+
+constexpr char kTied[] =
+    "random:layers=2,hidden=64,intermediate=128,heads=4,kv_heads=2,vocab=96,tied=1";
+
+class FullRanks : public FsdpLauncher {
+ protected:
+  // The masters of the checkpoint at `step` (float32, by Hugging Face name).
+  static std::map<std::string, at::Tensor> Masters(const Outcome& o, int step) {
+    auto c = train::ReadCheckpoint(o.dir + "/checkpoints/step-" + std::to_string(step));
+    EXPECT_TRUE(c.ok()) << c.status();
+    return c.ok() ? c->adapter : std::map<std::string, at::Tensor>{};
+  }
+
+  // Same losses (relative 1e-5) and the same masters after `step` steps
+  // (norm-wise relative 1e-5, every tensor).
+  void ExpectSameModel(const Outcome& a, const Outcome& b, int step) {
+    for (int c : b.exit_codes) ASSERT_EQ(c, 0) << b.rank0_log;
+    ASSERT_EQ(a.losses.size(), b.losses.size());
+    for (size_t i = 0; i < a.losses.size(); ++i) {
+      EXPECT_NEAR(b.losses[i], a.losses[i], 1e-5 * std::abs(a.losses[i])) << "step " << i;
+    }
+    auto ma = Masters(a, step), mb = Masters(b, step);
+    ASSERT_FALSE(ma.empty());
+    ASSERT_EQ(ma.size(), mb.size());
+    for (const auto& [name, t] : ma) {
+      ASSERT_TRUE(mb.count(name)) << name;
+      ASSERT_EQ(mb[name].sizes(), t.sizes()) << name;
+      const double rel = ((mb[name] - t).norm() / t.norm().clamp_min(1e-12)).item<double>();
+      EXPECT_LT(rel, 1e-5) << name;
+    }
+  }
+
+  Outcome One(const std::string& name, LaunchOptions o) {
+    o.world = 1;
+    o.batch = 4;
+    Outcome one = Launch(name, o);
+    EXPECT_EQ(one.exit_codes[0], 0) << one.rank0_log;
+    EXPECT_EQ(one.losses.size(), static_cast<size_t>(o.steps));
+    return one;
+  }
+};
+
+LaunchOptions Full() { return {.base = "bf16", .method = "full"}; }
+
+TEST_F(FullRanks, TwoAndFourRanksMatchOne) {
+  const Outcome one = One("one", Full());
+  for (int world : {2, 4}) {
+    SCOPED_TRACE(world);
+    LaunchOptions o = Full();
+    o.world = world;
+    o.batch = 4 / world;
+    ExpectSameModel(one, Launch("ranks" + std::to_string(world), o), 4);
+  }
+}
+
+TEST_F(FullRanks, EveryStrategyMatchesOneWithATiedHead) {
+  LaunchOptions tied = Full();
+  tied.model = kTied;
+  const Outcome one = One("one", tied);
+  struct Strategy {
+    const char* sharding;
+    int world, local_world;
+  };
+  // hybrid on 2 simulated nodes of 2 ranks: shards within a node, the
+  // gradient shards all-reduced across them.
+  for (const Strategy& s : {Strategy{"full_shard", 2, 0}, Strategy{"shard_grad_op", 2, 0},
+                            Strategy{"no_shard", 2, 0}, Strategy{"hybrid", 4, 2}}) {
+    SCOPED_TRACE(s.sharding);
+    LaunchOptions o = tied;
+    o.sharding = s.sharding;
+    o.world = s.world;
+    o.local_world = s.local_world;
+    o.batch = 4 / s.world;
+    ExpectSameModel(one, Launch(s.sharding, o), 4);
+  }
+}
+
+TEST_F(FullRanks, LlamaProOnTwoRanksMatchesOne) {
+  // Two NF4 layers, a copy after each: layers 1 and 3 train, 0 and 2 stay
+  // frozen (sharded as NF4 bytes), and the backward walk stops at layer 1.
+  const LaunchOptions pro{.base = "nf4", .method = "llama_pro", .expand_every = 1};
+  const Outcome one = One("one", pro);
+  LaunchOptions two = pro;
+  two.world = 2;
+  two.batch = 2;
+  const Outcome sharded = Launch("two", two);
+  ExpectSameModel(one, sharded, 4);
+  auto masters = Masters(sharded, 4);
+  EXPECT_TRUE(masters.count("model.layers.3.mlp.down_proj.weight"));
+  EXPECT_FALSE(masters.count("model.layers.2.mlp.down_proj.weight"));
+  EXPECT_FALSE(masters.count("model.embed_tokens.weight"));
+}
+
+TEST_F(FullRanks, PausedOnTwoRanksResumesExactly) {
+  LaunchOptions whole = Full();
+  whole.steps = 6;
+  const Outcome uninterrupted = One("whole", whole);
+  LaunchOptions first = whole;
+  first.world = 2;
+  first.batch = 2;
+  first.stop_after = 3;
+  const Outcome paused = Launch("paused", first);
+  for (int c : paused.exit_codes) ASSERT_EQ(c, 0) << paused.rank0_log;
+  ASSERT_EQ(paused.losses.size(), 3u);
+  LaunchOptions second = whole;
+  second.world = 2;
+  second.batch = 2;
+  second.resume_from = paused.dir + "/checkpoints/step-3";
+  Outcome joined = Launch("resumed", second);
+  joined.losses.insert(joined.losses.begin(), paused.losses.begin(), paused.losses.end());
+  ExpectSameModel(uninterrupted, joined, 6);
+}
+
+TEST_F(FullRanks, OffloadIsRefusedNamingTheField) {
+  LaunchOptions o = Full();
+  o.world = 2;
+  o.batch = 2;
+  o.cpu_offload = true;
+  const Outcome refused = Launch("offload", o);
+  EXPECT_NE(refused.exit_codes[0], 0);
+  EXPECT_NE(refused.rank0_log.find("dist.cpu_offload"), std::string::npos) << refused.rank0_log;
+  EXPECT_NE(refused.rank0_log.find("train.method full"), std::string::npos) << refused.rank0_log;
+}
+
+}  // namespace
+}  // namespace rigtune::testing
