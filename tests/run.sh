@@ -23,8 +23,8 @@ if [ -x /usr/local/cuda/bin/nvcc ] && [ -z "${RIGTUNE_SKIP_CUDA_BUILD:-}" ]; the
     { cat build/configure-cuda.log; exit 1; }
   # The CUDA-specific code: kernels, the engine's CUDA paths, GPU tests, benchmarks.
   cmake --build --preset cuda -j "$jobs" --target rigtune_kernels rigtune_engine nf4_cuda_test \
-    engine_cuda_test fsdp_gpu_test fused_ops_cuda_test adamw_cuda_test oom_gpu_test \
-    validation_gpu_test nf4_dequant_bench train_bench
+    hqq4_cuda_test engine_cuda_test fsdp_gpu_test fused_ops_cuda_test adamw_cuda_test \
+    oom_gpu_test validation_gpu_test nf4_dequant_bench train_bench
 fi
 
 echo "== ctest =="

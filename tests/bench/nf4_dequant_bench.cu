@@ -1,13 +1,15 @@
-// nf4_dequant_bench: effective bandwidth of the CUDA NF4 dequantize
-// (kernels/nf4.h) into bf16, for the weight shapes of a 70B model.
+// nf4_dequant_bench: effective bandwidth of the CUDA 4-bit dequantize
+// kernels into bf16 (kernels/nf4.h, kernels/hqq4.h), for the weight shapes
+// of a 7B MLP (4096 x 11008) and a 70B model.
 //
 //   build/cuda/tests/bench/nf4_dequant_bench [--iters N] [--peak-gbs 4300]
 //
-// Effective bytes = bytes read (packed codes + absmax constants) + bytes
-// written (bf16 output). The device's copy ceiling is measured with a
+// Effective bytes = bytes read (packed codes + constants) + bytes written
+// (bf16 output). The device's copy ceiling is measured with a
 // device-to-device cudaMemcpy of the output size (read + write counted) and
 // printed beside the nominal peak. One markdown table row per shape and
-// variant ("plain": float32 absmax; "nested": 8-bit absmax decoded on the fly).
+// variant ("plain": NF4 with float32 absmax; "nested": NF4 with 8-bit absmax
+// decoded on the fly; "hqq4": HQQ 4-bit, float32 scale and zero per group).
 #include <cuda_runtime.h>
 
 #include <cstdio>
@@ -15,6 +17,7 @@
 #include <cstring>
 #include <vector>
 
+#include "kernels/hqq4.h"
 #include "kernels/nf4.h"
 
 namespace {
@@ -61,7 +64,7 @@ int main(int argc, char** argv) {
   cudaStream_t stream;
   CHECK_CUDA(cudaStreamCreate(&stream));
 
-  const int64_t shapes[][2] = {{4096, 4096}, {8192, 28672}, {28672, 8192}};
+  const int64_t shapes[][2] = {{4096, 11008}, {4096, 4096}, {8192, 28672}, {28672, 8192}};
   std::printf("device: %s\n\n", prop.name);
   std::printf(
       "| shape | variant | time (us) | effective GB/s | %% of %.0f GB/s | %% of measured copy |\n",
@@ -80,6 +83,10 @@ int main(int argc, char** argv) {
     CHECK_CUDA(cudaMalloc(&absmax, nb * 4));
     CHECK_CUDA(cudaMalloc(&absmax2, nn * 4));
     CHECK_CUDA(cudaMalloc(&map8, 256 * 4));
+    const int64_t groups = rigtune::kernels::Hqq4NumGroups(n);
+    float *hqq_scale, *hqq_zero;
+    CHECK_CUDA(cudaMalloc(&hqq_scale, groups * 4));
+    CHECK_CUDA(cudaMalloc(&hqq_zero, groups * 4));
     CHECK_CUDA(cudaMalloc(&out, n * 2));
     CHECK_CUDA(cudaMemset(packed, 0x5A, packed_bytes));
     CHECK_CUDA(cudaMemset(q8, 0x80, nb));
@@ -88,6 +95,9 @@ int main(int argc, char** argv) {
     CHECK_CUDA(cudaMemcpy(absmax2, host_absmax2.data(), nn * 4, cudaMemcpyHostToDevice));
     CHECK_CUDA(
         cudaMemcpy(map8, rigtune::kernels::DynamicMap8().data(), 256 * 4, cudaMemcpyHostToDevice));
+    std::vector<float> host_scale(groups, 0.004f), host_zero(groups, 7.5f);
+    CHECK_CUDA(cudaMemcpy(hqq_scale, host_scale.data(), groups * 4, cudaMemcpyHostToDevice));
+    CHECK_CUDA(cudaMemcpy(hqq_zero, host_zero.data(), groups * 4, cudaMemcpyHostToDevice));
 
     const float copy_ms = TimeMs(
         [&] {
@@ -116,6 +126,18 @@ int main(int argc, char** argv) {
                   nested ? "nested" : "plain", ms * 1e3, gbs, 100.0 * gbs / peak_gbs,
                   100.0 * gbs / copy_gbs);
     }
+    // hqq4 reads the same n/2 code bytes (n is a multiple of 128 here).
+    const float hqq_ms = TimeMs(
+        [&] {
+          CHECK_CUDA(rigtune::kernels::Hqq4DequantizeCuda(packed, hqq_scale, hqq_zero, n,
+                                                          FloatFormat::kBFloat16, out, stream));
+        },
+        iters, stream);
+    const double hqq_gbs =
+        (static_cast<double>(packed_bytes) + 2.0 * n + 8.0 * groups) / (hqq_ms * 1e6);
+    std::printf("| %lld x %lld | hqq4 | %.1f | %.0f | %.1f%% | %.1f%% |\n",
+                static_cast<long long>(shape[0]), static_cast<long long>(shape[1]), hqq_ms * 1e3,
+                hqq_gbs, 100.0 * hqq_gbs / peak_gbs, 100.0 * hqq_gbs / copy_gbs);
     std::printf("| %lld x %lld | device copy (%lld MB) | %.1f | %.0f | %.1f%% | 100%% |\n",
                 static_cast<long long>(shape[0]), static_cast<long long>(shape[1]),
                 static_cast<long long>(n >> 20), copy_ms * 1e3, copy_gbs,
@@ -125,6 +147,8 @@ int main(int argc, char** argv) {
     CHECK_CUDA(cudaFree(absmax));
     CHECK_CUDA(cudaFree(absmax2));
     CHECK_CUDA(cudaFree(map8));
+    CHECK_CUDA(cudaFree(hqq_scale));
+    CHECK_CUDA(cudaFree(hqq_zero));
     CHECK_CUDA(cudaFree(out));
   }
   CHECK_CUDA(cudaStreamDestroy(stream));

@@ -113,6 +113,21 @@ TEST(AdamWCuda, EngineStepMatchesCpuReferenceOverSteps) {
   }
 }
 
+// The fused kernel writes through raw pointers; Step bumps the version
+// counters itself so caches keyed on them (DoRA's row norms) see the update.
+TEST(AdamWCuda, FusedStepBumpsParameterVersions) {
+  SKIP_WITHOUT_CUDA();
+  std::vector<at::Tensor> p = To(MakeParams(), at::kCUDA);
+  std::vector<at::Tensor> g;
+  for (const at::Tensor& t : p) g.push_back(at::randn_like(t));
+  AdamW opt(p, AdamWOptions{});
+  ASSERT_TRUE(CanFuseAdamW(p, g, opt.exp_avg(), opt.exp_avg_sq()));
+  std::vector<int64_t> before;
+  for (const at::Tensor& t : p) before.push_back(t._version());
+  opt.Step(g, 1e-3);
+  for (size_t i = 0; i < p.size(); ++i) EXPECT_GT(p[i]._version(), before[i]) << i;
+}
+
 TEST(AdamWCuda, SumOfSquaresIsDeterministicAndMatchesTheTwin) {
   SKIP_WITHOUT_CUDA();
   std::vector<at::Tensor> cpu_g = MakeParams();

@@ -73,7 +73,7 @@ for stage in "${stages[@]}"; do
       cat "$OUT/types-llama-pro.md" ;;
     nf4)
       "$BUILD/tests/bench/nf4_dequant_bench" --iters 100 >"$OUT/nf4-bench.md" 2>&1
-      note "nf4 dequantize bandwidth:"; cat "$OUT/nf4-bench.md" ;;
+      note "4-bit dequantize bandwidth (nf4, hqq4):"; cat "$OUT/nf4-bench.md" ;;
     engine)
       for shape in llama2-7b llama3-8b; do
         "$BUILD/tests/bench/train_bench" --model random:$shape --batch 4 --seq 2048 --steps 6 \

@@ -258,10 +258,14 @@ at::Tensor QLoraLinear::Forward(const at::Tensor& x, DequantWorkspace& workspace
     at::Tensor mask = at::empty_like(x).bernoulli_(keep, gen);
     h = x * mask.div_(keep);
   }
-  at::Tensor y =
-      is_dora()
-          ? DoraProduct(x, h, lora_a_, lora_b_, magnitude_, weight_, workspace, spec_.scale)
-          : QLoraFunction::apply(x, h, lora_a_, lora_b_, &weight_, &workspace, spec_.scale, true);
+  at::Tensor y;
+  if (is_dora()) {
+    if (!dora_norms_) dora_norms_ = std::make_shared<DoraNormCache>();
+    const at::Tensor& norm = dora_norms_->Get(weight_, lora_a_, lora_b_, spec_.scale, workspace);
+    y = DoraProduct(x, h, lora_a_, lora_b_, magnitude_, norm, weight_, workspace, spec_.scale);
+  } else {
+    y = QLoraFunction::apply(x, h, lora_a_, lora_b_, &weight_, &workspace, spec_.scale, true);
+  }
   return bias_.defined() ? y + bias_ : y;
 }
 

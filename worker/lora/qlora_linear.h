@@ -27,6 +27,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <vector>
 
@@ -66,6 +67,8 @@ const char* PeftSuffix(AdapterPart part);
 // [r, in], [out, r] or [out].
 std::vector<int64_t> AdapterPartShape(AdapterPart part, const LoraSpec& spec, int64_t out,
                                       int64_t in);
+
+class DoraNormCache;  // worker/lora/dora.h
 
 class QLoraLinear {
  public:
@@ -126,6 +129,10 @@ class QLoraLinear {
   at::Tensor lora_a_;
   at::Tensor lora_b_;
   at::Tensor magnitude_;
+  // DoRA's row norms, computed once per optimizer update (Note [DoRA norm
+  // cache] in dora.h); shared by copies of this linear, which hold the same
+  // adapter tensors.
+  mutable std::shared_ptr<DoraNormCache> dora_norms_;
 };
 
 // x · dequant(W)ᵀ with the dequantize-twice backward (exposed for tests).

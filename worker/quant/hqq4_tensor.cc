@@ -6,6 +6,13 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/hqq4.h"
+#include "worker/quant/float_format_of.h"
+
+#ifdef RIGTUNE_WITH_CUDA
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+#endif
 
 namespace rigtune::quant {
 namespace {
@@ -123,9 +130,12 @@ absl::Status Hqq4Tensor::DequantizeInto(at::Tensor& out) const {
         absl::StrCat("hqq4: the output must hold ", numel(), " float elements on ",
                      device().str()));
   }
+  if (out.is_cuda()) return DequantizeCuda(out);
   c10::NoGradGuard no_grad;
   // In float32 (in `out` itself when it is float32), rounded once to out's
-  // dtype: the same as hqq's dequantize with a float32 compute dtype.
+  // dtype: the same as hqq's dequantize with a float32 compute dtype (Note
+  // [hqq4 layout and rounding] in kernels/hqq4.h; the CUDA kernel gives the
+  // same bits).
   at::Tensor o = out.view({-1, kGroupSize});
   at::Tensor w = out.scalar_type() == at::kFloat
                      ? o
@@ -136,6 +146,31 @@ absl::Status Hqq4Tensor::DequantizeInto(at::Tensor& out) const {
   w.sub_(zero_.unsqueeze(1)).mul_(scale_.unsqueeze(1));
   if (!w.is_same(o)) o.copy_(w);
   return absl::OkStatus();
+}
+
+absl::Status Hqq4Tensor::DequantizeCuda(at::Tensor& out) const {
+  auto fmt = FloatFormatOf(out.scalar_type(), "hqq4: the output");
+  if (!fmt.ok()) return fmt.status();
+  if (!out.is_contiguous()) {
+    return absl::InvalidArgumentError("hqq4: the output must be contiguous");
+  }
+#ifdef RIGTUNE_WITH_CUDA
+  const c10::cuda::CUDAGuard guard(out.device());
+  cudaStream_t stream = at::cuda::getCurrentCUDAStream(out.device().index()).stream();
+  const at::Tensor packed = packed_.contiguous();
+  const at::Tensor scale = scale_.contiguous();
+  const at::Tensor zero = zero_.contiguous();
+  const cudaError_t err =
+      kernels::Hqq4DequantizeCuda(packed.data_ptr<uint8_t>(), scale.data_ptr<float>(),
+                                  zero.data_ptr<float>(), numel(), *fmt, out.data_ptr(), stream);
+  if (err != cudaSuccess) {
+    return absl::InternalError(absl::StrCat("hqq4 dequantize (CUDA): ", cudaGetErrorString(err)));
+  }
+  return absl::OkStatus();
+#else
+  return absl::FailedPreconditionError(
+      "hqq4: the weight is on a CUDA device but rigtune was built without CUDA");
+#endif
 }
 
 absl::StatusOr<at::Tensor> Hqq4Tensor::Dequantize(at::ScalarType dtype) const {

@@ -43,7 +43,9 @@ class Hqq4Tensor {
   static absl::StatusOr<Hqq4Tensor> FromParts(std::vector<int64_t> shape, at::Tensor packed,
                                               at::Tensor scale, at::Tensor zero);
 
-  // out = (q − zero) · scale, in out's dtype (computed in float32).
+  // out = (q − zero) · scale, in out's dtype (computed in float32). On a CUDA
+  // device through kernels/hqq4.h's kernel (`out` contiguous, float32,
+  // float16 or bfloat16), on the CPU through ATen ops; both give hqq's bits.
   absl::Status DequantizeInto(at::Tensor& out) const;
   absl::StatusOr<at::Tensor> Dequantize(at::ScalarType dtype) const;
   // The unpacked codes, uint8 [groups, 64] (tests and checkpoints).
@@ -62,6 +64,8 @@ class Hqq4Tensor {
   Hqq4Tensor() = default;
 
  private:
+  absl::Status DequantizeCuda(at::Tensor& out) const;
+
   std::vector<int64_t> shape_;
   at::Tensor packed_;
   at::Tensor scale_;

@@ -45,6 +45,10 @@ void AdamW::Step(const std::vector<at::Tensor>& grads, double lr, double grad_sc
   BeginStep();
   if (CanFuseAdamW(params_, grads, exp_avg_, exp_avg_sq_)) {
     FusedAdamWStep(params_, grads, exp_avg_, exp_avg_sq_, Scalars(lr, grad_scale));
+    // The kernel writes through raw pointers: bump the version counters as
+    // an ATen in-place op would, so that what was computed from the old
+    // values notices (Note [DoRA norm cache] in worker/lora/dora.h).
+    for (at::Tensor& p : params_) p.unsafeGetTensorImpl()->bump_version();
     return;
   }
   c10::NoGradGuard no_grad;

@@ -1,7 +1,8 @@
 // DoRA (worker/lora/dora.h) against the same formula written with plain ATen
 // autograd ops, on an NF4 and a dense base: outputs and the gradients of x,
 // A, B and the magnitude, with and without a dropout-style adapter input;
-// and DoRA linears stay out of grouped products.
+// DoRA linears stay out of grouped products; the row norms are computed once
+// per adapter update (Note [DoRA norm cache]).
 #include "worker/lora/dora.h"
 
 #include "worker/lora/grouped_qlora.h"
@@ -10,6 +11,8 @@
 #include <c10/core/GradMode.h>
 #include <gtest/gtest.h>
 #include <torch/csrc/autograd/autograd.h>
+
+#include "worker/train/optimizer.h"
 
 namespace rigtune::lora {
 namespace {
@@ -84,6 +87,63 @@ TEST_P(DoraTest, DoraLinearsDoNotJoinGroupedProducts) {
   QLoraLinear other(Base(GetParam(), at::randn({8, 64})), at::Tensor(), LoraSpec{4, 1.0, 0.0}, 3);
   EXPECT_TRUE(CanGroup({&lora, &other}, true));  // any base format groups
   EXPECT_FALSE(CanGroup({&lora, &dora}, true));
+}
+
+TEST_P(DoraTest, RowNormsAreComputedOncePerAdapterUpdate) {
+  at::manual_seed(4);
+  quant::FrozenWeight w = Base(GetParam(), at::randn({24, 64}) * 0.1);
+  const double s = 0.5;
+  at::Tensor a = (at::randn({4, 64}) * 0.1).requires_grad_(true);
+  at::Tensor b = (at::randn({24, 4}) * 0.1).requires_grad_(true);
+  DequantWorkspace ws;
+  DoraNormCache cache;
+  const at::Tensor first = cache.Get(w, a, b, s, ws);
+  EXPECT_TRUE(first.equal(DoraRowNorms(w, a, b, s, ws)));
+  EXPECT_TRUE(cache.Get(w, a, b, s, ws).is_same(first));  // unchanged A, B: no recompute
+  EXPECT_EQ(cache.computed(), 1);
+
+  {  // An in-place write (what loading an adapter or a checkpoint does).
+    c10::NoGradGuard no_grad;
+    b.add_(0.05);
+  }
+  const at::Tensor second = cache.Get(w, a, b, s, ws);
+  EXPECT_EQ(cache.computed(), 2);
+  EXPECT_FALSE(second.equal(first));
+  EXPECT_TRUE(second.equal(DoraRowNorms(w, a, b, s, ws)));
+
+  // An optimizer update.
+  train::AdamW opt({a, b}, train::AdamWOptions{});
+  opt.Step({at::randn_like(a), at::randn_like(b)}, 1e-2);
+  const at::Tensor third = cache.Get(w, a, b, s, ws);
+  EXPECT_EQ(cache.computed(), 3);
+  EXPECT_TRUE(third.equal(DoraRowNorms(w, a, b, s, ws)));
+
+  // Other adapter tensors (a copy holding the same values) are another key.
+  const at::Tensor a2 = a.detach().clone();
+  EXPECT_TRUE(cache.Get(w, a2, b, s, ws).equal(third));
+  EXPECT_EQ(cache.computed(), 4);
+}
+
+TEST_P(DoraTest, LinearForwardFollowsItsAdapterAcrossUpdates) {
+  at::manual_seed(5);
+  QLoraLinear lin(Base(GetParam(), at::randn({16, 64}) * 0.1), at::Tensor(),
+                  LoraSpec{4, 2.0, 0.0, /*dora=*/true}, /*seed=*/9);
+  DequantWorkspace ws;
+  const at::Tensor x = at::randn({3, 64});
+  auto uncached = [&] {
+    return DoraProduct(x, x, lin.lora_a(), lin.lora_b(), lin.magnitude(), lin.weight(), ws,
+                       lin.scale());
+  };
+  const at::Tensor y0 = lin.Forward(x, ws, true, 0);
+  EXPECT_TRUE(lin.Forward(x, ws, true, 0).equal(y0));
+  EXPECT_TRUE(y0.equal(uncached()));
+  train::AdamW opt({lin.lora_a(), lin.lora_b(), lin.magnitude()}, train::AdamWOptions{});
+  opt.Step(
+      {at::randn_like(lin.lora_a()), at::randn_like(lin.lora_b()), at::randn_like(lin.magnitude())},
+      1e-2);
+  const at::Tensor y1 = lin.Forward(x, ws, true, 0);
+  EXPECT_FALSE(y1.equal(y0));
+  EXPECT_TRUE(y1.equal(uncached()));
 }
 
 INSTANTIATE_TEST_SUITE_P(Bases, DoraTest, ::testing::Values(false, true),

@@ -1,9 +1,16 @@
 // Hqq4Tensor: shapes, packing and errors (equality with the hqq package
-// itself is tests/golden/test_base_types.py).
+// itself is tests/golden/test_base_types.py), and the kernels' CPU twin
+// (kernels/hqq4.h) against DequantizeInto, so the CUDA kernel checked against
+// that twin (tests/gpu/hqq4_cuda_test.cc) gives hqq's bits too.
 #include "worker/quant/hqq4_tensor.h"
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
+
+#include <cstring>
+#include <vector>
+
+#include "kernels/hqq4.h"
 
 namespace rigtune::quant {
 namespace {
@@ -39,6 +46,34 @@ TEST(Hqq4TensorTest, FromPartsRebuildsTheSameWeight) {
   EXPECT_FALSE(Hqq4Tensor::FromParts({32, 64}, q->packed(), q->scale().narrow(0, 0, 4),
                                      q->zero())
                    .ok());
+}
+
+TEST(Hqq4TensorTest, KernelTwinGivesTheBitsOfDequantizeInto) {
+  // [3, 128]: three groups per half (an odd count); [40, 96]: groups that
+  // straddle rows; the 17 x 384 one starts each half mid-row.
+  const std::vector<std::vector<int64_t>> shapes = {{3, 128}, {40, 96}, {17, 384}, {1, 128}};
+  at::manual_seed(7);
+  for (const auto& shape : shapes) {
+    auto q = Hqq4Tensor::Quantize(at::randn(shape) * 0.02);
+    ASSERT_TRUE(q.ok()) << q.status();
+    const struct {
+      at::ScalarType dtype;
+      kernels::FloatFormat fmt;
+    } outs[] = {{at::kFloat, kernels::FloatFormat::kFloat32},
+                {at::kBFloat16, kernels::FloatFormat::kBFloat16},
+                {at::kHalf, kernels::FloatFormat::kFloat16}};
+    for (const auto& o : outs) {
+      SCOPED_TRACE(testing::Message()
+                   << shape[0] << "x" << shape[1] << " " << c10::toString(o.dtype));
+      auto ref = q->Dequantize(o.dtype);
+      ASSERT_TRUE(ref.ok()) << ref.status();
+      at::Tensor got = at::empty(shape, at::TensorOptions().dtype(o.dtype));
+      kernels::Hqq4DequantizeCpu(q->packed().data_ptr<uint8_t>(), q->scale().data_ptr<float>(),
+                                 q->zero().data_ptr<float>(), q->numel(), o.fmt, got.data_ptr());
+      ASSERT_EQ(got.nbytes(), ref->nbytes());
+      EXPECT_EQ(0, std::memcmp(got.data_ptr(), ref->data_ptr(), got.nbytes()));
+    }
+  }
 }
 
 TEST(Hqq4TensorTest, RejectsSizesThatDoNotPack) {
