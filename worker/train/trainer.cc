@@ -253,6 +253,8 @@ double Trainer::MicroStep(const TrainBatch& batch, double denominator, uint64_t 
     // MLP's gate/up product (Note [Keeping the gate/up product]).
     enum Slot : int { kInput = 0, kGateUp, kNumSlots };
     const bool keep_mlp = KeepsMlp(h.size(0) * h.size(1), chunk);
+    // Layers below the first trained one need no backward at all.
+    const int64_t first = std::min(n - 1, std::max<int64_t>(0, layers_->FirstTrainedLayer()));
     ActivationStash stash(n, keep_mlp ? kNumSlots : 1, options_.activation_offload);
     {
       c10::NoGradGuard no_grad;
@@ -263,7 +265,7 @@ double Trainer::MicroStep(const TrainBatch& batch, double denominator, uint64_t 
         if (chunk > 0 && model::MlpRowsIndependentOfTiling(layer, true)) {
           h = model::AttentionHalf(layer, cfg, h, attn, workspace_, true, seed_of(i));
           TiledMlpForward(layer, h, chunk, true, seed_of(i));
-        } else if (keep_mlp && model::MlpKeepsGateUp(layer, cfg, true)) {
+        } else if (keep_mlp && i >= first && model::MlpKeepsGateUp(layer, cfg, true)) {
           at::Tensor gate_up;
           h = model::AttentionHalf(layer, cfg, h, attn, workspace_, true, seed_of(i));
           h = model::MlpHalf(layer, cfg, h, workspace_, true, seed_of(i), &gate_up);
@@ -277,8 +279,6 @@ double Trainer::MicroStep(const TrainBatch& batch, double denominator, uint64_t 
     auto [loss_sum, grad] = HeadLossAndGrad(h, batch.labels, denominator);
     h = at::Tensor();  // the last layer's output: only its gradient is needed now
     profile::ScopedPhase walk(profile::Phase::kRecomputeBackward, grad);
-    // Layers below the first trained one need no backward at all.
-    const int64_t first = std::min(n - 1, std::max<int64_t>(0, layers_->FirstTrainedLayer()));
     for (int64_t i = n - 1; i >= first; --i) {
       const model::DecoderLayer& layer = layers_->Acquire(i, true);
       at::Tensor x = stash.Take(i, kInput, grad.device()).detach();

@@ -4,6 +4,7 @@
 #include <c10/core/GradMode.h>
 #include <gtest/gtest.h>
 
+#include <stdexcept>
 #include <vector>
 
 namespace rigtune::lora {
@@ -64,6 +65,64 @@ TEST(GroupedQLoraTest, MatchesSeparateLinears) {
     EXPECT_LT(RelErr(grad_a[i], ls[i].lora_a().grad()), 1e-6) << i;
     EXPECT_LT(RelErr(grad_b[i], ls[i].lora_b().grad()), 1e-6) << i;
   }
+}
+
+// KeptGroupedForward against a dense ATen oracle (x·Wᵢᵀ + sᵢ·(x·Aᵢᵀ)·Bᵢᵀ,
+// autograd): it hands back the kept product as it is, and backpropagates
+// the oracle's gradients for x, every A and every B; also for one linear
+// (Phi-3's fused gate_up_proj).
+TEST(GroupedQLoraTest, KeptProductBackpropagatesAsTheDenseOracle) {
+  for (size_t count : {size_t{2}, size_t{1}}) {
+    std::vector<QLoraLinear> ls;
+    ls.push_back(RandomLinear(24, 40, 8, 0.0, 21));
+    if (count == 2) ls.push_back(RandomLinear(16, 40, 4, 0.0, 22));
+    ASSERT_TRUE(CanRunAsOneProduct(Pointers(ls), /*training=*/true));
+    EXPECT_EQ(CanGroup(Pointers(ls), true), count == 2);
+    DequantWorkspace ws;
+    at::manual_seed(23);
+    const at::Tensor x0 = at::randn({2, 5, 40});
+    at::Tensor kept;
+    {
+      c10::NoGradGuard no_grad;
+      kept = GroupedForward(Pointers(ls), x0, ws);
+    }
+    at::Tensor x = x0.clone().requires_grad_(true);
+    at::Tensor y = KeptGroupedForward(Pointers(ls), x, kept, ws);
+    EXPECT_TRUE(at::equal(y, kept));
+    at::Tensor g = at::randn_like(y);
+    y.backward(g);
+
+    at::Tensor x_ref = x0.clone().requires_grad_(true);
+    std::vector<at::Tensor> parts, a_ref, b_ref;
+    for (const QLoraLinear& l : ls) {
+      const at::Tensor w = BaseWeightIn(l.weight(), ws, at::kFloat, at::kCPU).clone();
+      a_ref.push_back(l.lora_a().detach().clone().requires_grad_(true));
+      b_ref.push_back(l.lora_b().detach().clone().requires_grad_(true));
+      parts.push_back(at::matmul(x_ref, w.t()) +
+                      l.scale() * at::matmul(at::matmul(x_ref, a_ref.back().t()),
+                                             b_ref.back().t()));
+    }
+    at::Tensor y_ref = at::cat(parts, -1);
+    y_ref.backward(g);
+    EXPECT_LT(RelErr(kept, y_ref), 1e-6);
+    EXPECT_LT(RelErr(x.grad(), x_ref.grad()), 1e-6) << count;
+    for (size_t i = 0; i < ls.size(); ++i) {
+      EXPECT_LT(RelErr(ls[i].lora_a().grad(), a_ref[i].grad()), 1e-6) << i;
+      EXPECT_LT(RelErr(ls[i].lora_b().grad(), b_ref[i].grad()), 1e-6) << i;
+    }
+  }
+}
+
+TEST(GroupedQLoraTest, KeptProductMustMatchTheInput) {
+  std::vector<QLoraLinear> ls;
+  ls.push_back(RandomLinear(8, 16, 2, 0.0, 24));
+  ls.push_back(RandomLinear(8, 16, 2, 0.0, 25));
+  DequantWorkspace ws;
+  const at::Tensor x = at::randn({3, 16});
+  EXPECT_THROW(KeptGroupedForward(Pointers(ls), x, at::zeros({3, 15}), ws),
+               std::invalid_argument);
+  EXPECT_THROW(KeptGroupedForward(Pointers(ls), x, at::zeros({3, 16}, at::kDouble), ws),
+               std::invalid_argument);
 }
 
 // The output may be modified in place (RoPE rotates the fused Q/K/V rows):

@@ -4,6 +4,9 @@
 #include <c10/core/GradMode.h>
 #include <gtest/gtest.h>
 
+#include <stdexcept>
+#include <vector>
+
 namespace rigtune::lora {
 namespace {
 
@@ -120,6 +123,56 @@ TEST(QLoraLinearTest, InputGradientMatchesDenseLora) {
     EXPECT_LT(RelErr(y, y_ref), 1e-6) << "dropout " << dropout;
     EXPECT_LT(RelErr(x.grad(), x_ref.grad()), 1e-6) << "dropout " << dropout;
   }
+}
+
+// Note [A product whose value is never read]: the gradient-only forward
+// backpropagates as the dense LoRA oracle does (x, A, B), with and without
+// an adapter, and its value is a zero stand-in of the output's shape.
+TEST(QLoraLinearTest, GradientOnlyForwardBackpropagatesAsDenseLora) {
+  for (int64_t r : {4, 0}) {
+    quant::FrozenWeight w = RandomNf4(24, 40, 11);
+    QLoraLinear lin(w, at::Tensor(), LoraSpec{r, r > 0 ? 2.0 / r : 0.0, 0.0}, 12);
+    if (r > 0) {
+      c10::NoGradGuard no_grad;
+      lin.lora_b().normal_();
+    }
+    ASSERT_TRUE(lin.CanSkipValue(/*training=*/true));
+    DequantWorkspace ws;
+    at::manual_seed(13);
+    at::Tensor x = at::randn({2, 3, 40}).requires_grad_(true);
+    at::Tensor y = lin.GradientOnlyForward(x, ws);
+    ASSERT_EQ(y.sizes(), (std::vector<int64_t>{2, 3, 24}));
+    EXPECT_EQ(y.abs().sum().item<double>(), 0.0);
+    at::Tensor g = at::randn({2, 3, 24});
+    y.backward(g);
+
+    at::Tensor x_ref = x.detach().clone().requires_grad_(true);
+    at::Tensor y_ref = at::matmul(x_ref, Dense(w).t());
+    at::Tensor a_ref, b_ref;
+    if (r > 0) {
+      a_ref = lin.lora_a().detach().clone().requires_grad_(true);
+      b_ref = lin.lora_b().detach().clone().requires_grad_(true);
+      y_ref = y_ref + lin.scale() * at::matmul(at::matmul(x_ref, a_ref.t()), b_ref.t());
+    }
+    y_ref.backward(g);
+    EXPECT_LT(RelErr(x.grad(), x_ref.grad()), 1e-6) << "r " << r;
+    if (r > 0) {
+      EXPECT_LT(RelErr(lin.lora_a().grad(), a_ref.grad()), 1e-6);
+      EXPECT_LT(RelErr(lin.lora_b().grad(), b_ref.grad()), 1e-6);
+    }
+  }
+}
+
+TEST(QLoraLinearTest, GradientOnlyForwardRefusesWhatReadsTheProduct) {
+  QLoraLinear biased(RandomNf4(8, 16, 14), at::zeros({8}), LoraSpec{2, 1.0, 0.0}, 15);
+  QLoraLinear dropout(RandomNf4(8, 16, 16), at::Tensor(), LoraSpec{2, 1.0, 0.1}, 17);
+  QLoraLinear dora(RandomNf4(8, 16, 18), at::Tensor(), LoraSpec{2, 1.0, 0.0, true}, 19);
+  EXPECT_FALSE(biased.CanSkipValue(true));
+  EXPECT_FALSE(dropout.CanSkipValue(true));
+  EXPECT_TRUE(dropout.CanSkipValue(false));
+  EXPECT_FALSE(dora.CanSkipValue(true));
+  DequantWorkspace ws;
+  EXPECT_THROW(biased.GradientOnlyForward(at::randn({2, 16}), ws), std::invalid_argument);
 }
 
 TEST(QLoraLinearTest, DropoutMaskIsAFunctionOfTheSeed) {
