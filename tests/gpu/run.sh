@@ -100,19 +100,20 @@ for stage in "${stages[@]}"; do
       echo "| system | shape | batch x seq | ckpt | tok/s | step s | peak alloc GiB |" >"$OUT/peer-bench.md"
       echo "|---|---|---|---|---|---|---|" >>"$OUT/peer-bench.md"
       for shape in ${PEER_SHAPES:-llama2-7b llama3-8b}; do
-        for flags in "" "--activation-offload"; do
+        for flags in "" "--activation-offload" "--activation-offload --recompute keep_mlp"; do
           "$BUILD/tests/bench/train_bench" --model random:$shape --batch 4 --seq 2048 --steps 6 \
             $flags 2>>"$OUT/peer-bench.log" | awk -F' *[|] *' -v s=$shape -v f="$flags" '/^[|]/ {
               printf "| rigtune %s | %s | %s | %s | %s | %s | %s |\n", f, s, $4, $5, $7, $8, $9 }' \
             >>"$OUT/peer-bench.md"
         done
-        for peer in unsloth hf-bnb; do
+        for peer in ${PEER_SYSTEMS:-unsloth hf-bnb}; do
           "$py" tests/bench/qlora_peer_bench.py --peer $peer --shape $shape --batch 4 --seq 2048 \
             --steps 6 2>>"$OUT/peer-bench.log" | grep '^|' >>"$OUT/peer-bench.md" ||
             echo "| $peer | $shape | failed: see peer-bench.log | | | | |" >>"$OUT/peer-bench.md"
         done
-        "$py" tests/bench/hf_peft_bench.py --shape $shape --batch 4 --seq 2048 --steps 6 \
-          2>>"$OUT/peer-bench.log" | grep '^|' >>"$OUT/peer-bench.md"
+        [ -n "${PEER_SKIP_BF16:-}" ] ||  # transformers + PEFT on a bf16 base
+          "$py" tests/bench/hf_peft_bench.py --shape $shape --batch 4 --seq 2048 --steps 6 \
+            2>>"$OUT/peer-bench.log" | grep '^|' >>"$OUT/peer-bench.md"
       done
       rm -rf /tmp/peer-models  # the saved random models (~30 GB)
       note "rigtune vs Unsloth vs HF+PEFT (+bitsandbytes NF4), 1 GPU:"; cat "$OUT/peer-bench.md" ;;
