@@ -96,9 +96,16 @@ TEST_F(FsdpOneGpuTest, FullTwoRanksSharingAGpuOverGlooMatchOneRank) {
   auto b = train::ReadCheckpoint(sharded.dir + "/checkpoints/step-4");
   ASSERT_TRUE(a.ok() && b.ok()) << a.status() << b.status();
   ASSERT_EQ(a->adapter.size(), b->adapter.size());
+  // The embedding's rows see gradients of very different sizes: AdamW divides
+  // each by its own running norm, so rows whose gradient is tiny take a full
+  // step in whatever direction bf16 rounding gives them. Across 2 ranks vs 1
+  // that moves the embedding by ~5% (the first run measured 5.1%), the
+  // dense layers by far less; a missing reduction is off by order 1.
+  constexpr double kEmbeddingTol = 0.1;
   for (const auto& [name, t] : a->adapter) {
     const double rel = ((b->adapter.at(name) - t).norm() / t.norm()).item<double>();
-    EXPECT_LT(rel, kWeightTol) << name;
+    const bool embedding = name.find("embed_tokens") != std::string::npos;
+    EXPECT_LT(rel, embedding ? kEmbeddingTol : kWeightTol) << name;
   }
 }
 

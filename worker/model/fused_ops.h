@@ -34,8 +34,11 @@ at::Tensor RotaryInPlace(at::Tensor x, int64_t heads, const at::Tensor& cos, con
 // silu(gate) · up, elementwise; gate and up have one shape. Saves gate and up.
 at::Tensor FusedSwiglu(const at::Tensor& gate, const at::Tensor& up);
 // The same over a fused gate/up product [..., 2·I] (gate first): [..., I].
-// Its backward writes both gradients into one [..., 2·I] tensor.
-at::Tensor FusedSwiglu(const at::Tensor& gate_up);
+// Its backward writes both gradients into one [..., 2·I] tensor: with
+// `overwrite_input`, into gate_up itself, which the caller gives up (a
+// non-leaf temporary nothing reads after this backward; Note [SwiGLU's
+// gradient over its input] in fused_ops.cc).
+at::Tensor FusedSwiglu(const at::Tensor& gate_up, bool overwrite_input = false);
 
 }  // namespace rigtune::model
 

@@ -316,7 +316,9 @@ at::Tensor Mlp(const DecoderLayer& layer, const at::Tensor& x, lora::DequantWork
                                        : lora::GroupedForward(gate_up, x, ws);
     if (keep.out != nullptr) *keep.out = fused;
     if (layer.activation == Activation::kSilu) {
-      act = FusedSwiglu(fused);
+      // The product is this function's temporary (or the kept copy, used
+      // once): SwiGLU's backward may write its gradient over it.
+      act = FusedSwiglu(fused, /*overwrite_input=*/true);
     } else {
       const int64_t inter = fused.size(-1) / 2;
       act = GatedActivation(layer.activation, fused.narrow(-1, 0, inter),

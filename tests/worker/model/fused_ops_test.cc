@@ -122,6 +122,36 @@ TEST(FusedOpsTest, SwigluOverFusedGateUpMatchesReference) {
   }
 }
 
+// With overwrite_input the gradient lands in the product's own storage
+// (nothing new of its size is allocated), equals the allocating backward's
+// bit for bit, and the product's version moves on, so a second backward
+// through the graph is refused instead of reading the gradient as the product.
+TEST(FusedOpsTest, SwigluBackwardOverwritesItsProductWhenAsked) {
+  at::manual_seed(6);
+  const at::Tensor x = at::randn({5, 8}).requires_grad_(true);
+  const at::Tensor w = at::randn({12, 8});
+  const at::Tensor g = at::randn({5, 6});
+  auto run = [&](bool overwrite) {
+    x.mutable_grad() = at::Tensor();
+    at::Tensor product = at::matmul(x, w.t());  // a non-leaf temporary, as in the MLP
+    const void* storage = product.data_ptr();
+    const int64_t version = product._version();
+    at::Tensor out = FusedSwiglu(product, overwrite);
+    at::Tensor grad_product;
+    product.register_hook([&](const at::Tensor& grad) { grad_product = grad; });
+    out.backward(g, /*retain_graph=*/true);
+    EXPECT_EQ(grad_product.data_ptr() == storage, overwrite);
+    EXPECT_EQ(product._version() != version, overwrite);
+    if (overwrite) {
+      EXPECT_THROW(out.backward(g), c10::Error);
+    }
+    return x.grad().clone();
+  };
+  const at::Tensor allocating = run(false);
+  const at::Tensor overwriting = run(true);
+  EXPECT_TRUE(at::equal(allocating, overwriting));
+}
+
 TEST(FusedOpsTest, SwigluTakesNonContiguousInputs) {
   at::Tensor gate = at::randn({9, 5}).t(), up = at::randn({9, 5}).t();
   EXPECT_LT(RelErr(FusedSwiglu(gate, up), testing::SwigluReference(gate, up)), kFloatTol);
