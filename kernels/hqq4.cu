@@ -10,26 +10,12 @@
 #include <type_traits>
 
 #include "kernels/float_format.cuh"
+#include "kernels/grid.cuh"
 #include "kernels/hqq4.h"
 #include "kernels/pack16.cuh"
 
 namespace rigtune::kernels {
 namespace {
-
-constexpr int kThreads = 256;
-
-int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-// Enough resident CTAs to cover the device; kernels loop over the rest.
-int GridFor(int64_t work_items) {
-  int device = 0;
-  int sms = 132;
-  if (cudaGetDevice(&device) == cudaSuccess) {
-    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
-  }
-  const int64_t wanted = CeilDiv(work_items, kThreads);
-  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(wanted, int64_t{sms} * 8)));
-}
 
 // float(code) for a 4-bit code without an int-to-float conversion (a
 // quarter-rate instruction): 2^23 + code is exact in float32, and so is the

@@ -10,6 +10,7 @@
 #include <cstdint>
 
 #include "kernels/float_format.cuh"
+#include "kernels/grid.cuh"
 #include "kernels/nf4.h"
 #include "kernels/pack16.cuh"
 
@@ -21,21 +22,6 @@ __constant__ float c_nf4_code[16] = {
     kNf4Code[6],  kNf4Code[7],  kNf4Code[8],  kNf4Code[9],  kNf4Code[10], kNf4Code[11],
     kNf4Code[12], kNf4Code[13], kNf4Code[14], kNf4Code[15],
 };
-
-constexpr int kThreads = 256;
-
-int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-// Enough resident CTAs to cover the device; kernels loop over the rest.
-int GridFor(int64_t work_items) {
-  int device = 0;
-  int sms = 132;
-  if (cudaGetDevice(&device) == cudaSuccess) {
-    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
-  }
-  const int64_t wanted = CeilDiv(work_items, kThreads);
-  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(wanted, int64_t{sms} * 8)));
-}
 
 // ---- quantize: one warp per 64-element block, two elements per lane -------
 

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "kernels/hqq4.h"
+#include "tests/gpu/kernel_bytes.h"
 #include "tests/gpu/skip_without_cuda.h"
 #include "worker/quant/hqq4_tensor.h"
 
@@ -18,22 +19,13 @@
 namespace rigtune {
 namespace {
 
-void ExpectSameBytes(const at::Tensor& gpu, const at::Tensor& cpu, const std::string& what) {
-  const at::Tensor a = gpu.to(at::kCPU).contiguous();
-  ASSERT_EQ(a.nbytes(), cpu.nbytes()) << what;
-  EXPECT_EQ(0, std::memcmp(a.data_ptr(), cpu.data_ptr(), a.nbytes())) << what;
-}
+using gpu_testing::ExpectSameBytes;
 
 #ifdef RIGTUNE_WITH_CUDA
 using kernels::FloatFormat;
 
-FloatFormat FormatOf(at::ScalarType dtype) {
-  return dtype == at::kFloat  ? FloatFormat::kFloat32
-         : dtype == at::kHalf ? FloatFormat::kFloat16
-                              : FloatFormat::kBFloat16;
-}
-
-cudaStream_t Stream() { return at::cuda::getCurrentCUDAStream().stream(); }
+using gpu_testing::FormatOf;
+using gpu_testing::Stream;
 
 // A device copy of `t` starting `shift` elements past an aligned allocation.
 at::Tensor ShiftedOnCuda(const at::Tensor& t, int64_t shift) {

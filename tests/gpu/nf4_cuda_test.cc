@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "kernels/nf4.h"
+#include "tests/gpu/kernel_bytes.h"
 #include "tests/gpu/skip_without_cuda.h"
 #include "worker/quant/nf4_tensor.h"
 
@@ -28,22 +29,13 @@ at::Tensor HeavyTailed(int64_t n, at::ScalarType dtype, uint32_t seed) {
   return t.to(dtype);
 }
 
-void ExpectSameBytes(const at::Tensor& gpu, const at::Tensor& cpu, const std::string& what) {
-  const at::Tensor a = gpu.to(at::kCPU).contiguous();
-  ASSERT_EQ(a.nbytes(), cpu.nbytes()) << what;
-  EXPECT_EQ(0, std::memcmp(a.data_ptr(), cpu.data_ptr(), a.nbytes())) << what;
-}
+using gpu_testing::ExpectSameBytes;
 
 #ifdef RIGTUNE_WITH_CUDA
 using kernels::FloatFormat;
 
-FloatFormat FormatOf(at::ScalarType dtype) {
-  return dtype == at::kFloat  ? FloatFormat::kFloat32
-         : dtype == at::kHalf ? FloatFormat::kFloat16
-                              : FloatFormat::kBFloat16;
-}
-
-cudaStream_t Stream() { return at::cuda::getCurrentCUDAStream().stream(); }
+using gpu_testing::FormatOf;
+using gpu_testing::Stream;
 
 // One size and dtype through every kernel, compared with the CPU reference.
 // `shift` offsets the device buffers by that many elements / bytes so the
