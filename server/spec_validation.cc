@@ -124,8 +124,6 @@ absl::Status ValidateHyperparameters(const rigtune::v1::JobSpec& spec) {
       InRange<double>("spec.lora.alpha", lora.has_alpha(), lora.alpha(), 1e-6, 1e6),
       InRange<double>("spec.lora.dropout", lora.has_dropout(), lora.dropout(), 0.0, 0.99),
       InRange<double>("spec.optim.lr", optim.has_lr(), optim.lr(), 1e-12, 1.0),
-      InRange<double>("spec.train.keep_mlp_share", train.has_keep_mlp_share(),
-                      train.keep_mlp_share(), 1e-6, 1.0),
       InRange<double>("spec.optim.weight_decay", optim.has_weight_decay(), optim.weight_decay(),
                       0.0, 10.0),
       InRange<double>("spec.optim.beta1", optim.has_beta1(), optim.beta1(), 0.0, 0.999999),

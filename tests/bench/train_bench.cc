@@ -58,7 +58,7 @@ int main(int argc, char** argv) {
                  "[--sharding S] [--cpu-offload] [--activation-offload] [--offload-optimizer] "
                  "[--max-gpu-memory-gib G] [--backend auto|nccl|gloo] [--mlp-chunk-tokens N] "
                  "[--base nf4|bf16|hqq4] [--method lora|dora|full|llama_pro] [--expand-every K] "
-                 "[--recompute full|keep_mlp|auto] [--keep-mlp-share F] [--profile]\n"
+                 "[--recompute full|keep_mlp|auto] [--profile]\n"
                  "  --mlp-chunk-tokens N  rows of the row-tiled MLP (0: automatic)\n"
                  "  --base, --method  train.base and train.method (the model column then\n"
                  "             names them, e.g. random:llama2-7b bf16/dora)\n"
@@ -66,8 +66,6 @@ int main(int argc, char** argv) {
                  "  --recompute P  train.recompute (default full here, auto in a job file):\n"
                  "             keep_mlp keeps the MLP's gate/up products from the forward and\n"
                  "             skips the MLP's GEMMs in the recompute (the ckpt column names it)\n"
-                 "  --keep-mlp-share F  train.keep_mlp_share: the fraction of layers that keep\n"
-                 "             their product (1 = all)\n"
                  "  --profile  also print the time per phase of the measured steps (GPU time from\n"
                  "             CUDA events: dequantize, base GEMMs, LoRA, attention, norms/RoPE/\n"
                  "             SwiGLU/residual, loss, optimizer; recompute envelopes)\n";
@@ -89,7 +87,6 @@ int main(int argc, char** argv) {
   c.train.expand_every = std::atoll(Arg(argc, argv, "--expand-every", "0"));
   // Full recompute unless asked: rows stay comparable with earlier ones.
   c.train.recompute = Arg(argc, argv, "--recompute", "full");
-  c.train.keep_mlp_share = std::stod(Arg(argc, argv, "--keep-mlp-share", "1"));
   c.lora.alpha = 16;
   c.optim.schedule = "constant";
   c.optim.lr = 1e-4;
@@ -120,7 +117,6 @@ int main(int argc, char** argv) {
     std::string ckpt = c.train.activation_checkpointing ? "on" : "off";
     if (c.train.activation_checkpointing && c.train.recompute != "full") {
       ckpt += ", " + c.train.recompute;
-      if (c.train.keep_mlp_share < 1.0) ckpt += std::string(" ") + Arg(argc, argv, "--keep-mlp-share", "1");
     }
     std::cout << absl::StrFormat(
         "| %s | %s | %d x %d | %s | %s | %.0f | %.3f | %.2f | %.2f | %.1f | %.2f |\n", model,

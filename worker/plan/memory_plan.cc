@@ -1,7 +1,6 @@
 #include "worker/plan/memory_plan.h"
 
 #include <algorithm>
-#include <cmath>
 #include <array>
 
 #include "absl/strings/str_format.h"
@@ -246,18 +245,6 @@ Recompute ParseRecompute(const std::string& name) {
   return Recompute::kAuto;
 }
 
-int64_t KeptProductLayers(int64_t n, double share) {
-  if (share >= 1.0) return n;
-  return std::clamp<int64_t>(static_cast<int64_t>(std::floor(n * share + 1e-9)), 0, n);
-}
-
-bool KeepsLayerProduct(int64_t i, int64_t n, double share) {
-  // Layer i keeps when the running count of kept layers steps up at it:
-  // ⌊(i+1)·k/n⌋ > ⌊i·k/n⌋ for k kept of n, which spreads the k evenly.
-  const int64_t k = KeptProductLayers(n, share);
-  return (i + 1) * k / n > i * k / n;
-}
-
 bool KeepsMlpProducts(Recompute policy, bool activation_offload, int64_t mlp_chunk_tokens,
                       int64_t host_bytes_needed, int64_t host_memory_bytes) {
   if (policy == Recompute::kFull || mlp_chunk_tokens > 0) return false;
@@ -415,9 +402,7 @@ MemoryPlan PlanMemory(const model::ModelConfig& original, const train::JobConfig
   // The host then pins them beside the inputs, the process and whatever
   // else this rank keeps there (frozen shards, optimizer state).
   const int64_t product = GateUpProductBytes(tokens, m.intermediate_size, d);
-  const int64_t kept_layers = KeptProductLayers(layers, job.train.keep_mlp_share);
-  const int64_t host_needed = kept_layers * PinnedHostBytes(product) +
-                              layers * PinnedHostBytes(input) +
+  const int64_t host_needed = layers * (PinnedHostBytes(product) + PinnedHostBytes(input)) +
                               kProcessHostBytes + (offload ? frozen_total / shards : 0) +
                               (host_optimizer ? 16 * params / shards : 0);
   plan.keeps_mlp_products =
@@ -428,9 +413,9 @@ MemoryPlan PlanMemory(const model::ModelConfig& original, const train::JobConfig
     const int64_t forward = kOffloadLayersInFlight * product +
                             tokens * (3 * m.intermediate_size + 2 * m.hidden_size) * d;
     dev.kept_products = product + std::max<int64_t>(0, forward - (graph + product));
-    plan.host.kept_products = kept_layers * PinnedHostBytes(product);
+    plan.host.kept_products = layers * PinnedHostBytes(product);
   } else if (plan.keeps_mlp_products) {
-    dev.kept_products = kept_layers * product;
+    dev.kept_products = layers * product;
   }
   int64_t inputs = 0, working = 0;
   if (checkpointing) {

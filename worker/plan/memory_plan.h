@@ -130,15 +130,6 @@ inline constexpr double kKeepMlpHostFraction = 0.5;
 // trainer's per-layer test (model::MlpKeepsGateUp).
 bool KeepsMlpProducts(Recompute policy, bool activation_offload, int64_t mlp_chunk_tokens,
                       int64_t host_bytes_needed, int64_t host_memory_bytes);
-// train.keep_mlp_share: the fraction of the layers that keep their product
-// under keep_mlp, spread evenly over the stack (1 = every layer). On a host
-// link slower than the GPU's forward (an H200 over PCIe: 55 GB/s against a
-// 470 MB product a layer at Llama-3-8B, 4 × 2048) the no-grad forward waits
-// for the copies; keeping fewer layers trades recompute for link time.
-// Whether decoder layer i of n keeps its product at `share`.
-bool KeepsLayerProduct(int64_t i, int64_t n, double share);
-// How many of n layers keep their product at `share`.
-int64_t KeptProductLayers(int64_t n, double share);
 // Bytes of one layer's gate/up product: tokens × 2 × intermediate × d.
 int64_t GateUpProductBytes(int64_t tokens, int64_t intermediate_size, int64_t dtype_bytes);
 // Host memory a pinned tensor of `bytes` takes: LibTorch's pinned host

@@ -187,12 +187,6 @@ absl::Status Validate(const JobConfig& c) {
                "input); leave it at 0 (automatic: untiled with dropout) or set lora.dropout to 0");
   }
   RT_RETURN_IF_ERROR(OneOf("train.recompute", c.train.recompute, {"full", "keep_mlp", "auto"}));
-  if (!(c.train.keep_mlp_share > 0.0 && c.train.keep_mlp_share <= 1.0)) {
-    return Err("train.keep_mlp_share",
-               absl::StrCat("must be in (0, 1] (the fraction of the layers that keep their MLP "
-                            "product under train.recompute keep_mlp); got ",
-                            c.train.keep_mlp_share));
-  }
   if (c.train.recompute == "keep_mlp") {
     if (!c.train.activation_checkpointing) {
       return Err("train.recompute",
@@ -285,7 +279,6 @@ absl::StatusOr<JobConfig> ParseJobConfig(const std::string& text) {
     RT_RETURN_IF_ERROR(s.Get("eval_every_steps", &c.train.eval_every_steps));
     RT_RETURN_IF_ERROR(s.Get("mlp_chunk_tokens", &c.train.mlp_chunk_tokens));
     RT_RETURN_IF_ERROR(s.Get("recompute", &c.train.recompute));
-    RT_RETURN_IF_ERROR(s.Get("keep_mlp_share", &c.train.keep_mlp_share));
     return s.Get("early_stopping_patience", &c.train.early_stopping_patience);
   }));
   RT_RETURN_IF_ERROR(ReadSection(r, "dist", [&](ObjectReader& s) {
@@ -353,8 +346,7 @@ std::string JobConfigToJson(const JobConfig& c) {
         {"eval_every_steps", c.train.eval_every_steps},
         {"early_stopping_patience", c.train.early_stopping_patience},
         {"mlp_chunk_tokens", c.train.mlp_chunk_tokens},
-        {"recompute", c.train.recompute},
-        {"keep_mlp_share", c.train.keep_mlp_share}}},
+        {"recompute", c.train.recompute}}},
       {"dist",
        {{"sharding", c.dist.sharding}, {"cpu_offload", c.dist.cpu_offload},
         {"activation_offload", c.dist.activation_offload},

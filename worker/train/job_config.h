@@ -95,9 +95,6 @@ struct TrainConfig {
   // offload when the products fit half the host's memory and the MLP is not
   // row-tiled; full otherwise). See plan::KeepsMlpProducts.
   std::string recompute = "auto";
-  // With keep_mlp: the fraction of the layers that keep their product, spread
-  // evenly (plan::KeepsLayerProduct); the others recompute in full.
-  double keep_mlp_share = 1.0;
 };
 
 struct DistConfig {

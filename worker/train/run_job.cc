@@ -293,7 +293,6 @@ absl::StatusOr<RunResult> Train(const JobConfig& config, const RunCallbacks& cal
             ? plan::Recompute::kKeepMlp
             : plan::Recompute::kFull;
   }
-  topts.keep_mlp_share = config.train.keep_mlp_share;
   topts.host_memory_bytes = run.device_plan.host_memory_bytes;
   LayerSource* layers = run.fsdp ? static_cast<LayerSource*>(run.fsdp.get()) : run.full.get();
   Trainer trainer(&run.model, topts, layers);

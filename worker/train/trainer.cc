@@ -208,9 +208,9 @@ bool Trainer::KeepsMlp(int64_t tokens, int64_t chunk) const {
   const model::ModelConfig& cfg = model_->config;
   const int64_t d = static_cast<int64_t>(c10::elementSize(model_->dtype));
   const int64_t host_bytes =
-      plan::KeptProductLayers(cfg.num_layers, options_.keep_mlp_share) *
-          plan::PinnedHostBytes(plan::GateUpProductBytes(tokens, cfg.intermediate_size, d)) +
-      cfg.num_layers * plan::PinnedHostBytes(tokens * cfg.hidden_size * d);
+      cfg.num_layers *
+      (plan::PinnedHostBytes(plan::GateUpProductBytes(tokens, cfg.intermediate_size, d)) +
+       plan::PinnedHostBytes(tokens * cfg.hidden_size * d));
   return plan::KeepsMlpProducts(options_.recompute, options_.activation_offload, chunk, host_bytes,
                                 options_.host_memory_bytes);
 }
@@ -265,9 +265,7 @@ double Trainer::MicroStep(const TrainBatch& batch, double denominator, uint64_t 
         if (chunk > 0 && model::MlpRowsIndependentOfTiling(layer, true)) {
           h = model::AttentionHalf(layer, cfg, h, attn, workspace_, true, seed_of(i));
           TiledMlpForward(layer, h, chunk, true, seed_of(i));
-        } else if (keep_mlp && i >= first &&
-                   plan::KeepsLayerProduct(i, n, options_.keep_mlp_share) &&
-                   model::MlpKeepsGateUp(layer, cfg, true)) {
+        } else if (keep_mlp && i >= first && model::MlpKeepsGateUp(layer, cfg, true)) {
           at::Tensor gate_up;
           h = model::AttentionHalf(layer, cfg, h, attn, workspace_, true, seed_of(i));
           h = model::MlpHalf(layer, cfg, h, workspace_, true, seed_of(i), &gate_up);

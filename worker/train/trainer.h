@@ -64,9 +64,6 @@ struct TrainerOptions {
   // gate/up product] in llama.cc); auto decides per micro-batch with
   // plan::KeepsMlpProducts.
   plan::Recompute recompute = plan::Recompute::kAuto;
-  // With keep_mlp, the fraction of the layers that keep their product
-  // (train.keep_mlp_share; plan::KeepsLayerProduct picks which).
-  double keep_mlp_share = 1.0;
   // This rank's share of the host's memory, for recompute auto; 0 = unknown.
   int64_t host_memory_bytes = 0;
 };

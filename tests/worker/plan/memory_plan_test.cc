@@ -191,13 +191,6 @@ TEST(MemoryPlanTest, KeptProductsOfLlama2_7b) {
   EXPECT_NE(PlanLine(keep).find("kept products 0.34"), std::string::npos) << PlanLine(keep);
   EXPECT_EQ(PlanLine(full).find("kept products"), std::string::npos);
   EXPECT_TRUE(PlanJson(keep, {})["keeps_mlp_products"].get<bool>());
-  // train.keep_mlp_share: half the layers pin a product; the device still
-  // holds the one prefetched product.
-  job.train.keep_mlp_share = 0.5;
-  const MemoryPlan half = PlanMemory(*model, job, PlanDevice{});
-  EXPECT_EQ(half.host.kept_products, 16LL * 536870912);
-  EXPECT_EQ(half.device.kept_products, keep.device.kept_products);
-  job.train.keep_mlp_share = 1.0;
   // auto: the same with offload and room on the host (32 x (512 + 64 MiB
   // pinned) + 1 GiB for the process = 19 GiB, at most half of it), full
   // otherwise.

@@ -457,29 +457,6 @@ TEST(KeepMlpPolicyTest, AutoWithOffloadMatchesTheFullRecompute) {
   ExpectClose(Grads(m1), Grads(m2), 1e-6);
 }
 
-TEST(KeepMlpPolicyTest, AShareKeepsThatFractionOfTheLayersSpreadEvenly) {
-  auto kept = [](int64_t n, double share) {
-    std::string s;
-    for (int64_t i = 0; i < n; ++i) s += plan::KeepsLayerProduct(i, n, share) ? 'k' : '.';
-    return s;
-  };
-  EXPECT_EQ(kept(4, 1.0), "kkkk");
-  EXPECT_EQ(kept(4, 0.5), ".k.k");
-  EXPECT_EQ(kept(8, 0.75), ".kkk.kkk");
-  EXPECT_EQ(plan::KeptProductLayers(32, 0.85), 27);
-  EXPECT_EQ(plan::KeptProductLayers(32, 1e-6), 0);
-  // Some layers keep, the rest recompute in full: the same step.
-  model::LlamaModel m1 = TinyModel(4), m2 = TinyModel(4);
-  TrainerOptions part, full;
-  part.recompute = plan::Recompute::kKeepMlp;
-  part.keep_mlp_share = 0.5;
-  full.recompute = plan::Recompute::kFull;
-  Trainer t1(&m1, part), t2(&m2, full);
-  TrainBatch b = Batch(2, 9, 19);
-  EXPECT_EQ(t1.ForwardBackward({b}).loss, t2.ForwardBackward({b}).loss);
-  ExpectClose(Grads(m1), Grads(m2), 1e-6);
-}
-
 TEST(KeepMlpPolicyTest, ARowTiledMlpKeepsTheTiledRecompute) {
   // keep_mlp with a tiled MLP: the tiled recompute runs (as for full).
   model::LlamaModel m1 = TinyModel(3), m2 = TinyModel(3);
