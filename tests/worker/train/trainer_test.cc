@@ -302,6 +302,15 @@ TEST_P(KeepMlpTest, LayersKeepTheProductExactlyWhenGateUpRunAsOneProduct) {
   }
 }
 
+// The gate/up product the no-grad forward keeps of `layer` for input `a`.
+at::Tensor KeptProduct(const model::LlamaModel& m, const model::DecoderLayer& layer,
+                       const at::Tensor& a, lora::DequantWorkspace& ws, uint64_t seed) {
+  c10::NoGradGuard no_grad;
+  at::Tensor gate_up;
+  model::MlpHalf(layer, m.config, a, ws, true, seed, &gate_up);
+  return gate_up;
+}
+
 // One layer's MLP half: rebuilt from the kept product it gives the input
 // gradient and the LoRA gradients of the recomputed MlpHalf (to fp32
 // rounding), and its value is MlpHalf's only where a sandwich norm reads
@@ -320,11 +329,7 @@ TEST_P(KeepMlpTest, MlpHalfFromKeptBackpropagatesAsMlpHalf) {
     at::Tensor x = a.clone().requires_grad_(true);
     at::Tensor y;
     if (keep) {
-      at::Tensor gate_up;
-      {
-        c10::NoGradGuard no_grad;
-        model::MlpHalf(layer, m.config, a, ws, true, 21, &gate_up);
-      }
+      const at::Tensor gate_up = KeptProduct(m, layer, a, ws, 21);
       EXPECT_TRUE(gate_up.defined());
       EXPECT_EQ(gate_up.size(-1), 2 * m.config.intermediate_size);
       y = model::MlpHalfFromKept(layer, m.config, x, gate_up, ws, 21);
@@ -364,17 +369,17 @@ TEST_P(KeepMlpTest, TheKeptProductIsWhatTheBackwardReads) {
   lora::DequantWorkspace ws;
   at::manual_seed(9);
   const at::Tensor a = at::randn({1, 5, m.config.hidden_size});
-  at::Tensor gate_up;
-  {
-    c10::NoGradGuard no_grad;
-    model::MlpHalf(layer, m.config, a, ws, true, 3, &gate_up);
-  }
+  const at::Tensor gate_up = KeptProduct(m, layer, a, ws, 3);
   auto input_grad = [&](const at::Tensor& kept) {
     at::Tensor x = a.clone().requires_grad_(true);
     model::MlpHalfFromKept(layer, m.config, x, kept, ws, 3).sum().backward();
     return x.grad();
   };
-  EXPECT_FALSE(at::allclose(input_grad(gate_up), input_grad(gate_up * 1.5)));
+  // Each backward writes its gradient over the product it was given (Note
+  // [SwiGLU's gradient over its input]): both get their own copy.
+  const at::Tensor scaled = gate_up * 1.5;
+  const at::Tensor as_kept = input_grad(gate_up.clone());
+  EXPECT_FALSE(at::allclose(as_kept, input_grad(scaled)));
 }
 
 TEST_P(KeepMlpTest, StepMatchesTheFullRecompute) {
