@@ -11,6 +11,21 @@
 
 namespace rigtune::dist {
 
+namespace {
+
+// INVALID_ARGUMENT naming `caller` unless there is one moment shard of each
+// kind per trained unit.
+absl::Status CheckMomentShards(const char* caller, size_t units,
+                               const std::vector<at::Tensor>& exp_avg,
+                               const std::vector<at::Tensor>& exp_avg_sq) {
+  if (exp_avg.size() == units && exp_avg_sq.size() == units) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(caller, ": expected ", units,
+                                                 " moment shards (one per trained unit), got ",
+                                                 exp_avg.size(), " and ", exp_avg_sq.size()));
+}
+
+}  // namespace
+
 // Note [Sharded weights]
 // ~~~~~~~~~~~~~~~~~~~~~~
 // A unit that trains its weights is laid out densely: every tensor (a
@@ -134,11 +149,9 @@ void FsdpLayers::PublishTrainedWeights() {
 absl::StatusOr<std::map<std::string, at::Tensor>> FsdpLayers::GatherWeightState(
     const std::vector<at::Tensor>& exp_avg, const std::vector<at::Tensor>& exp_avg_sq) {
   c10::NoGradGuard no_grad;
-  if (exp_avg.size() != trained_.size() || exp_avg_sq.size() != trained_.size()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "GatherTrainableState: expected ", trained_.size(),
-        " moment shards (one per trained unit), got ", exp_avg.size(), " and ",
-        exp_avg_sq.size()));
+  if (auto s = CheckMomentShards("GatherTrainableState", trained_.size(), exp_avg, exp_avg_sq);
+      !s.ok()) {
+    return s;
   }
   std::map<std::string, at::Tensor> out;
   for (size_t k = 0; k < trained_.size(); ++k) {
@@ -163,11 +176,9 @@ absl::Status FsdpLayers::LoadWeightState(const std::map<std::string, at::Tensor>
                                          std::vector<at::Tensor>& exp_avg,
                                          std::vector<at::Tensor>& exp_avg_sq) {
   c10::NoGradGuard no_grad;
-  if (exp_avg.size() != trained_.size() || exp_avg_sq.size() != trained_.size()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "LoadTrainableState: expected ", trained_.size(),
-        " moment shards (one per trained unit), got ", exp_avg.size(), " and ",
-        exp_avg_sq.size()));
+  if (auto s = CheckMomentShards("LoadTrainableState", trained_.size(), exp_avg, exp_avg_sq);
+      !s.ok()) {
+    return s;
   }
   const int64_t part = shard_index();
   const int64_t n = static_cast<int64_t>(layouts_.size());
@@ -191,8 +202,8 @@ absl::Status FsdpLayers::LoadWeightState(const std::map<std::string, at::Tensor>
         }
         if (it->second.sizes() != at::IntArrayRef(s.shape)) {
           return absl::InvalidArgumentError(
-              absl::StrCat(key, " has shape ", c10::str(it->second.sizes()),
-                           ", the model expects ", c10::str(at::IntArrayRef(s.shape))));
+              absl::StrCat(key, " has shape ", c10::str(it->second.sizes()), ", the model expects ",
+                           c10::str(at::IntArrayRef(s.shape))));
         }
         full.narrow(0, s.offset / element, s.bytes / element).copy_(it->second.reshape({-1}));
       }
@@ -211,8 +222,7 @@ absl::StatusOr<std::vector<train::NamedTensor>> FsdpLayers::GatherTrainedWeights
     auto full = GatherFull(UnitShard(t.unit));
     if (!full.ok()) return full.status();
     for (const auto& [name, s] : UnitTensors(t.unit)) {
-      out.push_back(
-          {name, full->narrow(0, s.offset, s.bytes).view(s.dtype).view(s.shape).clone()});
+      out.push_back({name, full->narrow(0, s.offset, s.bytes).view(s.dtype).view(s.shape).clone()});
     }
   }
   return out;
