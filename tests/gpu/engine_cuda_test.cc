@@ -1,11 +1,15 @@
 // The engine on CUDA against the CPU path: the same random model and batch
 // give the same loss and LoRA gradients (fp32 tightly, bf16 within bf16
 // tolerance), with plain causal attention and with a packed (masked) batch,
-// and with the MLP row-tiled on the GPU.
+// with the MLP row-tiled on the GPU, and with the MLP's gate/up products kept
+// from the forward (on the device or through pinned host memory).
+#include <algorithm>
+
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
 #include <gtest/gtest.h>
 
+#include "tests/gpu/skip_without_cuda.h"
 #include "worker/model/model_builder.h"
 #include "worker/train/trainer.h"
 
@@ -81,29 +85,81 @@ double Rel(const at::Tensor& a, const at::Tensor& b) {
       .item<double>();
 }
 
-// `gpu_mlp_chunk` > 0 runs the GPU side's MLP row-tiled (Note [Row-tiled
-// MLP]) against the CPU's untiled reference.
-void Compare(at::ScalarType dtype, bool packed, double loss_tol, double grad_tol,
-             int64_t gpu_mlp_chunk = 0) {
-  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+// The GPU side runs with `gpu` (e.g. the MLP row-tiled, Note [Row-tiled
+// MLP], or the gate/up products kept and offloaded) against the CPU's
+// untiled full-recompute reference; returns the GPU step's stats.
+StepStats Compare(at::ScalarType dtype, bool packed, double loss_tol, double grad_tol,
+                  const TrainerOptions& gpu_options = {}) {
+  if (!at::hasCUDA()) return {};
   model::LlamaModel cpu = Build(at::kCPU, at::kFloat), gpu = Build(at::Device(at::kCUDA, 0), dtype);
-  TrainerOptions tiled;
-  tiled.mlp_chunk_tokens = gpu_mlp_chunk;
-  Trainer tc(&cpu, {}), tg(&gpu, tiled);
+  TrainerOptions reference;
+  reference.recompute = plan::Recompute::kFull;
+  Trainer tc(&cpu, reference), tg(&gpu, gpu_options);
   const double lc = tc.ForwardBackward({Batch(at::kCPU, packed)}).loss;
-  const double lg = tg.ForwardBackward({Batch(at::Device(at::kCUDA, 0), packed)}).loss;
+  const StepStats sg = tg.ForwardBackward({Batch(at::Device(at::kCUDA, 0), packed)});
+  const double lg = sg.loss;
   EXPECT_NEAR(lg, lc, loss_tol * lc);
   auto pc = cpu.LoraParameters(), pg = gpu.LoraParameters();
-  ASSERT_EQ(pc.size(), pg.size());
-  for (size_t i = 0; i < pc.size(); ++i) EXPECT_LT(Rel(pg[i].grad(), pc[i].grad()), grad_tol) << i;
+  EXPECT_EQ(pc.size(), pg.size());
+  for (size_t i = 0; i < std::min(pc.size(), pg.size()); ++i) EXPECT_LT(Rel(pg[i].grad(), pc[i].grad()), grad_tol) << i;
+  return sg;
 }
 
-TEST(EngineCudaTest, Fp32MatchesCpu) { Compare(at::kFloat, false, 1e-4, 1e-3); }
-TEST(EngineCudaTest, Bf16MatchesCpuWithinBf16Tolerance) { Compare(at::kBFloat16, false, 1e-2, 6e-2); }
-TEST(EngineCudaTest, PackedBf16MatchesCpu) { Compare(at::kBFloat16, true, 1e-2, 6e-2); }
+TrainerOptions Tiled(int64_t rows) {
+  TrainerOptions o;
+  o.mlp_chunk_tokens = rows;
+  return o;
+}
+
+// train.recompute keep_mlp on the GPU (Note [Keeping the gate/up product]):
+// `kept` top layers keep their product, `on_device` of them stay on the
+// device, the others travel through pinned host memory on the copy stream.
+TrainerOptions Kept(int64_t kept, int64_t on_device) {
+  TrainerOptions o;
+  o.recompute = plan::Recompute::kKeepMlp;
+  o.activation_offload = true;
+  o.kept_mlp_layers = kept;
+  o.device_kept_mlp_layers = on_device;
+  return o;
+}
+
+TEST(EngineCudaTest, Fp32MatchesCpu) {
+  SKIP_WITHOUT_CUDA();
+  Compare(at::kFloat, false, 1e-4, 1e-3);
+}
+TEST(EngineCudaTest, Bf16MatchesCpuWithinBf16Tolerance) {
+  SKIP_WITHOUT_CUDA();
+  Compare(at::kBFloat16, false, 1e-2, 6e-2);
+}
+TEST(EngineCudaTest, PackedBf16MatchesCpu) {
+  SKIP_WITHOUT_CUDA();
+  Compare(at::kBFloat16, true, 1e-2, 6e-2);
+}
 // 256 tokens in chunks of 96 (96, 96, 64), straddling the two rows.
-TEST(EngineCudaTest, TiledMlpFp32MatchesCpu) { Compare(at::kFloat, false, 1e-4, 1e-3, 96); }
-TEST(EngineCudaTest, TiledMlpPackedBf16MatchesCpu) { Compare(at::kBFloat16, true, 1e-2, 6e-2, 96); }
+TEST(EngineCudaTest, TiledMlpFp32MatchesCpu) {
+  SKIP_WITHOUT_CUDA();
+  Compare(at::kFloat, false, 1e-4, 1e-3, Tiled(96));
+}
+TEST(EngineCudaTest, TiledMlpPackedBf16MatchesCpu) {
+  SKIP_WITHOUT_CUDA();
+  Compare(at::kBFloat16, true, 1e-2, 6e-2, Tiled(96));
+}
+// Both layers keep their product; the first one's goes to the host and
+// back (the last layer's always stays).
+TEST(EngineCudaTest, KeptProductsThroughTheHostFp32MatchCpu) {
+  SKIP_WITHOUT_CUDA();
+  const StepStats s = Compare(at::kFloat, false, 1e-4, 1e-3, Kept(-1, 0));
+  EXPECT_EQ(s.kept_mlp_products, 2);
+  EXPECT_EQ(s.device_kept_mlp_products, 0);
+}
+// Only the top layer keeps its product, on the device; the first layer
+// recomputes its MLP in full. In bf16, on a packed batch.
+TEST(EngineCudaTest, TopLayerKeptOnTheDevicePackedBf16MatchesCpu) {
+  SKIP_WITHOUT_CUDA();
+  const StepStats s = Compare(at::kBFloat16, true, 1e-2, 6e-2, Kept(1, 1));
+  EXPECT_EQ(s.kept_mlp_products, 1);
+  EXPECT_EQ(s.device_kept_mlp_products, 1);
+}
 
 }  // namespace
 }  // namespace rigtune::train

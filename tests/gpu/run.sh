@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU checks and benchmarks, on a machine with NVIDIA GPUs.
 #
-#   tests/gpu/run.sh [STAGE...]      stages: build tests golden nf4 engine arch fit24 peer profile fsdp big1
+#   tests/gpu/run.sh [STAGE...]      stages: build tests golden nf4 engine arch fit24 peer profile fsdp big1 curve
 #                                    stream70 longctx daemon oom plan types
 #                                    (default: build tests)
 #   BUILD_TARGETS="a b" tests/gpu/run.sh build ...   build only those targets
@@ -29,6 +29,16 @@ fi
 py=$(command -v python3)
 gpus=$(nvidia-smi -L 2>/dev/null | wc -l)
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$OUT/gpus.txt" 2>&1
+
+# The peers' Python packages (bitsandbytes, Unsloth, transformers), where
+# they travel with the checkout (../shared/device/README.md).
+peer_python() {
+  if [ -f .device/peer-site.tgz ] && [ ! -d /tmp/peer-site ]; then
+    mkdir -p /tmp/peer-site && tar xzf .device/peer-site.tgz -C /tmp/peer-site
+  fi
+  [ -d /tmp/peer-site ] && export PYTHONPATH=/tmp/peer-site${PYTHONPATH:+:$PYTHONPATH}
+  return 0
+}
 
 for stage in "${stages[@]}"; do
   case $stage in
@@ -93,10 +103,7 @@ for stage in "${stages[@]}"; do
       done
       note "one GPU capped at 22 GiB:"; cat "$OUT/fit24.md" ;;
     peer)  # rigtune and its peers side by side, same shapes, same call (one process each)
-      if [ -f .device/peer-site.tgz ]; then  # bitsandbytes + Unsloth (../shared/device/README.md)
-        mkdir -p /tmp/peer-site && tar xzf .device/peer-site.tgz -C /tmp/peer-site
-        export PYTHONPATH=/tmp/peer-site${PYTHONPATH:+:$PYTHONPATH}
-      fi
+      peer_python
       echo "| system | shape | batch x seq | ckpt | tok/s | step s | peak alloc GiB |" >"$OUT/peer-bench.md"
       echo "|---|---|---|---|---|---|---|" >>"$OUT/peer-bench.md"
       for shape in ${PEER_SHAPES:-llama2-7b llama3-8b}; do
@@ -207,6 +214,28 @@ for stage in "${stages[@]}"; do
       done
       note "long context, random:llama3.1-8b batch 1 r=32 capped at 22 GiB, $flags, 3 steps:"
       cat "$OUT/longctx.md" ;;
+    curve)  # CURVE_STEPS (200) steps on real text (the demo model and data), one job per
+            # mode: keep_mlp's loss curve against full recompute's in bf16, and bf16's
+            # own distance from fp32 (the noise floor); activation offload on
+      peer_python
+      dir=$(mktemp -d)
+      "$py" deploy/demo/make_demo_model.py "$dir/model" >"$OUT/curve-model.log" 2>&1 ||
+        { note "curve: the demo model was not made (see curve-model.log)"; continue; }
+      logs=()
+      for mode in fp32-full bf16-full bf16-keep_mlp; do
+        printf '{"model": "%s", "output_dir": "%s", "dataset": {"path": "%s", "format": "alpaca",
+          "packing": true}, "lora": {"r": 8, "alpha": 16}, "optim": {"lr": 0.003,
+          "schedule": "cosine", "warmup_steps": 4, "weight_decay": 0.0}, "train": {
+          "context_length": 256, "batch_size": 4, "epochs": 1000, "max_steps": %d, "dtype": "%s",
+          "device": "cuda", "seed": 7, "recompute": "%s"}, "dist": {"activation_offload": true}}' \
+          "$dir/model" "$dir/out-$mode" "$root/deploy/demo/alpaca_demo.jsonl" "${CURVE_STEPS:-200}" \
+          "${mode%%-*}" "${mode#*-}" >"$dir/$mode.json"
+        "$BUILD/worker/rigtune-worker" --job "$dir/$mode.json" >"$OUT/curve-$mode.log" 2>&1
+        note "curve $mode: exit $? ($(grep -c '^step ' "$OUT/curve-$mode.log") steps)"
+        logs+=("$OUT/curve-$mode.log")
+      done
+      # Reference: bf16 with full recompute.
+      "$py" tests/gpu/loss_curve.py "${logs[1]}" "${logs[2]}" "${logs[0]}" | tee "$OUT/curve.md" ;;
     daemon)  # one job through rigtuned on the GPU, its loss streamed to `rigtune watch`
       state=$(mktemp -d)
       "$BUILD/server/rigtuned" --state-dir "$state" --gpus auto --grpc-listen 127.0.0.1:50151 \

@@ -100,6 +100,22 @@ namespace {
 //   power of two by the pinned allocator (L × 512 MiB for Llama-2-7B). train.recompute auto keeps
 //   them only where the plan still fits (PlanMemory falls back to full).
 //
+// Note [Where the kept products live]
+// -----------------------------------
+// train.recompute keep_mlp keeps every layer's product: in pinned host
+// memory with activation offload, else on the device. auto goes further
+// and uses the card's free room: on a card of known size (the job's cap, or
+// the card less kContextReserve) it keeps the products of as many of the
+// top layers on the device as fit kKeepMlpDeviceRoomShare of what the plan
+// leaves free, and the other layers either go to the host (activation
+// offload with host room: each on-device layer then saves a round trip over
+// the host link, which is what bounds the forward, see benchmarks.md) or are
+// recomputed in full (no offload: each kept layer saves its MLP's GEMMs).
+// The top layers are the ones kept because the backward takes them first:
+// their memory is given back earliest. Llama-2-70B at 4 × 2048 on one
+// 140.4 GiB card: 0.875 GiB a product, 63 GiB planned without them, so 66
+// of its 80 layers keep theirs. The plan counts L_d × P on the device.
+//
 // Host: ~1 GiB for the process itself (measured 0.97 GiB), the pinned
 // frozen shards and layer inputs when offloaded, the adapter's float32
 // state with dist.offload_optimizer (16 bytes per parameter), and while
@@ -330,8 +346,13 @@ model::ModelConfig TrainedModel(const model::ModelConfig& m, const train::JobCon
   return out;
 }
 
-MemoryPlan PlanMemory(const model::ModelConfig& original, const train::JobConfig& job,
-                      const PlanDevice& device) {
+namespace {
+
+// The plan with `device_kept` of the top layers' gate/up products kept on
+// the device where train.recompute auto may keep them there (PlanMemory
+// picks the number; Note [Where the kept products live]).
+MemoryPlan PlanKeeping(const model::ModelConfig& original, const train::JobConfig& job,
+                       const PlanDevice& device, int64_t device_kept) {
   const model::ModelConfig m = TrainedModel(original, job);
   const int64_t d = DtypeBytes(job.train.dtype);
   const int64_t world = std::max(1, device.world_size);
@@ -405,17 +426,28 @@ MemoryPlan PlanMemory(const model::ModelConfig& original, const train::JobConfig
   const int64_t host_needed = layers * (PinnedHostBytes(product) + PinnedHostBytes(input)) +
                               kProcessHostBytes + (offload ? frozen_total / shards : 0) +
                               (host_optimizer ? 16 * params / shards : 0);
-  plan.keeps_mlp_products =
-      checkpointing && GateUpRunsAsOneProduct(m, job) &&
-      KeepsMlpProducts(ParseRecompute(job.train.recompute), inputs_on_host, mlp_chunk,
-                       host_needed, device.host_memory_bytes);
-  if (plan.keeps_mlp_products && inputs_on_host) {
+  const Recompute policy = ParseRecompute(job.train.recompute);
+  const bool can_keep = checkpointing && GateUpRunsAsOneProduct(m, job) && mlp_chunk == 0;
+  const int64_t on_device_asked = std::clamp<int64_t>(device_kept, 0, layers);
+  int64_t kept = 0, on_device = 0;
+  if (can_keep && inputs_on_host &&
+      KeepsMlpProducts(policy, true, mlp_chunk, host_needed, device.host_memory_bytes)) {
+    kept = layers;  // on the host, but for the top ones auto keeps on the device
+    on_device = policy == Recompute::kAuto ? on_device_asked : 0;
+  } else if (can_keep && policy == Recompute::kKeepMlp) {
+    kept = on_device = layers;
+  } else if (can_keep && policy == Recompute::kAuto) {
+    kept = on_device = on_device_asked;
+  }
+  plan.kept_mlp_layers = kept;
+  plan.device_kept_mlp_layers = on_device;
+  plan.keeps_mlp_products = kept > 0;
+  dev.kept_products = on_device * product;
+  if (kept > on_device) {
     const int64_t forward = kOffloadLayersInFlight * product +
                             tokens * (3 * m.intermediate_size + 2 * m.hidden_size) * d;
-    dev.kept_products = product + std::max<int64_t>(0, forward - (graph + product));
-    plan.host.kept_products = layers * PinnedHostBytes(product);
-  } else if (plan.keeps_mlp_products) {
-    dev.kept_products = layers * product;
+    dev.kept_products += product + std::max<int64_t>(0, forward - (graph + product));
+    plan.host.kept_products = (kept - on_device) * PinnedHostBytes(product);
   }
   int64_t inputs = 0, working = 0;
   if (checkpointing) {
@@ -529,14 +561,37 @@ MemoryPlan PlanMemory(const model::ModelConfig& original, const train::JobConfig
   plan.capacity_bytes = device.capacity_bytes;
   plan.capacity_source = device.capacity_source;
   plan.world_size = static_cast<int>(world);
-  // train.recompute auto never costs a job its fit: where the kept products
-  // would not fit the card, the step recomputes in full (run_job follows the
-  // plan's choice).
-  if (plan.keeps_mlp_products && !plan.fits() &&
-      ParseRecompute(job.train.recompute) == Recompute::kAuto) {
+  return plan;
+}
+
+}  // namespace
+
+MemoryPlan PlanMemory(const model::ModelConfig& original, const train::JobConfig& job,
+                      const PlanDevice& device) {
+  MemoryPlan plan = PlanKeeping(original, job, device, 0);
+  if (ParseRecompute(job.train.recompute) != Recompute::kAuto) return plan;
+  // train.recompute auto never costs a job its fit: where the products kept
+  // in host memory would not fit the card, the step recomputes in full
+  // (run_job follows the plan's choice).
+  if (plan.keeps_mlp_products && !plan.fits()) {
     train::JobConfig full = job;
     full.train.recompute = "full";
-    return PlanMemory(original, full, device);
+    return PlanKeeping(original, full, device, 0);
+  }
+  // Room left on a card of known size holds the top layers' products on
+  // the device (Note [Where the kept products live]).
+  const model::ModelConfig m = TrainedModel(original, job);
+  const int64_t d = DtypeBytes(job.train.dtype);
+  const int64_t product =
+      GateUpProductBytes(job.train.batch_size * job.train.context_length, m.intermediate_size, d);
+  const int64_t room = plan.capacity_bytes - plan.device.Total();
+  if (plan.capacity_bytes <= 0 || room <= 0 || product <= 0) return plan;
+  int64_t fit = static_cast<int64_t>(kKeepMlpDeviceRoomShare * static_cast<double>(room) /
+                                     (static_cast<double>(product) * (1.0 + kSlack)));
+  for (fit = std::min<int64_t>(fit, m.num_layers); fit > 0; --fit) {
+    MemoryPlan kept = PlanKeeping(original, job, device, fit);
+    if (kept.device_kept_mlp_layers == 0) return plan;  // this job cannot keep products
+    if (kept.fits()) return kept;
   }
   return plan;
 }

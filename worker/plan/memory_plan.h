@@ -82,6 +82,12 @@ struct MemoryPlan {
   int64_t trainable_parameters = 0;
   int64_t mlp_chunk_tokens = 0;      // rows per MLP chunk in the step, 0 = untiled
   bool keeps_mlp_products = false;   // train.recompute resolved to keep_mlp
+  // With keep_mlp: how many layers keep their product (the top ones, counted
+  // from the last), and how many of those stay on the device; the others go
+  // to pinned host memory (activation offload). See Note [Where the kept
+  // products live] in memory_plan.cc.
+  int64_t kept_mlp_layers = 0;
+  int64_t device_kept_mlp_layers = 0;
   bool fits() const { return capacity_bytes <= 0 || device.Total() <= capacity_bytes; }
 };
 
@@ -118,6 +124,11 @@ inline constexpr int64_t kOffloadLayersInFlight = 2;
 // offloaded layer inputs take at most this fraction of the host's memory
 // (per rank sharing it).
 inline constexpr double kKeepMlpHostFraction = 0.5;
+// kAuto also keeps products on the device where the plan leaves room on the
+// card: as many layers' as fit this share of the room (the rest of it stays
+// free for what the plan does not see: the allocator's rounding, other
+// tenants of the card).
+inline constexpr double kKeepMlpDeviceRoomShare = 0.8;
 
 // Whether a checkpointed step keeps the gate/up products under `policy`
 // (PlanMemory further drops kAuto's products where the plan would not fit):

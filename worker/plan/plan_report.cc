@@ -53,6 +53,21 @@ std::string Capacity(const MemoryPlan& plan) {
   return absl::StrFormat("%.2f GiB available (%s)", Gib(plan.capacity_bytes), plan.capacity_source);
 }
 
+// "the MLP gate/up products of 70 layers (on the GPU)", for the plan's text.
+std::string KeptProducts(const MemoryPlan& plan) {
+  const int64_t host = plan.kept_mlp_layers - plan.device_kept_mlp_layers;
+  std::string where;
+  if (host == 0) {
+    where = "on the GPU";
+  } else if (plan.device_kept_mlp_layers == 0) {
+    where = "in host memory";
+  } else {
+    where = absl::StrFormat("%d on the GPU, %d in host memory", plan.device_kept_mlp_layers, host);
+  }
+  return absl::StrFormat("the MLP gate/up products of %d layer%s (%s)", plan.kept_mlp_layers,
+                         plan.kept_mlp_layers == 1 ? "" : "s", where);
+}
+
 }  // namespace
 
 double Gib(int64_t bytes) { return static_cast<double>(bytes) / static_cast<double>(kGiB); }
@@ -75,7 +90,7 @@ std::string PlanLine(const MemoryPlan& plan) {
   if (plan.mlp_chunk_tokens > 0) {
     absl::StrAppendFormat(&line, "; MLP in chunks of %d tokens", plan.mlp_chunk_tokens);
   }
-  if (plan.keeps_mlp_products) absl::StrAppend(&line, "; recompute keeps the MLP gate/up products");
+  if (plan.keeps_mlp_products) absl::StrAppend(&line, "; recompute keeps ", KeptProducts(plan));
   return line;
 }
 
@@ -96,9 +111,7 @@ std::string PlanText(const MemoryPlan& plan, const std::vector<FitOption>& optio
                           plan.mlp_chunk_tokens);
   }
   if (plan.keeps_mlp_products) {
-    absl::StrAppend(&text,
-                    "recompute: keep_mlp (the MLP's gate/up products kept from the forward, "
-                    "train.recompute)\n");
+    absl::StrAppend(&text, "recompute: keep_mlp (train.recompute): ", KeptProducts(plan), "\n");
   }
   if (plan.fits()) {
     absl::StrAppend(&text, plan.capacity_bytes > 0 ? "fits\n"
@@ -134,6 +147,8 @@ nlohmann::json PlanJson(const MemoryPlan& plan, const std::vector<FitOption>& op
           {"trainable_parameters", plan.trainable_parameters},
           {"mlp_chunk_tokens", plan.mlp_chunk_tokens},
           {"keeps_mlp_products", plan.keeps_mlp_products},
+          {"kept_mlp_layers", plan.kept_mlp_layers},
+          {"device_kept_mlp_layers", plan.device_kept_mlp_layers},
           {"would_fit", std::move(fits)}};
 }
 

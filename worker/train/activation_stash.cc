@@ -83,13 +83,13 @@ void ActivationStash::WaitForCopiesThrough(int64_t i) {
 #endif
 }
 
-void ActivationStash::Put(int64_t i, int slot, const at::Tensor& t) {
+void ActivationStash::Put(int64_t i, int slot, const at::Tensor& t, bool may_offload) {
   if (i < 0 || i >= num_layers_ || slot < 0 || slot >= num_slots_) {
     throw std::out_of_range("ActivationStash::Put: no such layer or slot");
   }
   // The last layer's tensors are the first ones taken back: they stay.
   const bool last = i + 1 == num_layers_;
-  if (!offload_ || !t.is_cuda() || last) {
+  if (!offload_ || !may_offload || !t.is_cuda() || last) {
     stash_[Index(i, slot)] = t;
     return;
   }

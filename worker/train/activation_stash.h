@@ -34,8 +34,9 @@ class ActivationStash {
   ActivationStash(int64_t num_layers, int num_slots, bool offload);
   ~ActivationStash();
 
-  // Keeps `t` (produced on the current stream) as layer i's tensor in `slot`.
-  void Put(int64_t i, int slot, const at::Tensor& t);
+  // Keeps `t` (produced on the current stream) as layer i's tensor in `slot`;
+  // with `may_offload` false it stays on the device even with offload.
+  void Put(int64_t i, int slot, const at::Tensor& t, bool may_offload = true);
   // Whether layer i's `slot` holds a tensor (Put and not yet taken).
   bool Has(int64_t i, int slot) const;
   // Layer i's tensor in `slot` on `device`, ready for use on the current

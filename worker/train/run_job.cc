@@ -286,12 +286,16 @@ absl::StatusOr<RunResult> Train(const JobConfig& config, const RunCallbacks& cal
   topts.mlp_chunk_tokens = config.train.mlp_chunk_tokens;
   // auto follows the memory plan's choice (kept products only where they
   // fit the card and the host's memory; plan::KeepsMlpProducts).
+  // auto also says how many layers keep theirs, and where (Note [Where the
+  // kept products live] in memory_plan.cc).
   topts.recompute = plan::ParseRecompute(config.train.recompute);
   if (topts.recompute == plan::Recompute::kAuto && run.model_config) {
+    const plan::MemoryPlan memory =
+        plan::PlanMemory(*run.model_config, config, run.device_plan);
     topts.recompute =
-        plan::PlanMemory(*run.model_config, config, run.device_plan).keeps_mlp_products
-            ? plan::Recompute::kKeepMlp
-            : plan::Recompute::kFull;
+        memory.keeps_mlp_products ? plan::Recompute::kKeepMlp : plan::Recompute::kFull;
+    topts.kept_mlp_layers = memory.kept_mlp_layers;
+    topts.device_kept_mlp_layers = memory.device_kept_mlp_layers;
   }
   topts.host_memory_bytes = run.device_plan.host_memory_bytes;
   LayerSource* layers = run.fsdp ? static_cast<LayerSource*>(run.fsdp.get()) : run.full.get();

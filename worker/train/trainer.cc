@@ -256,6 +256,12 @@ double Trainer::MicroStep(const TrainBatch& batch, double denominator, uint64_t 
     // Layers below the first trained one need no backward at all.
     const int64_t first = std::min(n - 1, std::max<int64_t>(0, layers_->FirstTrainedLayer()));
     ActivationStash stash(n, keep_mlp ? kNumSlots : 1, options_.activation_offload);
+    // Layers from kept_from keep their product; from on_device it stays on
+    // the device (Note [Where the kept products live]).
+    const int64_t kept_from =
+        std::max(first, options_.kept_mlp_layers < 0 ? 0 : n - options_.kept_mlp_layers);
+    const int64_t on_device =
+        options_.device_kept_mlp_layers < 0 ? n : n - options_.device_kept_mlp_layers;
     {
       c10::NoGradGuard no_grad;
       profile::ScopedPhase forward(profile::Phase::kNoGradForward, h);
@@ -265,11 +271,13 @@ double Trainer::MicroStep(const TrainBatch& batch, double denominator, uint64_t 
         if (chunk > 0 && model::MlpRowsIndependentOfTiling(layer, true)) {
           h = model::AttentionHalf(layer, cfg, h, attn, workspace_, true, seed_of(i));
           TiledMlpForward(layer, h, chunk, true, seed_of(i));
-        } else if (keep_mlp && i >= first && model::MlpKeepsGateUp(layer, cfg, true)) {
+        } else if (keep_mlp && i >= kept_from && model::MlpKeepsGateUp(layer, cfg, true)) {
           at::Tensor gate_up;
           h = model::AttentionHalf(layer, cfg, h, attn, workspace_, true, seed_of(i));
           h = model::MlpHalf(layer, cfg, h, workspace_, true, seed_of(i), &gate_up);
-          stash.Put(i, kGateUp, gate_up);
+          stash.Put(i, kGateUp, gate_up, /*may_offload=*/i < on_device);
+          ++kept_products_;
+          if (i >= on_device || !options_.activation_offload) ++device_kept_products_;
         } else {
           h = model::DecoderLayerForward(layer, cfg, h, attn, workspace_, true, seed_of(i));
         }
@@ -342,10 +350,13 @@ StepStats Trainer::ForwardBackward(const std::vector<TrainBatch>& micro_batches)
   // the same masks as an uninterrupted one.
   double loss_sum = 0;
   const uint64_t base = static_cast<uint64_t>(optimizer_->step()) * micro_batches.size();
+  kept_products_ = device_kept_products_ = 0;
   for (size_t k = 0; k < micro_batches.size(); ++k) {
     loss_sum += MicroStep(micro_batches[k], denominator, base + k);
   }
   stats.loss = layers_->SumOverRanks(loss_sum) / denominator;
+  stats.kept_mlp_products = kept_products_;
+  stats.device_kept_mlp_products = device_kept_products_;
   return stats;
 }
 

@@ -64,6 +64,12 @@ struct TrainerOptions {
   // gate/up product] in llama.cc); auto decides per micro-batch with
   // plan::KeepsMlpProducts.
   plan::Recompute recompute = plan::Recompute::kAuto;
+  // With keep_mlp, how many of the top layers keep their product (-1: all),
+  // and how many of those keep it on the device even with activation
+  // offload (-1: none). run_job takes both from the memory plan (Note
+  // [Where the kept products live] in memory_plan.cc).
+  int64_t kept_mlp_layers = -1;
+  int64_t device_kept_mlp_layers = -1;
   // This rank's share of the host's memory, for recompute auto; 0 = unknown.
   int64_t host_memory_bytes = 0;
 };
@@ -74,6 +80,10 @@ struct StepStats {
   int64_t input_tokens = 0;    // non-padding input positions
   double grad_norm = 0;
   double learning_rate = 0;
+  // Gate/up products the micro-batches' forwards kept (train.recompute
+  // keep_mlp), and how many of them stayed on the device.
+  int64_t kept_mlp_products = 0;
+  int64_t device_kept_mlp_products = 0;
 };
 
 // The frozen weights after the last decoder layer.
@@ -195,6 +205,9 @@ class Trainer {
   // Whether a micro-batch of `tokens` (MLP chunks of `chunk` rows) keeps the
   // layers' gate/up products (options_.recompute resolved).
   bool KeepsMlp(int64_t tokens, int64_t chunk) const;
+  // What MicroStep kept this step (StepStats::kept_mlp_products).
+  int64_t kept_products_ = 0;
+  int64_t device_kept_products_ = 0;
   // The MLP half of `layer` over `h` ([B, T, hidden], the attention half's
   // output), chunk by chunk, in place; no grad.
   void TiledMlpForward(const model::DecoderLayer& layer, at::Tensor& h, int64_t chunk,

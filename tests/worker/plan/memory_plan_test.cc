@@ -7,6 +7,7 @@
 
 #include <gtest/gtest.h>
 
+#include "absl/strings/str_cat.h"
 #include "worker/plan/plan_report.h"
 
 namespace rigtune::plan {
@@ -222,6 +223,74 @@ TEST(MemoryPlanTest, KeptProductsOfLlama2_7b) {
   job.dist.activation_offload = true;
   job.lora.dropout = 0.1;
   EXPECT_FALSE(PlanMemory(*model, job, PlanDevice{}).keeps_mlp_products);
+}
+
+// Note [Where the kept products live]: auto puts the top layers' products
+// on the device where a card of known size has room for them: as many as
+// fit 80% of what the plan without them leaves free.
+TEST(MemoryPlanTest, AutoKeepsProductsInTheCardsFreeRoom) {
+  auto model = model::RandomModelConfig("llama2-7b");
+  ASSERT_TRUE(model.ok());
+  constexpr int64_t kProduct = 360710144;
+  train::JobConfig job;
+  job.train.batch_size = 4;
+  job.train.context_length = 2048;
+  job.train.recompute = "full";
+  PlanDevice card;
+  card.capacity_bytes = 22 * kGiB;
+  card.host_memory_bytes = 64 * kGiB;
+  const MemoryPlan full = PlanMemory(*model, job, card);
+  ASSERT_TRUE(full.fits());
+  EXPECT_EQ(full.kept_mlp_layers, 0);
+  // Without offload: the others recompute in full.
+  job.train.recompute = "auto";
+  const MemoryPlan on_card = PlanMemory(*model, job, card);
+  const int64_t room = card.capacity_bytes - full.device.Total();
+  const auto want = static_cast<int64_t>(0.8 * static_cast<double>(room) / (kProduct * 1.03));
+  EXPECT_GT(want, 0);
+  EXPECT_LT(want, 32);
+  EXPECT_TRUE(on_card.fits());
+  EXPECT_EQ(on_card.kept_mlp_layers, want);
+  EXPECT_EQ(on_card.device_kept_mlp_layers, want);
+  EXPECT_EQ(on_card.device.kept_products, want * kProduct);
+  EXPECT_EQ(on_card.host.kept_products, 0);
+  EXPECT_NE(PlanLine(on_card).find(absl::StrCat("products of ", want, " layers (on the GPU)")),
+            std::string::npos)
+      << PlanLine(on_card);
+  EXPECT_EQ(PlanJson(on_card, {})["device_kept_mlp_layers"].get<int64_t>(), want);
+  // A bigger card keeps every layer's; an unknown one none; keep_mlp and
+  // full are what they say whatever the card.
+  PlanDevice big = card;
+  big.capacity_bytes = 40 * kGiB;
+  EXPECT_EQ(PlanMemory(*model, job, big).device_kept_mlp_layers, 32);
+  EXPECT_FALSE(PlanMemory(*model, job, PlanDevice{}).keeps_mlp_products);
+  job.train.recompute = "keep_mlp";
+  EXPECT_EQ(PlanMemory(*model, job, card).device_kept_mlp_layers, 32);
+  // With offload: every layer keeps its product, the top ones on the card
+  // (no trip over the host link), the rest pinned on the host.
+  job.train.recompute = "auto";
+  job.dist.activation_offload = true;
+  const MemoryPlan offloaded = PlanMemory(*model, job, card);
+  EXPECT_TRUE(offloaded.fits());
+  EXPECT_EQ(offloaded.kept_mlp_layers, 32);
+  EXPECT_GT(offloaded.device_kept_mlp_layers, want);  // offloaded inputs leave more room
+  EXPECT_LT(offloaded.device_kept_mlp_layers, 32);
+  EXPECT_EQ(offloaded.host.kept_products,
+            (32 - offloaded.device_kept_mlp_layers) * PinnedHostBytes(kProduct));
+  EXPECT_NE(PlanLine(offloaded).find(" on the GPU, "), std::string::npos) << PlanLine(offloaded);
+  // explicit keep_mlp with offload keeps them all on the host, as before.
+  job.train.recompute = "keep_mlp";
+  EXPECT_EQ(PlanMemory(*model, job, card).device_kept_mlp_layers, 0);
+  // Llama-2-70B at 4 x 2048 on one 140.4 GiB card (an H200 less the
+  // context): 63.05 GiB planned without products of 0.875 GiB each, so
+  // 0.8 x 75.35 / 0.90 = 66 of its 80 layers keep theirs.
+  auto large = model::RandomModelConfig("llama2-70b");
+  ASSERT_TRUE(large.ok());
+  job.train.recompute = "auto";
+  job.dist.activation_offload = false;
+  const MemoryPlan h200 = PlanMemory(*large, job, DeviceForJob(job, 143771.0 / 1024, 1));
+  EXPECT_EQ(h200.device_kept_mlp_layers, 66);
+  EXPECT_TRUE(h200.fits());
 }
 
 TEST(MemoryPlanTest, MlpChunkTokensTilesOnlyLongMicroBatches) {

@@ -462,6 +462,36 @@ TEST(KeepMlpPolicyTest, AutoWithOffloadMatchesTheFullRecompute) {
   ExpectClose(Grads(m1), Grads(m2), 1e-6);
 }
 
+TEST(KeepMlpPolicyTest, TheTopLayersKeepTheirsWhereThePlanSaysSo) {
+  // Note [Where the kept products live]: kept_mlp_layers of the top layers
+  // keep their product, device_kept_mlp_layers of those stay on the device;
+  // the others recompute in full. Same gradients either way.
+  struct Split {
+    int64_t kept, on_device;
+    bool offload;
+    int64_t want_kept, want_on_device;  // per micro-batch, of 3 layers
+  };
+  for (const Split& s : {Split{1, -1, false, 1, 1}, Split{2, 1, true, 2, 1},
+                         Split{-1, 0, true, 3, 0}, Split{0, 0, false, 0, 0}}) {
+    const KeepCase three{"llama3", "layers=3,hidden=32,intermediate=64,heads=4,kv_heads=2,vocab=50"};
+    model::LlamaModel m1 = KeepModel(three, 4), m2 = KeepModel(three, 4);
+    TrainerOptions keep, full;
+    keep.recompute = plan::Recompute::kKeepMlp;
+    keep.kept_mlp_layers = s.kept;
+    keep.device_kept_mlp_layers = s.on_device;
+    keep.activation_offload = s.offload;
+    full.recompute = plan::Recompute::kFull;
+    Trainer t1(&m1, keep), t2(&m2, full);
+    const std::vector<TrainBatch> micro = {Batch(2, 9, 19), Batch(1, 7, 20)};
+    const StepStats k = t1.ForwardBackward(micro), f = t2.ForwardBackward(micro);
+    EXPECT_EQ(k.loss, f.loss);
+    EXPECT_EQ(k.kept_mlp_products, 2 * s.want_kept) << s.kept;
+    EXPECT_EQ(k.device_kept_mlp_products, 2 * s.want_on_device) << s.kept;
+    EXPECT_EQ(f.kept_mlp_products, 0);
+    ExpectClose(Grads(m1), Grads(m2), 1e-6);
+  }
+}
+
 TEST(KeepMlpPolicyTest, ARowTiledMlpKeepsTheTiledRecompute) {
   // keep_mlp with a tiled MLP: the tiled recompute runs (as for full).
   model::LlamaModel m1 = TinyModel(3), m2 = TinyModel(3);
