@@ -3,8 +3,8 @@
 // (FullModelLayers) trains, under every sharding strategy; a job paused on 2
 // ranks resumes exactly; with dist.cpu_offload / dist.offload_optimizer the
 // weights stream from host memory and AdamW runs on the host, training the
-// same model, and checkpoints cross between offloaded and on-device runs. The global
-// batch stays the same (1 x 4 = 2 x 2 = 4 x 1 rows); the final float32
+// same model, and checkpoints cross between offloaded and on-device runs.
+// The global batch stays the same (1 x 4 = 2 x 2 = 4 x 1 rows); the final float32
 // masters are read from each run's last checkpoint (random: models write no
 // model folder).
 #include <gtest/gtest.h>
