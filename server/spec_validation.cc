@@ -86,11 +86,6 @@ absl::Status ValidateHyperparameters(const rigtune::v1::JobSpec& spec) {
       return Bad("spec.lora", "not used by spec.train.method full (every weight trains); "
                               "remove the lora section");
     }
-    if (dist.cpu_offload() || dist.offload_optimizer()) {
-      return Bad(dist.cpu_offload() ? "spec.dist.cpu_offload" : "spec.dist.offload_optimizer",
-                 "spec.train.method full keeps its weights and optimizer state on the GPU; "
-                 "turn offloading off");
-    }
   }
   if (train.method() == "llama_pro") {
     if (train.expand_every() < 1) {
@@ -102,11 +97,6 @@ absl::Status ValidateHyperparameters(const rigtune::v1::JobSpec& spec) {
     if (spec.has_lora()) {
       return Bad("spec.lora", "not used by spec.train.method llama_pro (the new blocks train "
                               "fully); remove the lora section");
-    }
-    if (dist.cpu_offload() || dist.offload_optimizer()) {
-      return Bad(dist.cpu_offload() ? "spec.dist.cpu_offload" : "spec.dist.offload_optimizer",
-                 "spec.train.method llama_pro keeps its new blocks and optimizer state on the "
-                 "GPU; turn offloading off");
     }
   } else if (train.has_expand_every()) {
     return Bad("spec.train.expand_every", "only spec.train.method llama_pro expands blocks");

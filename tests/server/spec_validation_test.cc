@@ -43,9 +43,10 @@ TEST(SpecValidationTest, FullFineTuningNeedsABf16BaseAndNoLora) {
   auto two_gpus = spec;  // sharded over the GPUs like an adapter
   two_gpus.set_gpus(2);
   EXPECT_TRUE(ValidateJobSpec(two_gpus, limits).ok()) << ValidateJobSpec(two_gpus, limits);
-  auto offload = spec;
+  auto offload = spec;  // streamed from host memory, AdamW on the host
+  offload.mutable_dist()->set_cpu_offload(true);
   offload.mutable_dist()->set_offload_optimizer(true);
-  ExpectFieldError(offload, limits, "spec.dist.offload_optimizer");
+  EXPECT_TRUE(ValidateJobSpec(offload, limits).ok()) << ValidateJobSpec(offload, limits);
 }
 
 TEST(SpecValidationTest, LlamaProNeedsExpandEvery) {
@@ -58,6 +59,8 @@ TEST(SpecValidationTest, LlamaProNeedsExpandEvery) {
   spec.mutable_train()->set_base("hqq4");  // any base: the old blocks stay frozen in it
   EXPECT_TRUE(ValidateJobSpec(spec, limits).ok()) << ValidateJobSpec(spec, limits);
   spec.set_gpus(2);
+  EXPECT_TRUE(ValidateJobSpec(spec, limits).ok()) << ValidateJobSpec(spec, limits);
+  spec.mutable_dist()->set_cpu_offload(true);
   EXPECT_TRUE(ValidateJobSpec(spec, limits).ok()) << ValidateJobSpec(spec, limits);
   auto stray = TinySpec();
   stray.mutable_train()->set_expand_every(2);

@@ -27,12 +27,6 @@ absl::StatusOr<std::unique_ptr<FsdpLayers>> FsdpLayers::Create(model::ModelSourc
                                                                Communicator* comm,
                                                                const FsdpOptions& options,
                                                                const TrainedWeights& trained) {
-  if (trained.any() && (options.cpu_offload || options.offload_optimizer)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        options.cpu_offload ? "dist.cpu_offload" : "dist.offload_optimizer",
-        ": streaming from host memory serves adapters only; weights that train themselves "
-        "(train.method full or llama_pro) stay on the device; turn offloading off"));
-  }
   const DistEnv env = comm ? comm->env() : DistEnv{};
   const bool hybrid = options.sharding == "hybrid" && env.num_nodes() > 1;
   const int64_t shards = options.sharding == "no_shard" ? 1
@@ -162,6 +156,7 @@ void FsdpLayers::ShardEdge(Edge e, const std::vector<at::Tensor>& tensors) {
 }
 
 void FsdpLayers::StartEdgeGather(Edge e) {
+  PublishUnit(EdgeUnitId(e));  // a trained edge updated on the host
   EdgeUnit& unit = edges_[e];
   if (unit.full.defined()) return;
   at::Tensor shard = OnDevice(unit.shard);
@@ -292,13 +287,13 @@ void FsdpLayers::Release(int64_t i, bool backward) {
   if (adapters_) {
     at::Tensor mine = ReduceGradient(layouts_[i].FlattenGradients(layer));
     if (options_.offload_optimizer) {
-      StageGradients(i, mine);
+      StageGradients(grad_shards_[i], mine);
     } else {
       grad_shards_[i].add_(mine);
     }
   }
   if (TrainsUnit(i)) {
-    Trained(i).grad.add_(ReduceGradient(layouts_[i].FlattenWeightGradients(layer)));
+    AddTrainedGradient(i, ReduceGradient(layouts_[i].FlattenWeightGradients(layer)));
   }
   if (streamed()) free_slots_.push_back(std::move(it->second->slot));
   gathered_.erase(it);

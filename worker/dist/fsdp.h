@@ -32,8 +32,10 @@
 // LoRA masters, their AdamW moments and gradients too; a layer is then
 // streamed: copied up on a copy stream of its own into a small pool of
 // device buffers one layer ahead of compute (see Note [Streaming layers] in
-// fsdp.cc). One process (no communicator) uses the same class to stream a
-// model bigger than its GPU.
+// fsdp_stream.cc). Trained weights stream the same way: cpu_offload puts
+// their compute-dtype shards in host memory and, with them, their masters,
+// moments and gradients (Note [Offloaded trained weights]). One process (no
+// communicator) uses the same class to stream a model bigger than its GPU.
 #ifndef RIGTUNE_WORKER_DIST_FSDP_H_
 #define RIGTUNE_WORKER_DIST_FSDP_H_
 
@@ -59,8 +61,11 @@ namespace rigtune::dist {
 
 struct FsdpOptions {
   std::string sharding = "full_shard";  // full_shard | shard_grad_op | no_shard | hybrid
-  bool cpu_offload = false;       // frozen shards in pinned host memory
-  bool offload_optimizer = false;  // LoRA masters, moments, grads in host memory
+  // Frozen shards (and trained units' compute-dtype shards) in pinned host
+  // memory; for trained units it implies offload_optimizer.
+  bool cpu_offload = false;
+  // Masters, moments and gradients in host memory; AdamW runs on the host.
+  bool offload_optimizer = false;
 };
 
 // Which units train their own weights instead of carrying adapters
@@ -81,8 +86,7 @@ class FsdpLayers : public train::LayerSource {
   // Collective: every rank must call it. `comm` must outlive the result;
   // null for one process (world size 1, used to stream with cpu_offload).
   // With `trained` (build.lora disabled), those units train their weights;
-  // INVALID_ARGUMENT for a trained layer that is not dense, or with
-  // cpu_offload / offload_optimizer, which only adapters support.
+  // INVALID_ARGUMENT for a trained layer that is not dense.
   static absl::StatusOr<std::unique_ptr<FsdpLayers>> Create(
       model::ModelSource& source, model::LlamaModel& shell, const model::BuildOptions& build,
       Communicator* comm, const FsdpOptions& options, const TrainedWeights& trained = {});
@@ -148,6 +152,9 @@ class FsdpLayers : public train::LayerSource {
   // (frozen shards with cpu_offload; masters, moments and gradients with
   // offload_optimizer).
   int64_t host_state_bytes() const;
+  // AdamW steps run on the host so far (offload_optimizer, or trained
+  // weights with cpu_offload): 0 when the optimizer runs on the device.
+  int64_t host_optimizer_steps() const { return host_step_.started(); }
   const LayerLayout& layout(int64_t i) const { return layouts_[i]; }
   int64_t shards() const { return shards_; }
 
@@ -165,10 +172,10 @@ class FsdpLayers : public train::LayerSource {
     Slot slot;  // streamed: where frozen and trainable live
     Mark ready;  // streamed: the copies (and collectives) are enqueued before it
   };
-  // A layer's gradient shard on its way down to host memory.
+  // A gradient shard on its way down to host memory.
   struct StagedGrad {
-    int64_t layer;
-    at::Tensor host;  // pinned
+    at::Tensor target;  // the host gradient it is added to
+    at::Tensor host;    // pinned
     Mark copied;
   };
 
@@ -186,20 +193,27 @@ class FsdpLayers : public train::LayerSource {
   struct TrainedUnit {
     int64_t unit;       // UnitId: a layer index, or EdgeUnitId(edge)
     at::ScalarType dtype;  // the compute dtype
-    at::Tensor master;  // float32; in fp32 the shard itself, viewed
+    at::Tensor master;  // float32; the shard itself, viewed, unless own_master
     at::Tensor grad;    // float32
+    bool own_master = false;  // master is a tensor of its own, rounded into the shard
+    bool stale = false;  // a host update may have changed master; the shard waits
   };
 
   FsdpLayers(Communicator* comm, FsdpOptions options, int64_t shards, at::Device device)
       : comm_(comm), options_(std::move(options)), shards_(shards), device_(device),
         copies_(device) {}
   bool streamed() const { return options_.cpu_offload || options_.offload_optimizer; }
+  // Whether AdamW runs on the host (masters, moments and gradients there):
+  // offload_optimizer, or trained weights with cpu_offload.
+  bool host_optimizer() const {
+    return options_.offload_optimizer || (!adapters_ && options_.cpu_offload);
+  }
   void StartGather(int64_t i);
   void StartStreamedGather(int64_t i, Gathered& g);
   Slot TakeSlot();
-  // offload_optimizer: adds `grads` (device) to layer i's host gradient,
+  // host_optimizer(): adds `grads` (device) to `target` (a host gradient),
   // through a pinned staging buffer copied down behind the backward.
-  void StageGradients(int64_t i, const at::Tensor& grads);
+  void StageGradients(const at::Tensor& target, const at::Tensor& grads);
   // Adds staged gradients to the host gradients, all but the newest `keep`.
   void FoldStagedGradients(size_t keep);
   // Builds edge unit `e` from `tensors` (full, identical on every rank).
@@ -232,9 +246,17 @@ class FsdpLayers : public train::LayerSource {
   at::Tensor ReduceGradient(const at::Tensor& full);
   // Adds the gradients of a trained edge unit's views to its gradient shard.
   void ReduceEdge(Edge e);
+  // Adds `shard` (this rank's reduced gradient of a trained unit) to the
+  // unit's gradient: in place, or staged down to host memory.
+  void AddTrainedGradient(int64_t unit, const at::Tensor& shard);
   // After an update (or a restore): rounds the masters into the
   // compute-dtype shards and drops gathered copies of trained units.
   void PublishTrainedWeights();
+  // Drops a gathered copy of `unit` (taken before an update).
+  void DropGathered(int64_t unit);
+  // A stale trained unit (host update): waits for its update and rounds its
+  // master into its shard. Nothing for other units.
+  void PublishUnit(int64_t unit);
   // A unit's full flat buffer on the CPU from this rank's `shard` of it
   // (collective unless unsharded).
   absl::StatusOr<at::Tensor> GatherFull(const at::Tensor& shard);
@@ -259,9 +281,9 @@ class FsdpLayers : public train::LayerSource {
   at::Device device_;
   CopyStream copies_;
   std::vector<Slot> free_slots_;         // streamed: device buffers not in use
-  std::vector<StagedGrad> staged_;       // offload_optimizer: oldest first
+  std::vector<StagedGrad> staged_;       // host_optimizer(): oldest first
   std::vector<at::Tensor> free_staging_;
-  train::HostOptimizerStep host_step_;   // offload_optimizer
+  train::HostOptimizerStep host_step_;   // host_optimizer()
   std::vector<LayerLayout> layouts_;
   std::vector<at::Tensor> frozen_shards_;  // uint8, device or pinned host
   std::vector<at::Tensor> lora_shards_;    // float32 masters, device or pinned host

@@ -60,6 +60,34 @@ absl::Status CheckMomentShards(const char* caller, size_t units,
 // loss through the LM head, and the lookup's backward): each visit
 // reduce-scatters what it produced, and the shards add up.
 
+// Note [Offloaded trained weights]
+// ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+// With dist.cpu_offload a trained unit's compute-dtype shard is kept in
+// pinned host memory like a frozen shard, and streamed the same way (copied
+// up on the copy stream one unit ahead, then all-gathered: Note [Streaming
+// layers]). Its float32 master, gradient and AdamW moments then live in host
+// memory too (cpu_offload implies offload_optimizer here, as FSDP's
+// CPUOffload(offload_params=True) keeps parameters, gradients and the
+// optimizer step on the CPU); offload_optimizer alone moves only those, the
+// shard stays on the device. The step changes in two places:
+//
+//   backward  the reduced float32 gradient shard is copied down into a
+//             pinned staging buffer behind the backward and added to the
+//             host gradient one unit later (StageGradients), as LoRA's are;
+//   update    the global norm is taken over the host gradients, then
+//             HostOptimizerStep runs AdamW::Update unit by unit (embedding,
+//             layers, head) on its own thread, overlapping the next
+//             forward; every unit is marked stale, and its next gather
+//             (StartStreamedGather, StartEdgeGather) waits for that unit's
+//             update and rounds its master into the shard (PublishUnit)
+//             before copying it up. In fp32 with cpu_offload the host shard
+//             is its own master; with offload_optimizer alone the master is
+//             a host tensor of its own, copied into the device shard.
+//
+// The arithmetic is AdamW::Update in float32 on the same values as the
+// device step, so an offloaded run trains what a device run trains, and
+// the checkpoint (gathered masters and moments by name) is the same.
+
 std::vector<at::Tensor> FsdpLayers::Parameters() {
   if (adapters_) return lora_shards_;
   std::vector<at::Tensor> masters;
@@ -111,8 +139,16 @@ absl::Status FsdpLayers::MakeTrainedUnits(const TrainedWeights& trained) {
       }
     }
     at::Tensor values = UnitShard(u).view(dtype);
-    TrainedUnit t{u, dtype, dtype == at::kFloat ? values : values.to(at::kFloat), at::Tensor()};
-    t.grad = at::zeros_like(t.master);
+    // The master shares the shard's storage in fp32 when both live on the
+    // same side (Note [Offloaded trained weights]).
+    const bool host = host_optimizer();
+    TrainedUnit t{u, dtype, values, at::Tensor()};
+    t.own_master = dtype != at::kFloat || host != options_.cpu_offload;
+    if (t.own_master) {
+      t.master = host ? copies_.HostEmpty(values.numel(), at::kFloat).copy_(values)
+                      : values.to(at::kFloat);
+    }
+    t.grad = host ? at::zeros({t.master.numel()}, at::kFloat) : at::zeros_like(t.master);
     trained_index_[u] = static_cast<int64_t>(trained_.size());
     trained_.push_back(std::move(t));
   }
@@ -122,33 +158,58 @@ absl::Status FsdpLayers::MakeTrainedUnits(const TrainedWeights& trained) {
 void FsdpLayers::ReduceEdge(Edge e) {
   c10::NoGradGuard no_grad;
   EdgeUnit& unit = edges_[e];
-  Trained(EdgeUnitId(e)).grad.add_(ReduceGradient(unit.layout.FlattenGradients(unit.views)));
+  AddTrainedGradient(EdgeUnitId(e), ReduceGradient(unit.layout.FlattenGradients(unit.views)));
+}
+
+void FsdpLayers::AddTrainedGradient(int64_t unit, const at::Tensor& shard) {
+  TrainedUnit& t = Trained(unit);
+  if (host_optimizer()) {
+    StageGradients(t.grad, shard);
+  } else {
+    t.grad.add_(shard);
+  }
+}
+
+void FsdpLayers::DropGathered(int64_t unit) {
+  // A copy gathered before the update (the last layer kept by an
+  // evaluation's forward) holds the old weights.
+  const int64_t n = static_cast<int64_t>(layouts_.size());
+  if (unit < n) {
+    auto it = gathered_.find(unit);
+    if (it == gathered_.end()) return;
+    if (auto s = it->second->frozen_pending.Wait(); !s.ok()) Fail(s);
+    if (streamed()) free_slots_.push_back(std::move(it->second->slot));
+    gathered_.erase(it);
+  } else {
+    EdgeUnit& edge = edges_[unit - n];
+    if (auto s = edge.pending.Wait(); !s.ok()) Fail(s);
+    edge.full = at::Tensor();
+    edge.views.clear();
+  }
+}
+
+void FsdpLayers::PublishUnit(int64_t unit) {
+  if (!TrainsUnit(unit)) return;
+  TrainedUnit& t = Trained(unit);
+  if (!t.stale) return;
+  host_step_.WaitFor(static_cast<size_t>(trained_index_[unit]));
+  c10::NoGradGuard no_grad;
+  if (t.own_master) UnitShard(unit).view(t.dtype).copy_(t.master);
+  t.stale = false;
 }
 
 void FsdpLayers::PublishTrainedWeights() {
-  c10::NoGradGuard no_grad;
-  const int64_t n = static_cast<int64_t>(layouts_.size());
   for (TrainedUnit& t : trained_) {
-    if (t.dtype != at::kFloat) UnitShard(t.unit).view(t.dtype).copy_(t.master);
-    // A copy gathered before the update (the last layer kept by an
-    // evaluation's forward) holds the old weights.
-    if (t.unit < n) {
-      auto it = gathered_.find(t.unit);
-      if (it == gathered_.end()) continue;
-      if (auto s = it->second->frozen_pending.Wait(); !s.ok()) Fail(s);
-      gathered_.erase(it);
-    } else {
-      EdgeUnit& unit = edges_[t.unit - n];
-      if (auto s = unit.pending.Wait(); !s.ok()) Fail(s);
-      unit.full = at::Tensor();
-      unit.views.clear();
-    }
+    DropGathered(t.unit);
+    t.stale = true;
+    PublishUnit(t.unit);
   }
 }
 
 absl::StatusOr<std::map<std::string, at::Tensor>> FsdpLayers::GatherWeightState(
     const std::vector<at::Tensor>& exp_avg, const std::vector<at::Tensor>& exp_avg_sq) {
   c10::NoGradGuard no_grad;
+  WaitForUpdate();
   if (auto s = CheckMomentShards("GatherTrainableState", trained_.size(), exp_avg, exp_avg_sq);
       !s.ok()) {
     return s;
@@ -176,6 +237,7 @@ absl::Status FsdpLayers::LoadWeightState(const std::map<std::string, at::Tensor>
                                          std::vector<at::Tensor>& exp_avg,
                                          std::vector<at::Tensor>& exp_avg_sq) {
   c10::NoGradGuard no_grad;
+  WaitForUpdate();
   if (auto s = CheckMomentShards("LoadTrainableState", trained_.size(), exp_avg, exp_avg_sq);
       !s.ok()) {
     return s;
@@ -219,6 +281,7 @@ absl::StatusOr<std::vector<train::NamedTensor>> FsdpLayers::GatherTrainedWeights
   c10::NoGradGuard no_grad;
   std::vector<train::NamedTensor> out;
   for (const TrainedUnit& t : trained_) {
+    PublishUnit(t.unit);
     auto full = GatherFull(UnitShard(t.unit));
     if (!full.ok()) return full.status();
     for (const auto& [name, s] : UnitTensors(t.unit)) {

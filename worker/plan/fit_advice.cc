@@ -67,8 +67,7 @@ std::vector<FitOption> SuggestFits(const model::ModelConfig& model, const train:
   // The fewest flags first; activation offload costs least, then weights,
   // then the optimizer. With every flag, the largest batch that fits.
   const train::DistConfig& have = job.dist;
-  // Full fine-tuning and block expansion keep weights and optimizer state on
-  // the device (the job file refuses those offloads) and have no LoRA rank.
+  // Full fine-tuning and block expansion have no LoRA rank.
   const bool trains_weights = job.train.method == "full" || job.train.method == "llama_pro";
   const OffloadFlags kFlagSets[] = {{true, false, false}, {false, true, false},
                                     {true, true, false},  {false, false, true},
@@ -78,7 +77,6 @@ std::vector<FitOption> SuggestFits(const model::ModelConfig& model, const train:
   for (const OffloadFlags& f : kFlagSets) {
     const std::string setting = FlagSetting(f, have);
     if (setting.empty()) continue;  // adds no flag the job lacks
-    if (trains_weights && (f.weights || f.optimizer)) continue;
     auto apply = [&](train::JobConfig& j) {
       j.dist.activation_offload |= f.activations;
       j.dist.cpu_offload |= f.weights;
@@ -90,7 +88,7 @@ std::vector<FitOption> SuggestFits(const model::ModelConfig& model, const train:
       break;
     }
   }
-  if (!flags_found && !trains_weights) {
+  if (!flags_found) {
     train::JobConfig all = job;
     all.dist.activation_offload = all.dist.cpu_offload = all.dist.offload_optimizer = true;
     const std::string setting = FlagSetting({true, true, true}, have);

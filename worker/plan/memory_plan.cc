@@ -121,6 +121,16 @@ namespace {
 // state with dist.offload_optimizer (16 bytes per parameter), and while
 // loading with dist.cpu_offload one layer in float32 (measured: 21.25 GiB
 // for a 16.93 GiB shard of Llama-2-70B).
+//
+// Trained weights (train.method full, llama_pro's copies) offloaded
+// (Note [Offloaded trained weights] in worker/dist/fsdp_weights.cc): with
+// dist.cpu_offload their compute-dtype shards join the frozen ones on the
+// host, and their float32 masters, gradients and moments go there too
+// (16 bytes per parameter, 12 in fp32 where the shard is its own master);
+// dist.offload_optimizer alone moves only the latter. The GPU then holds
+// the two streamed layers in flight (sized for a dense layer), the shard
+// being copied up under FSDP, one unit's gradients while they are reduced,
+// the layer inputs and the working set.
 
 constexpr int64_t kProcessHostBytes = kGiB;
 constexpr double kSlack = 0.03;
@@ -487,6 +497,13 @@ MemoryPlan PlanKeeping(const model::ModelConfig& original, const train::JobConfi
   const int64_t dense_layer = LayerFrozenBytes(m, "bf16", 1);
   const int64_t unit_grad = std::max(dense_layer, m.vocab_size * m.hidden_size);
   const int64_t gathered = job.dist.sharding == "shard_grad_op" ? layers : 2;
+  // Trained weights are served by FsdpLayers on several ranks and when
+  // streamed; AdamW runs on the host with either offload flag; a host
+  // master of its own unless the fp32 shard on the host is the master.
+  const bool sharded_weights = fsdp || streamed;
+  const int64_t host_master = d == 4 && offload ? 0 : 4;
+  int64_t host_weights = offload ? frozen_total / shards : 0;
+  int64_t host_state = host_optimizer ? 16 * params / shards : 0;
   if (job.train.method == "full") {
     // Full fine-tuning: every tensor trains. The weights in the compute
     // dtype (counted as frozen_weights: they are what the layers read),
@@ -499,16 +516,21 @@ MemoryPlan PlanKeeping(const model::ModelConfig& original, const train::JobConfi
     dev.workspace = 0;
     dev.layer_inputs = inputs;
     dev.working_set = working;
-    if (fsdp) {
+    if (sharded_weights) {
       // Sharded (FsdpLayers, Note [Sharded weights] in fsdp_weights.cc):
       // each rank keeps 1/W of the weights, masters, float32 gradients and
       // moments, plus the gathered layers in flight (the gathered head is
       // in the working set), and one unit's gradients in the compute dtype
       // with their float32 flattening while they are reduce-scattered.
-      dev.frozen_weights = d * full / shards + (shards > 1 ? gathered * d * dense_layer : 0);
-      dev.adapter = masters / shards;
-      dev.optimizer = 8 * full / shards;
-      dev.gradients = 4 * full / shards + (d + 4) * unit_grad;
+      // Offloaded, the shards or the optimizer state sit on the host.
+      dev.frozen_weights = offload
+                               ? 2 * d * dense_layer + (shards > 1 ? d * dense_layer / shards : 0)
+                               : d * full / shards + (shards > 1 ? gathered * d * dense_layer : 0);
+      const bool host = offload || host_optimizer;
+      dev.adapter = host ? 0 : masters / shards;
+      dev.optimizer = host ? 0 : 8 * full / shards;
+      dev.gradients = (host ? 0 : 4 * full / shards) + (d + 4) * unit_grad;
+      host_state = host ? (host_master + 12) * full / shards : 0;
     } else {
       // One process (FullModelLayers): gradients accumulate on the weights
       // through the whole step: with gradient accumulation all of them are
@@ -532,13 +554,22 @@ MemoryPlan PlanKeeping(const model::ModelConfig& original, const train::JobConfi
     plan.trainable_parameters = trained;
     dev.layer_inputs = inputs;
     dev.working_set = working;
-    if (fsdp) {
-      dev.frozen_weights += added * (d * dense_layer - layer) / shards +
-                            (shards > 1 ? gathered * std::max<int64_t>(0, d * dense_layer - layer)
-                                        : 0);
-      dev.adapter = masters / shards;
-      dev.optimizer = 8 * trained / shards;
-      dev.gradients = 4 * trained / shards + (d + 4) * dense_layer;
+    if (sharded_weights) {
+      if (offload) {
+        // The streaming slots fit the largest layer: a dense copy.
+        dev.frozen_weights = 2 * std::max(layer, d * dense_layer) +
+                             (shards > 1 ? std::max(layer, d * dense_layer) / shards : 0);
+        host_weights += added * (d * dense_layer - layer) / shards;
+      } else {
+        dev.frozen_weights +=
+            added * (d * dense_layer - layer) / shards +
+            (shards > 1 ? gathered * std::max<int64_t>(0, d * dense_layer - layer) : 0);
+      }
+      const bool host = offload || host_optimizer;
+      dev.adapter = host ? 0 : masters / shards;
+      dev.optimizer = host ? 0 : 8 * trained / shards;
+      dev.gradients = (host ? 0 : 4 * trained / shards) + (d + 4) * dense_layer;
+      host_state = host ? (host_master + 12) * trained / shards : 0;
     } else {
       dev.frozen_weights += added * (d * dense_layer - layer);
       dev.adapter = masters;
@@ -553,8 +584,8 @@ MemoryPlan PlanKeeping(const model::ModelConfig& original, const train::JobConfi
 
   HostBytes& host = plan.host;
   host.process = kProcessHostBytes;
-  host.frozen_weights = offload ? frozen_total / shards : 0;
-  host.optimizer = host_optimizer ? 16 * params / shards : 0;
+  host.frozen_weights = host_weights;
+  host.optimizer = host_state;
   host.layer_inputs = inputs_on_host ? layers * input : 0;
   host.loading = offload ? 4 * LayerParameters(m) : 0;
 

@@ -65,7 +65,9 @@ struct DeviceBytes {
 struct HostBytes {
   int64_t process = 0;         // LibTorch, CUDA runtime, the data pipeline
   int64_t frozen_weights = 0;  // pinned frozen shards (dist.cpu_offload)
-  int64_t optimizer = 0;       // masters, gradients and moments (dist.offload_optimizer)
+  // Masters, gradients and moments (dist.offload_optimizer; for trained
+  // weights also dist.cpu_offload).
+  int64_t optimizer = 0;
   int64_t layer_inputs = 0;    // pinned layer inputs (dist.activation_offload)
   int64_t kept_products = 0;   // pinned MLP gate/up products (train.recompute keep_mlp)
   int64_t loading = 0;         // the layer being built while loading

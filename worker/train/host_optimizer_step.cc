@@ -26,6 +26,7 @@ HostOptimizerStep::~HostOptimizerStep() {
 void HostOptimizerStep::Start(AdamW& optimizer, std::vector<at::Tensor> grads, double lr) {
   WaitAll();
   optimizer.BeginStep();
+  ++started_;
   {
     std::lock_guard<std::mutex> lock(mu_);
     done_ = 0;

@@ -17,6 +17,7 @@
 
 #include <condition_variable>
 #include <cstddef>
+#include <cstdint>
 #include <exception>
 #include <mutex>
 #include <thread>
@@ -45,6 +46,8 @@ class HostOptimizerStep {
   // A step was started and not yet waited for by WaitAll(): its gradients
   // are being zeroed by the thread.
   bool active() const { return thread_.joinable(); }
+  // Steps started so far.
+  int64_t started() const { return started_; }
 
  private:
   std::mutex mu_;
@@ -53,6 +56,7 @@ class HostOptimizerStep {
   size_t count_ = 0;         // parameters in the running step
   std::exception_ptr error_;  // guarded by mu_
   std::thread thread_;
+  int64_t started_ = 0;
 };
 
 }  // namespace rigtune::train

@@ -135,11 +135,6 @@ absl::Status Validate(const JobConfig& c) {
                               "expand_every-th layer; set it to 1 or more, got ",
                               c.train.expand_every));
     }
-    if (c.dist.cpu_offload || c.dist.offload_optimizer) {
-      return Err(c.dist.cpu_offload ? "dist.cpu_offload" : "dist.offload_optimizer",
-                 "train.method llama_pro keeps its new blocks and optimizer state on the "
-                 "device; turn offloading off");
-    }
   } else if (c.train.expand_every != 0) {
     return Err("train.expand_every",
                absl::StrCat("only train.method llama_pro expands blocks (train.method is ",
@@ -152,11 +147,6 @@ absl::Status Validate(const JobConfig& c) {
                               "train.base bf16 (got train.base ",
                               c.train.base, "); set train.base to bf16, or train an adapter "
                               "(train.method lora or dora) on a quantized base"));
-    }
-    if (c.dist.cpu_offload || c.dist.offload_optimizer) {
-      return Err(c.dist.cpu_offload ? "dist.cpu_offload" : "dist.offload_optimizer",
-                 "train.method full keeps its weights and optimizer state on the device; "
-                 "turn offloading off");
     }
   }
   RT_RETURN_IF_ERROR(OneOf("train.dtype", c.train.dtype, {"bf16", "fp16", "fp32"}));

@@ -416,6 +416,10 @@ absl::StatusOr<RunResult> Train(const JobConfig& config, const RunCallbacks& cal
   Log(callbacks, absl::StrFormat("rank %d: peak host memory (RSS) %.2f GiB after %d steps",
                                  run.env.rank, PeakHostRssBytes() / double(1 << 30),
                                  result.steps));
+  if (run.fsdp && run.fsdp->host_optimizer_steps() > 0) {
+    Log(callbacks, absl::StrFormat("rank %d: %d AdamW steps ran on the host", run.env.rank,
+                                   run.fsdp->host_optimizer_steps()));
+  }
   // At the end, and when stopped early, so that a paused job resumes exactly.
   if (auto s = checkpoint(result.final_loss); !s.ok()) return s;
   // Only a finished run writes the job's adapter/ folder: a stopped one

@@ -1,8 +1,10 @@
 // train.method full and llama_pro sharded over ranks on the CPU (Gloo):
 // FsdpLayers with trained weights on 2 and 4 ranks trains what one process
 // (FullModelLayers) trains, under every sharding strategy; a job paused on 2
-// ranks resumes exactly; offloading is refused naming its field. The global
-// batch stays the same (1 x 4 = 2 x 2 = 4 x 1 rows); the final float32
+// ranks resumes exactly; with dist.cpu_offload / dist.offload_optimizer the
+// weights stream from host memory and AdamW runs on the host, training the
+// same model, and checkpoints cross between offloaded and on-device runs.
+// The global batch stays the same (1 x 4 = 2 x 2 = 4 x 1 rows); the final float32
 // masters are read from each run's last checkpoint (random: models write no
 // model folder).
 #include <gtest/gtest.h>
@@ -48,6 +50,14 @@ class FullRanks : public FsdpLauncher {
     }
   }
 
+  // Every rank of `o` ran AdamW on the host (the offloaded path, not the
+  // on-device one that CPU tests could silently take instead).
+  static void ExpectHostSteps(const Outcome& o, int steps) {
+    EXPECT_NE(o.rank0_log.find("rank 0: " + std::to_string(steps) + " AdamW steps ran on the host"),
+              std::string::npos)
+        << o.rank0_log;
+  }
+
   Outcome One(const std::string& name, LaunchOptions o) {
     o.world = 1;
     o.batch = 4;
@@ -91,6 +101,12 @@ TEST_F(FullRanks, Bf16WeightsAreRoundedFromTheMasterShards) {
   ExpectSameModel(one, sharded, 4, 5e-2);
   two.sharding = "no_shard";
   ExpectSameModel(sharded, Launch("no_shard", two), 4, 1e-5);
+  // Offloaded, the bf16 shards are rounded on the host from host masters.
+  two.sharding = "full_shard";
+  two.cpu_offload = true;
+  const Outcome offloaded = Launch("offloaded", two);
+  ExpectSameModel(sharded, offloaded, 4, 1e-5);
+  ExpectHostSteps(offloaded, 4);
 }
 
 TEST_F(FullRanks, EveryStrategyMatchesOneWithATiedHead) {
@@ -151,15 +167,81 @@ TEST_F(FullRanks, PausedOnTwoRanksResumesExactly) {
   ExpectSameModel(uninterrupted, joined, 6);
 }
 
-TEST_F(FullRanks, OffloadIsRefusedNamingTheField) {
-  LaunchOptions o = Full();
-  o.world = 2;
-  o.batch = 2;
-  o.cpu_offload = true;
-  const Outcome refused = Launch("offload", o);
-  EXPECT_NE(refused.exit_codes[0], 0);
-  EXPECT_NE(refused.rank0_log.find("dist.cpu_offload"), std::string::npos) << refused.rank0_log;
-  EXPECT_NE(refused.rank0_log.find("train.method full"), std::string::npos) << refused.rank0_log;
+// One process streams (FsdpLayers without a communicator); two ranks
+// stream their shards. offload_optimizer alone keeps the fp32 shards on the
+// device and copies host masters into them after each host update.
+TEST_F(FullRanks, OffloadOnOneAndTwoRanksMatchesOneWithout) {
+  const Outcome one = One("one", Full());
+  struct Case {
+    const char* name;
+    int world;
+    bool cpu_offload, offload_optimizer;
+  };
+  for (const Case& c : {Case{"streamed", 1, true, false}, Case{"offloaded", 2, true, false},
+                        Case{"host_optimizer", 2, false, true}}) {
+    SCOPED_TRACE(c.name);
+    LaunchOptions o = Full();
+    o.world = c.world;
+    o.batch = 4 / c.world;
+    o.cpu_offload = c.cpu_offload;
+    o.offload_optimizer = c.offload_optimizer;
+    const Outcome offloaded = Launch(c.name, o);
+    ExpectSameModel(one, offloaded, 4);
+    ExpectHostSteps(offloaded, 4);
+  }
+}
+
+TEST_F(FullRanks, LlamaProWithOffloadOnTwoRanksMatchesOneWithout) {
+  // The frozen NF4 layers and the dense inserted ones share the streaming
+  // slots (sized for the larger); only the inserted ones are updated.
+  const LaunchOptions pro{.base = "nf4", .method = "llama_pro", .expand_every = 1};
+  const Outcome one = One("one", pro);
+  LaunchOptions two = pro;
+  two.world = 2;
+  two.batch = 2;
+  two.cpu_offload = true;
+  const Outcome offloaded = Launch("offloaded", two);
+  ExpectSameModel(one, offloaded, 4);
+  ExpectHostSteps(offloaded, 4);
+}
+
+// Checkpoints are the same with and without offload: one written on the
+// device resumes offloaded, one written offloaded resumes on the device,
+// and both continue the uninterrupted run.
+TEST_F(FullRanks, CheckpointsCrossBetweenOffloadedAndOnDeviceRuns) {
+  LaunchOptions whole = Full();
+  whole.steps = 6;
+  whole.checkpoint_every = 3;
+  const Outcome uninterrupted = One("whole", whole);
+
+  LaunchOptions streamed = whole;
+  streamed.world = 1;
+  streamed.cpu_offload = true;
+  streamed.resume_from = uninterrupted.dir + "/checkpoints/step-3";
+  Outcome from_device = Launch("from_device", streamed);
+  ExpectHostSteps(from_device, 3);
+  from_device.losses.insert(from_device.losses.begin(), uninterrupted.losses.begin(),
+                            uninterrupted.losses.begin() + 3);
+  ExpectSameModel(uninterrupted, from_device, 6);
+
+  LaunchOptions first = whole;
+  first.world = 2;
+  first.batch = 2;
+  first.checkpoint_every = 0;
+  first.cpu_offload = true;
+  first.stop_after = 3;
+  const Outcome paused = Launch("paused", first);
+  for (int c : paused.exit_codes) ASSERT_EQ(c, 0) << paused.rank0_log;
+  ASSERT_EQ(paused.losses.size(), 3u);
+  ExpectHostSteps(paused, 3);
+  LaunchOptions second = first;
+  second.cpu_offload = false;
+  second.stop_after = 0;
+  second.resume_from = paused.dir + "/checkpoints/step-3";
+  Outcome on_device = Launch("on_device", second);
+  EXPECT_EQ(on_device.rank0_log.find("AdamW steps ran on the host"), std::string::npos);
+  on_device.losses.insert(on_device.losses.begin(), paused.losses.begin(), paused.losses.end());
+  ExpectSameModel(uninterrupted, on_device, 6);
 }
 
 }  // namespace

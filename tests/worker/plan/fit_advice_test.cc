@@ -95,18 +95,19 @@ TEST(FitAdviceTest, SuggestsTheLargestBatchAndRank) {
   EXPECT_FALSE(PlanMemory(*model, Job(8, r * 2, 16), device).fits());
 }
 
-TEST(FitAdviceTest, FullFineTuningIsOfferedNeitherOffloadNorARank) {
+TEST(FitAdviceTest, FullFineTuningIsOfferedOffloadButNoRank) {
   auto model = model::RandomModelConfig("llama3.2-1b");
   ASSERT_TRUE(model.ok()) << model.status();
   train::JobConfig job = Job(8, 64, 24);
   job.train.base = "bf16";
   job.train.method = "full";
   const std::vector<FitOption> options = SuggestFits(*model, job, DeviceForJob(job, 0, 1));
+  bool offload = false;
   for (const FitOption& o : options) {
-    EXPECT_THAT(o.setting, Not(HasSubstr("cpu_offload"))) << o.setting;
-    EXPECT_THAT(o.setting, Not(HasSubstr("offload_optimizer"))) << o.setting;
+    offload = offload || o.setting.find("offload") != std::string::npos;
     EXPECT_THAT(o.setting, Not(HasSubstr("lora.r"))) << o.setting;
   }
+  EXPECT_TRUE(offload);
 }
 
 TEST(FitAdviceTest, SuggestsTheNextStepWhenNothingFits) {

@@ -416,6 +416,77 @@ TEST(MemoryPlanTest, ShardedLlamaProDividesTheCopiesStateByTheRanks) {
   EXPECT_EQ(plan.device.gradients, 4 * 8 * per_layer / 2 + 6 * per_layer);
 }
 
+TEST(MemoryPlanTest, OffloadedFullFineTuningKeepsTheTrainedStateOnTheHost) {
+  auto model = model::RandomModelConfig("llama3.2-1b");
+  ASSERT_TRUE(model.ok()) << model.status();
+  train::JobConfig job;
+  job.train.base = "bf16";
+  job.train.method = "full";
+  job.dist.cpu_offload = true;
+  PlanDevice two;
+  two.world_size = 2;
+  const int64_t n = FullParameterCount(*model);
+  const int64_t layer = 2048LL * 5120 + 3LL * 2048 * 8192 + 2 * 2048;
+  const int64_t table = 128256LL * 2048;
+  train::JobConfig device_job = job;
+  device_job.dist.cpu_offload = false;
+  const MemoryPlan on_device = PlanMemory(*model, device_job, two);
+  for (int world : {1, 2}) {
+    SCOPED_TRACE(world);
+    PlanDevice device;
+    device.world_size = world;
+    const MemoryPlan plan = PlanMemory(*model, job, device);
+    // The GPU: two bf16 layers in flight (and under FSDP the shard being
+    // copied up), one unit's gradients while reduced; no masters, moments
+    // or gradient shards.
+    EXPECT_EQ(plan.device.frozen_weights, 2 * 2 * layer + (world > 1 ? 2 * layer / 2 : 0));
+    EXPECT_EQ(plan.device.adapter, 0);
+    EXPECT_EQ(plan.device.optimizer, 0);
+    EXPECT_EQ(plan.device.gradients, 6 * table);
+    // The host: the bf16 shards, and a float32 master, gradient and two
+    // moments per parameter.
+    EXPECT_EQ(plan.host.frozen_weights, 2 * n / world);
+    EXPECT_EQ(plan.host.optimizer, 16 * n / world);
+  }
+  EXPECT_LT(PlanMemory(*model, job, two).device.Total(), on_device.device.Total() / 4);
+  // In fp32 the host shard is its own master.
+  job.train.dtype = "fp32";
+  EXPECT_EQ(PlanMemory(*model, job, two).host.optimizer, 12 * n / 2);
+  // offload_optimizer alone: the weights stay on the GPU, the rest moves.
+  job.train.dtype = "bf16";
+  job.dist.cpu_offload = false;
+  job.dist.offload_optimizer = true;
+  const MemoryPlan host_optimizer = PlanMemory(*model, job, two);
+  EXPECT_EQ(host_optimizer.device.frozen_weights, on_device.device.frozen_weights);
+  EXPECT_EQ(host_optimizer.device.optimizer, 0);
+  EXPECT_EQ(host_optimizer.host.frozen_weights, 0);
+  EXPECT_EQ(host_optimizer.host.optimizer, 16 * n / 2);
+}
+
+TEST(MemoryPlanTest, OffloadedLlamaProStreamsDenseSlotsAndHostsTheCopiesState) {
+  auto model = model::RandomModelConfig("llama2-7b");
+  ASSERT_TRUE(model.ok());
+  train::JobConfig job;
+  job.train.method = "llama_pro";
+  job.train.expand_every = 4;  // 32 layers + 8 copies
+  job.dist.cpu_offload = true;
+  PlanDevice two;
+  two.world_size = 2;
+  const int64_t per_layer = 2 * 4096 + 4LL * 4096 * 4096 + 3LL * 4096 * 11008;
+  const MemoryPlan plan = PlanMemory(*model, job, two);
+  EXPECT_EQ(plan.device.frozen_weights, 2 * 2 * per_layer + 2 * per_layer / 2);
+  EXPECT_EQ(plan.device.optimizer, 0);
+  EXPECT_EQ(plan.device.gradients, 6 * per_layer);
+  EXPECT_EQ(plan.host.optimizer, 16 * 8 * per_layer / 2);
+  // The host holds the NF4 shards of 40 layers with the 8 copies dense.
+  train::JobConfig nf4;
+  nf4.train = job.train;
+  nf4.dist.cpu_offload = true;
+  nf4.train.method = "lora";
+  nf4.train.expand_every = 0;
+  EXPECT_GT(plan.host.frozen_weights, PlanMemory(*model, nf4, two).host.frozen_weights);
+}
+
 TEST(MemoryPlanTest, BaseFormatsSetTheFrozenBytes) {
   auto model = model::RandomModelConfig("llama2-7b");
   ASSERT_TRUE(model.ok());

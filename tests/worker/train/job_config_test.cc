@@ -158,7 +158,7 @@ TEST(JobConfigTest, LlamaProNeedsExpandEveryAndOnlyItTakesIt) {
   EXPECT_THAT(stray.status().message(), HasSubstr("only train.method llama_pro"));
 }
 
-TEST(JobConfigTest, FullFineTuningNeedsABf16BaseAndNoOffload) {
+TEST(JobConfigTest, FullFineTuningNeedsABf16Base) {
   auto quantized = ParseJobConfig(Job(R"(, "train": {"method": "full"})"));
   ASSERT_FALSE(quantized.ok());
   EXPECT_THAT(quantized.status().message(), HasSubstr("train.method: full"));
@@ -168,10 +168,14 @@ TEST(JobConfigTest, FullFineTuningNeedsABf16BaseAndNoOffload) {
   auto again = ParseJobConfig(JobConfigToJson(*c));
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_EQ(again->train.method, "full");
-  auto offload = ParseJobConfig(
-      Job(R"(, "train": {"method": "full", "base": "bf16"}, "dist": {"cpu_offload": true})"));
-  ASSERT_FALSE(offload.ok());
-  EXPECT_THAT(offload.status().message(), HasSubstr("dist.cpu_offload"));
+  // Offloading streams the trained weights and runs AdamW on the host.
+  auto offload = ParseJobConfig(Job(R"(, "train": {"method": "full", "base": "bf16"},
+      "dist": {"cpu_offload": true, "offload_optimizer": true})"));
+  ASSERT_TRUE(offload.ok()) << offload.status();
+  EXPECT_TRUE(offload->dist.cpu_offload);
+  auto pro = ParseJobConfig(Job(R"(, "train": {"method": "llama_pro", "expand_every": 2},
+      "dist": {"cpu_offload": true})"));
+  ASSERT_TRUE(pro.ok()) << pro.status();
 }
 
 TEST(JobConfigTest, ValidationFieldsRoundTrip) {
