@@ -373,17 +373,34 @@ TEST(MemoryPlanTest, LlamaProTrainsOnlyTheCopiesDenseBesideAQuantizedBase) {
   EXPECT_EQ(plan.device.frozen_weights, nf4_32 + 8 * 2 * per_layer);
 }
 
-TEST(MemoryPlanTest, ShardedFullFineTuningDividesTheTrainedStateByTheRanks) {
-  auto model = model::RandomModelConfig("llama3.2-1b");
-  ASSERT_TRUE(model.ok()) << model.status();
+// Llama-3.2-1B trained in full on a bf16 base: its parameter count, one
+// decoder layer's and the embedding table's.
+struct Full1B {
+  model::ModelConfig model;
   train::JobConfig job;
-  job.train.base = "bf16";
-  job.train.method = "full";
+  int64_t n = 0;
+  int64_t layer = 2048LL * 5120 + 3LL * 2048 * 8192 + 2 * 2048;
+  int64_t table = 128256LL * 2048;
+};
+
+Full1B MakeFull1B() {
+  Full1B f;
+  auto model = model::RandomModelConfig("llama3.2-1b");
+  EXPECT_TRUE(model.ok()) << model.status();
+  f.model = *model;
+  f.job.train.base = "bf16";
+  f.job.train.method = "full";
+  f.n = FullParameterCount(f.model);
+  return f;
+}
+
+TEST(MemoryPlanTest, ShardedFullFineTuningDividesTheTrainedStateByTheRanks) {
+  Full1B f = MakeFull1B();
+  const model::ModelConfig* model = &f.model;
+  train::JobConfig& job = f.job;
   PlanDevice one, two;
   two.world_size = 2;
-  const int64_t n = FullParameterCount(*model);
-  const int64_t layer = 2048LL * 5120 + 3LL * 2048 * 8192 + 2 * 2048;
-  const int64_t table = 128256LL * 2048;
+  const int64_t n = f.n, layer = f.layer, table = f.table;
   const MemoryPlan alone = PlanMemory(*model, job, one);
   const MemoryPlan sharded = PlanMemory(*model, job, two);
   EXPECT_EQ(sharded.trainable_parameters, n);
@@ -417,17 +434,13 @@ TEST(MemoryPlanTest, ShardedLlamaProDividesTheCopiesStateByTheRanks) {
 }
 
 TEST(MemoryPlanTest, OffloadedFullFineTuningKeepsTheTrainedStateOnTheHost) {
-  auto model = model::RandomModelConfig("llama3.2-1b");
-  ASSERT_TRUE(model.ok()) << model.status();
-  train::JobConfig job;
-  job.train.base = "bf16";
-  job.train.method = "full";
+  Full1B f = MakeFull1B();
+  const model::ModelConfig* model = &f.model;
+  train::JobConfig& job = f.job;
   job.dist.cpu_offload = true;
   PlanDevice two;
   two.world_size = 2;
-  const int64_t n = FullParameterCount(*model);
-  const int64_t layer = 2048LL * 5120 + 3LL * 2048 * 8192 + 2 * 2048;
-  const int64_t table = 128256LL * 2048;
+  const int64_t n = f.n, layer = f.layer, table = f.table;
   train::JobConfig device_job = job;
   device_job.dist.cpu_offload = false;
   const MemoryPlan on_device = PlanMemory(*model, device_job, two);
