@@ -18,7 +18,9 @@ using JobEdit = std::function<void(train::JobConfig&)>;
 std::optional<int64_t> BytesIfFits(const model::ModelConfig& model, train::JobConfig job,
                                    const PlanDevice& device, const JobEdit& edit) {
   edit(job);
-  const MemoryPlan plan = PlanMemory(model, job, device);
+  // The least the setting needs: with it the job fits, and recompute auto
+  // then fills what is left of the card (Note [Where the kept products live]).
+  const MemoryPlan plan = PlanMemory(model, job, device, /*use_free_room=*/false);
   if (!plan.fits()) return std::nullopt;
   return plan.device.Total();
 }

@@ -598,7 +598,7 @@ MemoryPlan PlanKeeping(const model::ModelConfig& original, const train::JobConfi
 }  // namespace
 
 MemoryPlan PlanMemory(const model::ModelConfig& original, const train::JobConfig& job,
-                      const PlanDevice& device) {
+                      const PlanDevice& device, bool use_free_room) {
   MemoryPlan plan = PlanKeeping(original, job, device, 0);
   if (ParseRecompute(job.train.recompute) != Recompute::kAuto) return plan;
   // train.recompute auto never costs a job its fit: where the products kept
@@ -616,7 +616,7 @@ MemoryPlan PlanMemory(const model::ModelConfig& original, const train::JobConfig
   const int64_t product =
       GateUpProductBytes(job.train.batch_size * job.train.context_length, m.intermediate_size, d);
   const int64_t room = plan.capacity_bytes - plan.device.Total();
-  if (plan.capacity_bytes <= 0 || room <= 0 || product <= 0) return plan;
+  if (!use_free_room || plan.capacity_bytes <= 0 || room <= 0 || product <= 0) return plan;
   int64_t fit = static_cast<int64_t>(kKeepMlpDeviceRoomShare * static_cast<double>(room) /
                                      (static_cast<double>(product) * (1.0 + kSlack)));
   for (fit = std::min<int64_t>(fit, m.num_layers); fit > 0; --fit) {

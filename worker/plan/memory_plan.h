@@ -93,8 +93,11 @@ struct MemoryPlan {
   bool fits() const { return capacity_bytes <= 0 || device.Total() <= capacity_bytes; }
 };
 
+// With `use_free_room` false, the plan leaves out the products that
+// train.recompute auto keeps in the card's free room (Note [Where the kept
+// products live]): the least the job needs, which fit advice reports.
 MemoryPlan PlanMemory(const model::ModelConfig& model, const train::JobConfig& job,
-                      const PlanDevice& device);
+                      const PlanDevice& device, bool use_free_room = true);
 
 // Note [Row-tiled MLP]: rows of one MLP chunk in the trainer's checkpointed
 // step, or 0 for an untiled MLP. `requested` is train.mlp_chunk_tokens (> 0:
