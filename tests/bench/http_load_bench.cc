@@ -1,4 +1,4 @@
-// http_load_bench: rigtuned's HTTP port under the load of issue 17, with a
+// http_load_bench: rigtuned's HTTP port under concurrent clients, with a
 // worker (the fake engine) training throughout.
 //
 //   http_load_bench [SUBMISSIONS=200] [WATCHERS=100] [SLOW_CLIENTS=50] [PROBES=500]
