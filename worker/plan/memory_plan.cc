@@ -2,6 +2,9 @@
 
 #include <algorithm>
 #include <array>
+#include <initializer_list>
+#include <string>
+#include <vector>
 
 #include "absl/strings/str_format.h"
 
@@ -195,15 +198,17 @@ int64_t LayerParameters(const model::ModelConfig& m) {
 
 // Whether the MLP's projections train with LoRA dropout, which keeps the
 // trainer's MLP untiled (Note [Row-tiled MLP] in trainer.cc).
-bool MlpTrainsWithDropout(const train::JobConfig& job) {
+// Whether LoRA dropout applies to any of `modules` (lora.target_modules).
+bool DropoutOnAnyOf(const train::JobConfig& job, std::initializer_list<const char*> modules) {
   if (job.lora.dropout <= 0) return false;
-  for (const char* p : {"gate_proj", "up_proj", "down_proj"}) {
-    if (std::find(job.lora.target_modules.begin(), job.lora.target_modules.end(), p) !=
-        job.lora.target_modules.end()) {
-      return true;
-    }
-  }
-  return false;
+  const std::vector<std::string>& targets = job.lora.target_modules;
+  return std::any_of(modules.begin(), modules.end(), [&](const char* p) {
+    return std::find(targets.begin(), targets.end(), p) != targets.end();
+  });
+}
+
+bool MlpTrainsWithDropout(const train::JobConfig& job) {
+  return DropoutOnAnyOf(job, {"gate_proj", "up_proj", "down_proj"});
 }
 
 // One layer's recompute + backward with a row-tiled MLP, counted tensor by
@@ -239,14 +244,7 @@ int64_t TiledLayerGraph(const model::ModelConfig& m, int64_t tokens, int64_t chu
 // and no dropout on gate/up.
 bool GateUpRunsAsOneProduct(const model::ModelConfig& m, const train::JobConfig& job) {
   if (job.train.method == "full" || job.train.method == "dora" || m.mlp_bias) return false;
-  if (job.lora.dropout <= 0) return true;
-  for (const char* p : {"gate_proj", "up_proj", "gate_up_proj"}) {
-    if (std::find(job.lora.target_modules.begin(), job.lora.target_modules.end(), p) !=
-        job.lora.target_modules.end()) {
-      return false;
-    }
-  }
-  return true;
+  return !DropoutOnAnyOf(job, {"gate_proj", "up_proj", "gate_up_proj"});
 }
 
 int64_t Percent(int64_t bytes, double fraction) {
@@ -265,32 +263,6 @@ int64_t HostBytes::Total() const {
   return process + frozen_weights + std::max(loading, optimizer + layer_inputs + kept_products);
 }
 
-Recompute ParseRecompute(const std::string& name) {
-  if (name == "full") return Recompute::kFull;
-  if (name == "keep_mlp") return Recompute::kKeepMlp;
-  return Recompute::kAuto;
-}
-
-bool KeepsMlpProducts(Recompute policy, bool activation_offload, int64_t mlp_chunk_tokens,
-                      int64_t host_bytes_needed, int64_t host_memory_bytes) {
-  if (policy == Recompute::kFull || mlp_chunk_tokens > 0) return false;
-  if (policy == Recompute::kKeepMlp) return true;
-  if (!activation_offload) return false;
-  return host_memory_bytes <= 0 ||
-         static_cast<double>(host_bytes_needed) <=
-             kKeepMlpHostFraction * static_cast<double>(host_memory_bytes);
-}
-
-int64_t GateUpProductBytes(int64_t tokens, int64_t intermediate_size, int64_t dtype_bytes) {
-  return tokens * 2 * intermediate_size * dtype_bytes;
-}
-
-int64_t PinnedHostBytes(int64_t bytes) {
-  int64_t block = 1;
-  while (block < bytes) block <<= 1;
-  return bytes <= 0 ? 0 : block;
-}
-
 PlanDevice DeviceForJob(const train::JobConfig& job, double card_gib, int world_size) {
   PlanDevice device;
   device.world_size = std::max(1, world_size);
@@ -305,15 +277,6 @@ PlanDevice DeviceForJob(const train::JobConfig& job, double card_gib, int world_
                         kContextReserve / kGiB);
   }
   return device;
-}
-
-int64_t MlpChunkTokens(int64_t tokens, int64_t intermediate_size, int64_t dtype_bytes,
-                       int64_t requested) {
-  if (requested > 0) return requested < tokens ? requested : 0;
-  const int64_t row_bytes = 2 * std::max<int64_t>(1, intermediate_size) * dtype_bytes;
-  if (tokens * row_bytes <= kMlpTileAboveBytes) return 0;
-  const int64_t rows = std::max<int64_t>(256, kMlpChunkBytes / row_bytes / 256 * 256);
-  return rows < tokens ? rows : 0;
 }
 
 int64_t LoraParameterCount(const model::ModelConfig& model, const train::LoraConfig& lora,
