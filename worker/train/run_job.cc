@@ -73,6 +73,7 @@ struct Run {
   std::string phase = "setting up";
   std::optional<model::ModelConfig> model_config;
   plan::PlanDevice device_plan;
+  std::optional<plan::MemoryPlan> memory_plan;  // the job's first log line
 };
 
 // RIGTUNE_IGNORE_MEMORY_PLAN=1 starts a job the planner says cannot fit (the
@@ -93,7 +94,8 @@ absl::Status LogMemoryPlan(const JobConfig& config, const RunCallbacks& callback
       run.env.world_size);
   run.device_plan.host_memory_bytes =
       HostMemoryBytes() / std::max<int64_t>(1, run.env.local_world_size);
-  const plan::MemoryPlan memory = plan::PlanMemory(*run.model_config, config, run.device_plan);
+  run.memory_plan = plan::PlanMemory(*run.model_config, config, run.device_plan);
+  const plan::MemoryPlan& memory = *run.memory_plan;
   Log(callbacks, absl::StrCat("rank ", run.env.rank, ": ", plan::PlanLine(memory)));
   if (memory.fits() || !run.device.is_cuda() || IgnoreMemoryPlan()) return absl::OkStatus();
   return absl::InvalidArgumentError(absl::StrCat(
@@ -285,13 +287,12 @@ absl::StatusOr<RunResult> Train(const JobConfig& config, const RunCallbacks& cal
   topts.seed = config.train.seed;
   topts.mlp_chunk_tokens = config.train.mlp_chunk_tokens;
   // auto follows the memory plan's choice (kept products only where they
-  // fit the card and the host's memory; plan::KeepsMlpProducts).
-  // auto also says how many layers keep theirs, and where (Note [Where the
-  // kept products live] in memory_plan.cc).
+  // fit the card and the host's memory; plan::KeepsMlpProducts), which also
+  // says how many layers keep theirs, and where (Note [Where the kept
+  // products live] in memory_plan.cc).
   topts.recompute = plan::ParseRecompute(config.train.recompute);
-  if (topts.recompute == plan::Recompute::kAuto && run.model_config) {
-    const plan::MemoryPlan memory =
-        plan::PlanMemory(*run.model_config, config, run.device_plan);
+  if (topts.recompute == plan::Recompute::kAuto && run.memory_plan) {
+    const plan::MemoryPlan& memory = *run.memory_plan;
     topts.recompute =
         memory.keeps_mlp_products ? plan::Recompute::kKeepMlp : plan::Recompute::kFull;
     topts.kept_mlp_layers = memory.kept_mlp_layers;
